@@ -1,0 +1,107 @@
+"""Decisions of the edge that need no KSR call: what to do with a method, a digest check
+result, a source address, and which FreeSWITCH set and context a call goes to."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import Enum
+
+from kemi.settings import EdgeSettings, IPNetwork
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+# Methods that only make sense inside a dialog: without a To tag there is no dialog to find.
+DIALOG_ONLY = frozenset({"BYE", "PRACK", "UPDATE", "INFO", "NOTIFY", "REFER"})
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    reason: str
+    headers: str = ""
+
+
+def out_of_dialog_method(method: str) -> Reply | None:
+    """None for INVITE (a call); otherwise the reply that ends the request here."""
+    if method == "INVITE":
+        return None
+    if method == "OPTIONS":
+        return Reply(200, "OK", f"Allow: {ALLOW}\r\nAccept: application/sdp\r\n")
+    if method == "REGISTER":
+        return Reply(403, "Forbidden - registration is not used with WhatsApp SIP calling")
+    if method in DIALOG_ONLY:
+        return Reply(481, "Call/Transaction Does Not Exist")
+    return Reply(405, "Method Not Allowed", f"Allow: {ALLOW}\r\n")
+
+
+class AuthAction(Enum):
+    ACCEPT = "accept"
+    CHALLENGE = "challenge"
+    CHALLENGE_STALE = "challenge-stale"
+    CHALLENGE_AFTER_FAILURE = "challenge-after-failure"
+    REFUSE = "refuse"
+
+
+# pv_auth_check() results (Kamailio auth module, auth_mod.h).
+AUTH_OK = 1
+AUTH_ERROR = -1
+AUTH_INVALID_PASSWORD = -2
+AUTH_NONCE_REUSED = -6
+AUTH_STALE_NONCE = -4
+AUTH_NO_CREDENTIALS = -5
+
+
+def auth_action(result: int) -> AuthAction:
+    """Map pv_auth_check's result to what the edge does: never relay unless it is 1."""
+    if result == AUTH_OK:
+        return AuthAction.ACCEPT
+    if result in (AUTH_STALE_NONCE, AUTH_NONCE_REUSED):
+        return AuthAction.CHALLENGE_STALE
+    if result == AUTH_INVALID_PASSWORD:
+        return AuthAction.CHALLENGE_AFTER_FAILURE
+    if result == AUTH_ERROR:
+        return AuthAction.REFUSE
+    return AuthAction.CHALLENGE
+
+
+def in_dialog_target_allowed(from_meta: bool, next_hop_host: str,
+                             freeswitch_hosts: frozenset[str]) -> bool:
+    """In-dialog requests from Meta may only reach a FreeSWITCH node.
+
+    loose_route() follows whatever Route set a request carries, so without this a forged
+    in-dialog request would turn the edge into an open relay.
+    """
+    return not from_meta or next_hop_host.strip("[]").lower() in freeswitch_hosts
+
+
+def source_allowed(source_ip: str, allowed: tuple[IPNetwork, ...]) -> bool:
+    """True when no allow-list is configured or the address is inside one of its prefixes."""
+    if not allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(source_ip.strip("[]"))
+    except ValueError:
+        return False
+    return any(address in network for network in allowed)
+
+
+@dataclass(frozen=True)
+class Destination:
+    freeswitch_set: int
+    algorithm: int
+    context: str
+
+
+def choose_destination(settings: EdgeSettings, business_number: str,
+                       user_params: dict[str, str]) -> Destination:
+    """First route whose every `match` key equals the call's value wins; else the defaults."""
+    values = dict(user_params)
+    values["business_number"] = business_number
+    for route in settings.routes:
+        if all(values.get(key.lower() if key != "business_number" else key) == expected
+               for key, expected in route.match.items()):
+            chosen = route.freeswitch_set or settings.default_set
+            return Destination(chosen, settings.set_algorithms[chosen],
+                               route.context or settings.default_context)
+    return Destination(settings.default_set, settings.set_algorithms[settings.default_set],
+                       settings.default_context)

@@ -1,0 +1,86 @@
+"""The edge's view of the site config, read from the JSON file that `provision render` writes.
+
+The edge does not parse the TOML site config itself: it would need pydantic inside Kamailio.
+The renderer has validated everything; this module only turns the JSON into typed values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class NumberSettings:
+    business_number: str
+    phone_number_id: str
+    srtp_mode: str
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    match: dict[str, str]
+    freeswitch_set: int | None
+    context: str | None
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    sip_domain: str
+    accepted_domains: frozenset[str]
+    auth_mode: str
+    challenge_code: int
+    failure_limit: int
+    numbers: dict[str, NumberSettings]
+    routes: tuple[RouteSettings, ...]
+    default_set: int
+    default_context: str
+    set_algorithms: dict[int, int]
+    allowed_sources: tuple[IPNetwork, ...]
+    pike: bool
+    payload_max_length: int
+    meta_header_max_length: int
+    freeswitch_hosts: frozenset[str]
+    meta_host_name: str = "wa.meta.vc"
+
+
+def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
+    """Build settings from the rendered JSON; KeyError/TypeError mean a stale or foreign file."""
+    numbers_raw = raw["numbers"]
+    routes_raw = raw["routes"]
+    sets_raw = raw["set_algorithms"]
+    sources_raw = raw["allowed_sources"]
+    accepted_raw = raw["accepted_domains"]
+    hosts_raw = raw["freeswitch_hosts"]
+    assert isinstance(numbers_raw, dict) and isinstance(routes_raw, list)
+    assert isinstance(sets_raw, dict) and isinstance(sources_raw, list)
+    assert isinstance(accepted_raw, list) and isinstance(hosts_raw, list)
+    sip_domain = str(raw["sip_domain"]).lower()
+    return EdgeSettings(
+        sip_domain=sip_domain,
+        accepted_domains=frozenset([sip_domain, *(str(d).lower() for d in accepted_raw)]),
+        auth_mode=str(raw["auth_mode"]),
+        challenge_code=int(str(raw["challenge_code"])),
+        failure_limit=int(str(raw["failure_limit"])),
+        numbers={digits: NumberSettings(**n) for digits, n in numbers_raw.items()},
+        routes=tuple(RouteSettings(r["match"], r.get("freeswitch_set"), r.get("context"))
+                     for r in routes_raw),
+        default_set=int(str(raw["default_set"])),
+        default_context=str(raw["default_context"]),
+        set_algorithms={int(k): int(v) for k, v in sets_raw.items()},
+        allowed_sources=tuple(ipaddress.ip_network(s, strict=False) for s in sources_raw),
+        pike=bool(raw["pike"]),
+        payload_max_length=int(str(raw["payload_max_length"])),
+        meta_header_max_length=int(str(raw["meta_header_max_length"])),
+        freeswitch_hosts=frozenset(str(h).lower() for h in hosts_raw),
+        meta_host_name=str(raw.get("meta_host_name", "wa.meta.vc")),
+    )
+
+
+def load_settings(path: Path) -> EdgeSettings:
+    with path.open(encoding="utf-8") as handle:
+        return settings_from_dict(json.load(handle))

@@ -1,0 +1,185 @@
+"""A running wa-sip edge on loopback: rendered from the site config, real Kamailio, real TLS.
+
+`EdgeLab` starts from examples/site.toml, moves sockets, certificates and the credential store
+into a scratch folder, renders with `provision render`'s own code and starts Kamailio and the
+stunnel that plays Meta's TLS client. The lab command and the tests both use it.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.certs import TestCa, make_test_ca
+from lab.processes import LabError, ManagedProcess, free_port, wait_for_tcp
+from lab.sipp import SippResult, run_sipp_client
+from lab.stunnel import stunnel_client
+from provisioning.config import SiteConfig
+from provisioning.credential_store import credential_for, open_store
+from provisioning.kamailio_rpc import RpcError, call
+from provisioning.render import RenderOptions, render_kamailio
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "site.toml"
+LAB_PASSWORD = "lab-sip-password-1"
+META_USER = "+15550123456"
+
+
+@dataclass
+class EdgePorts:
+    tls: int = field(default_factory=free_port)
+    internal: int = field(default_factory=free_port)
+    meta_client: int = field(default_factory=free_port)
+    freeswitch: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `changes` into a copy of `base` (tables merge, other values replace)."""
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+class EdgeLab:
+    """Kamailio + Meta's TLS client leg, in `folder`; use as a context manager."""
+
+    def __init__(self, folder: Path, overrides: dict[str, Any] | None = None,
+                 config_path: Path = EXAMPLE_CONFIG, passwords: dict[str, str] | None = None,
+                 log_level: int = 2) -> None:
+        self.folder = folder
+        self.ports = EdgePorts()
+        self.overrides = overrides or {}
+        self.config_path = config_path
+        self.log_level = log_level
+        self.processes: list[ManagedProcess] = []
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ca: TestCa = make_test_ca(folder / "ca")
+        self.config = self._site_config()
+        self.passwords = passwords if passwords is not None else {
+            n.business_number: LAB_PASSWORD for n in self.config.numbers}
+        self.kamailio: ManagedProcess | None = None
+
+    # ---- configuration --------------------------------------------------------------------
+
+    def _site_config(self) -> SiteConfig:
+        try:
+            raw = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise LabError(f"{self.config_path}: {error}") from None
+        domain = merge(raw, self.overrides)["site"]["sip_domain"]
+        edge_leaf = self.ca.issue("edge", [domain])
+        fs1, fs2 = self.ports.freeswitch
+        loopback = {
+            "tls": {"certificate": str(edge_leaf.certificate),
+                    "private_key": str(edge_leaf.private_key),
+                    "ca_list": str(self.ca.certificate)},
+            "listen": {"tls": f"127.0.0.1:{self.ports.tls}",
+                       "internal": f"127.0.0.1:{self.ports.internal}"},
+            "credentials": {"store": f"sqlite:///{self.folder / 'credentials.sqlite'}"},
+            "freeswitch": {"sets": [{"id": 1, "algorithm": "priority", "nodes": [
+                {"uri": f"sip:127.0.0.1:{fs1}", "priority": 10},
+                {"uri": f"sip:127.0.0.1:{fs2}", "priority": 5}]}]},
+        }
+        return SiteConfig.model_validate(merge(merge(raw, loopback), self.overrides))
+
+    @property
+    def rpc_socket(self) -> Path:
+        return self.folder / "out" / "kamailio" / "kamailio_rpc.sock"
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> EdgeLab:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for tool in ("kamailio", "sipp", "stunnel4"):
+            if shutil.which(tool) is None:
+                raise LabError(f"{tool} is not installed: run 'make lab' or 'make test' as root")
+        self.write_credentials(self.passwords)
+        rendered = render_kamailio(self.config, self.folder / "out", RenderOptions(
+            workers=2, probe_interval=0, log_level=self.log_level))
+        run_dir = self.folder / "run"
+        run_dir.mkdir(exist_ok=True)
+        self.kamailio = ManagedProcess("kamailio", [
+            "kamailio", "-f", str(rendered / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
+            "-Y", str(run_dir), "-P", str(run_dir / "kamailio.pid")], self.folder / "kamailio.log")
+        self.processes.append(self.kamailio.start())
+        self._wait_for_kamailio()
+        self.processes.append(stunnel_client(
+            self.folder, "meta-to-edge", self.ports.meta_client, self.ports.tls,
+            self.ca.certificate, self.config.site.sip_domain))
+
+    def _wait_for_kamailio(self) -> None:
+        assert self.kamailio is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not self.kamailio.running():
+                raise LabError("kamailio exited at start:\n" + self.kamailio.log_tail())
+            try:
+                call(self.rpc_socket, "core.uptime", timeout=0.5)
+                break
+            except RpcError:
+                time.sleep(0.1)
+        else:
+            raise LabError(f"kamailio did not answer RPC within 20 s; see {self.kamailio.log}")
+        wait_for_tcp("127.0.0.1", self.ports.tls, 10, "kamailio TLS", self.kamailio.log)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    # ---- actions ------------------------------------------------------------------------
+
+    def write_credentials(self, passwords: dict[str, str]) -> None:
+        store = open_store(self.config.credentials.sqlite_path())
+        try:
+            store.put_many([credential_for(number, password, self.config.site.sip_domain)
+                            for number, password in passwords.items()],
+                           self.config.site.sip_domain)
+        finally:
+            store.close()
+
+    def reload_credentials(self) -> None:
+        call(self.rpc_socket, "htable.reload", "wa_creds")
+
+    def meta_call(self, flow: str, password: str = LAB_PASSWORD,
+                  business_number: str | None = None, ruri_params: str = "",
+                  keys: dict[str, str] | None = None, timeout_s: int = 20) -> SippResult:
+        """Play Meta's side of `flow` (sipp-scenarios/<flow>/meta.xml) through TLS."""
+        number = business_number or self.config.numbers[0].business_number
+        if not ruri_params and number == self.config.numbers[0].business_number:
+            ruri_params = "".join(f";{k}={v}" for k, v in
+                                  self.config.numbers[0].request_uri_user_params.items())
+        all_keys = {
+            "ruri_user": number + ruri_params,
+            "business_number": number,
+            "sip_domain": self.config.site.sip_domain,
+            "meta_user": META_USER,
+            "edge_route": (f"<sip:127.0.0.1:{self.ports.tls};transport=tls;r2=on;lr>,"
+                           f"<sip:127.0.0.1:{self.ports.internal};r2=on;lr>"),
+            **(keys or {}),
+        }
+        digits = number.removeprefix("+")
+        return run_sipp_client(flow, "meta", self.folder, self.ports.meta_client, free_port(),
+                               keys=all_keys, timeout_s=timeout_s,
+                               extra=["-au", digits, "-ap", password])
+
+    def kamailio_log(self) -> str:
+        return self.folder.joinpath("kamailio.log").read_text(errors="replace")

@@ -1,0 +1,88 @@
+"""Child processes of the lab and the tests: started with their output in a log file, waited
+for until they listen, and always stopped (process group, TERM then KILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class LabError(Exception):
+    """A lab component failed to start or to answer; the message says which and where its log is."""
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port that is free for both TCP and UDP right now (Kamailio may use either)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as first:
+            first.bind((host, 0))
+            port = int(first.getsockname()[1])
+            other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+            with socket.socket(socket.AF_INET, other) as second:
+                try:
+                    second.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise LabError("no free loopback port found")
+
+
+def wait_for_tcp(host: str, port: int, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    hint = f"; see {log}" if log else ""
+    raise LabError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s{hint}")
+
+
+class ManagedProcess:
+    """One child process with its combined output in `log`."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, cwd: Path | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.cwd = cwd
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.log.open("wb") as output:
+                self._process = subprocess.Popen(
+                    self.argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=self.cwd, start_new_session=True)
+        except FileNotFoundError:
+            raise LabError(f"{self.name}: {self.argv[0]} is not installed (run 'make lab' "
+                           "or 'make test', which install it)") from None
+        return self
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, grace: float = 5.0) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=grace)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -1,0 +1,308 @@
+"""The site configuration: one TOML file, validated before anything is rendered or called.
+
+Every command reads the same file, so a mistake is reported once, up front, with the key that
+holds it ("numbers[2].business_number: ...") instead of surfacing later as a Kamailio start
+failure or a Graph API error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+# RFC 3261 "param-unreserved" plus unreserved: what may stand in a user-part parameter unescaped.
+USER_PARAM_TOKEN = re.compile(r"^[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+$")
+META_PARAM_LIMIT = 128
+
+
+class ConfigError(Exception):
+    """A site config that cannot be used; `problems` lists `key: what is wrong` lines."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """Split `host:port`, `[v6]:port` or a bare host; raise ValueError on nonsense."""
+    host, port = value, default_port
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise ValueError(f"unclosed IPv6 bracket in {value!r}")
+        host, rest = value[1:end], value[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected ':port' after ']' in {value!r}")
+            port = int(rest[1:])
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+        port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range 1-65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not HOSTNAME.match(host):
+            raise ValueError(f"{host!r} is neither an IP address nor a host name") from None
+    return host, port
+
+
+class SiteSection(Strict):
+    sip_domain: str = Field(
+        description="The hostname configured as this app's SIP server on Meta; also the realm.")
+    accepted_domains: list[str] = Field(
+        default_factory=list,
+        description="Other request-URI hosts accepted on Meta's INVITEs (the sip_domain always is).")
+
+    @field_validator("sip_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not HOSTNAME.match(value) or "." not in value:
+            raise ValueError("must be a fully qualified host name such as sip.example.com")
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return value.lower()
+        raise ValueError("must be a host name, not an IP address (Meta's TLS check needs a name)")
+
+
+class TlsSection(Strict):
+    certificate: Path = Field(description="PEM chain for sip_domain, leaf first.")
+    private_key: Path
+    ca_list: Path | None = Field(
+        default=None, description="CA bundle that verifies Meta's certificate (in-dialog, BIC).")
+    meta_host_name: str = "wa.meta.vc"
+
+
+class ListenSection(Strict):
+    tls: str = Field(default="0.0.0.0:5061", description="Meta-facing TLS socket.")
+    internal: str = Field(default="127.0.0.1:5060", description="UDP socket toward FreeSWITCH.")
+    advertise: str | None = Field(
+        default=None, description="Public name or address advertised on the TLS socket.")
+
+    @field_validator("tls", "internal")
+    @classmethod
+    def _socket(cls, value: str) -> str:
+        split_host_port(value, 5061)
+        return value
+
+    def tls_socket(self) -> tuple[str, int]:
+        return split_host_port(self.tls, 5061)
+
+    def internal_socket(self) -> tuple[str, int]:
+        return split_host_port(self.internal, 5060)
+
+
+class AuthSection(Strict):
+    mode: Literal["challenge", "none"] = Field(
+        default="challenge",
+        description="'none' is Meta's documented unauthenticated mode: use only with allowed_sources.")
+    challenge_code: Literal[401, 407] = 407
+    nonce_expire: Annotated[int, Field(ge=5, le=3600)] = 30
+    failure_limit: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=10, description="Failed digests from one source address before it is locked out.")
+    lockout_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
+
+
+class SecuritySection(Strict):
+    allowed_sources: list[str] = Field(
+        default_factory=list, description="CIDR prefixes allowed to send to the TLS socket; empty = any.")
+    pike_requests_per_second: Annotated[int, Field(ge=0, le=100000)] = Field(
+        default=100, description="Per-source request rate before pike blocks it; 0 disables pike.")
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _prefixes(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as error:
+                raise ValueError(f"{value!r}: {error}") from None
+        return values
+
+
+class HeadersSection(Strict):
+    payload_max_length: Annotated[int, Field(ge=16, le=4096)] = Field(
+        default=512, description="Longest CTA / deep-link payload forwarded to FreeSWITCH.")
+    meta_header_max_length: Annotated[int, Field(ge=16, le=8192)] = 1024
+
+
+class CredentialsSection(Strict):
+    store: str = Field(
+        default="sqlite:///var/lib/wa-sip/credentials.sqlite",
+        description="Where Kamailio reads SIP credentials: sqlite:///ABSOLUTE/PATH.")
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///ABSOLUTE/PATH is supported by the edge for now")
+        return value
+
+    def sqlite_path(self) -> Path:
+        return Path("/" + self.store.removeprefix("sqlite:///").lstrip("/"))
+
+
+class FreeswitchNode(Strict):
+    uri: str = Field(description="sip:HOST:PORT of a FreeSWITCH profile facing the edge.")
+    priority: int = 0
+
+    @field_validator("uri")
+    @classmethod
+    def _sip_uri(cls, value: str) -> str:
+        if not value.startswith("sip:"):
+            raise ValueError("must be a sip: URI such as sip:10.0.0.10:5080")
+        split_host_port(value.removeprefix("sip:").split(";", 1)[0], 5060)
+        return value
+
+
+class FreeswitchSet(Strict):
+    id: Annotated[int, Field(ge=1, le=65535)]
+    algorithm: Literal["priority", "round-robin", "hash-callid"] = "priority"
+    nodes: Annotated[list[FreeswitchNode], Field(min_length=1)]
+
+
+class FreeswitchSection(Strict):
+    sets: Annotated[list[FreeswitchSet], Field(min_length=1)]
+    default_set: int = 1
+    default_context: str = "whatsapp"
+    invite_timeout: Annotated[int, Field(ge=1, le=120)] = Field(
+        default=5, description="Seconds without a reply before the next node is tried.")
+
+    @model_validator(mode="after")
+    def _sets_unique(self) -> FreeswitchSection:
+        ids = [s.id for s in self.sets]
+        if len(ids) != len(set(ids)):
+            raise ValueError("freeswitch.sets ids must be unique")
+        if self.default_set not in ids:
+            raise ValueError(f"default_set {self.default_set} is not one of the sets {ids}")
+        return self
+
+
+class Number(Strict):
+    business_number: str = Field(description="The WhatsApp business number, +E164.")
+    phone_number_id: str = Field(description="Graph API phone number id.")
+    srtp_mode: Literal["DTLS", "SDES"] = "DTLS"
+    request_uri_user_params: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("business_number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        if not E164.match(value):
+            raise ValueError("must be +E164: a '+', then 7 to 15 digits, no spaces")
+        return value
+
+    @field_validator("phone_number_id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not value.isdigit():
+            raise ValueError("must be the numeric Graph phone number id")
+        return value
+
+    @field_validator("request_uri_user_params")
+    @classmethod
+    def _params(cls, values: dict[str, str]) -> dict[str, str]:
+        for key, value in values.items():
+            for what, text in (("key", key), ("value", value)):
+                if not text or len(text) > META_PARAM_LIMIT:
+                    raise ValueError(f"{what} {text!r}: 1 to {META_PARAM_LIMIT} characters")
+                if not USER_PARAM_TOKEN.match(text):
+                    raise ValueError(f"{what} {text!r}: only URI-safe characters (no ; = @ space)")
+        return values
+
+    @property
+    def digits(self) -> str:
+        """The digest user name Meta uses: the number without '+'."""
+        return self.business_number[1:]
+
+
+class Route(Strict):
+    """First match wins; `match` keys are business_number or request-URI user parameter names."""
+
+    match: dict[str, str]
+    freeswitch_set: int | None = None
+    context: str | None = None
+
+
+class SiteConfig(Strict):
+    site: SiteSection
+    tls: TlsSection
+    listen: ListenSection = ListenSection()
+    auth: AuthSection = AuthSection()
+    security: SecuritySection = SecuritySection()
+    headers: HeadersSection = HeadersSection()
+    credentials: CredentialsSection = CredentialsSection()
+    freeswitch: FreeswitchSection
+    numbers: list[Number] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SiteConfig:
+        seen: set[str] = set()
+        for number in self.numbers:
+            if number.business_number in seen:
+                raise ValueError(f"business number {number.business_number} is listed twice")
+            seen.add(number.business_number)
+        set_ids = {s.id for s in self.freeswitch.sets}
+        for index, route in enumerate(self.routes):
+            if route.freeswitch_set is not None and route.freeswitch_set not in set_ids:
+                raise ValueError(f"routes[{index}].freeswitch_set {route.freeswitch_set} is not defined")
+        if self.auth.mode == "none" and not self.security.allowed_sources:
+            raise ValueError(
+                "auth.mode = 'none' needs security.allowed_sources (Meta's prefixes): "
+                "otherwise anyone can place calls into FreeSWITCH")
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def parse_config(text: str, path: Path) -> SiteConfig:
+    """Validate TOML text; `path` resolves relative file names and names the file in errors."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path, [f"not valid TOML: {error}"]) from None
+    try:
+        config = SiteConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = [f"{_location(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in error.errors()]
+        raise ConfigError(path, problems) from None
+    base = path.parent
+    tls = config.tls.model_copy(update={
+        "certificate": base / config.tls.certificate,
+        "private_key": base / config.tls.private_key,
+        "ca_list": base / config.tls.ca_list if config.tls.ca_list else None,
+    })
+    return config.model_copy(update={"tls": tls})
+
+
+def load_config(path: Path) -> SiteConfig:
+    """Read and validate the site config at `path`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(path, [f"cannot read: {error.strerror}"]) from None
+    return parse_config(text, path)

@@ -1,0 +1,51 @@
+"""Kamailio's JSON-RPC over its datagram socket (jsonrpcs `dgram_socket`).
+
+Provisioning uses it to make the running edge re-read the credential store
+(`htable.reload wa_creds`) without a restart, and tests use it to read the edge's state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_ids = itertools.count(1)
+
+
+class RpcError(Exception):
+    """Kamailio did not answer, or answered with a JSON-RPC error."""
+
+
+def call(socket_path: Path, method: str, *params: str | int, timeout: float = 5.0) -> Any:
+    """Send one JSON-RPC request and return its `result`."""
+    request = {"jsonrpc": "2.0", "method": method, "params": list(params), "id": next(_ids)}
+    with tempfile.TemporaryDirectory(prefix="wa-sip-rpc-") as scratch:
+        reply_path = os.path.join(scratch, "reply.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(reply_path)
+            sock.settimeout(timeout)
+            try:
+                sock.sendto(json.dumps(request).encode(), str(socket_path))
+                data = sock.recv(1 << 20)
+            except FileNotFoundError:
+                raise RpcError(f"no Kamailio RPC socket at {socket_path}: is the edge running?") from None
+            except (TimeoutError, OSError) as error:
+                raise RpcError(f"Kamailio RPC {method} at {socket_path}: {error}") from None
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise RpcError(f"Kamailio RPC {method}: unreadable reply {data[:80]!r}") from None
+    if "error" in reply:
+        error = reply["error"]
+        raise RpcError(f"Kamailio RPC {method}: {error.get('message', error)}")
+    return reply.get("result")
+
+
+def reload_credentials(socket_path: Path, table: str = "wa_creds") -> None:
+    """Make every Kamailio worker see the store's current content."""
+    call(socket_path, "htable.reload", table)

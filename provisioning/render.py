@@ -1,0 +1,128 @@
+"""Render the Kamailio side of the bundle from templates/ into OUT/kamailio/.
+
+Files are written to a temporary folder and moved into place only when all of them rendered,
+so a failed render never leaves a half-written configuration for Kamailio to load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from provisioning.config import SiteConfig, split_host_port
+from provisioning.templates_dir import KEMI_DIR, credentials_schema, templates_dir
+
+DS_ALGORITHMS = {"hash-callid": 0, "round-robin": 4, "priority": 8}
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+class RenderError(Exception):
+    """A template failed or the output folder cannot be written."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Knobs that belong to a deployment (or a test), not to the site config."""
+
+    workers: int = 4
+    log_level: int = 2
+    probe_interval: int = 10
+    auth_secret: str | None = None
+
+
+def edge_settings(cfg: SiteConfig) -> dict[str, object]:
+    """What the KEMI edge reads at start (kemi/settings.py is the other half of this)."""
+    return {
+        "sip_domain": cfg.site.sip_domain,
+        "accepted_domains": cfg.site.accepted_domains,
+        "auth_mode": cfg.auth.mode,
+        "challenge_code": cfg.auth.challenge_code,
+        "failure_limit": cfg.auth.failure_limit,
+        "numbers": {n.digits: {"business_number": n.business_number,
+                               "phone_number_id": n.phone_number_id,
+                               "srtp_mode": n.srtp_mode} for n in cfg.numbers},
+        "routes": [r.model_dump() for r in cfg.routes],
+        "default_set": cfg.freeswitch.default_set,
+        "default_context": cfg.freeswitch.default_context,
+        "set_algorithms": {str(s.id): DS_ALGORITHMS[s.algorithm] for s in cfg.freeswitch.sets},
+        "freeswitch_hosts": sorted({
+            split_host_port(node.uri.removeprefix("sip:").split(";", 1)[0], 5060)[0]
+            for s in cfg.freeswitch.sets for node in s.nodes}),
+        "allowed_sources": cfg.security.allowed_sources,
+        "pike": cfg.security.pike_requests_per_second > 0,
+        "payload_max_length": cfg.headers.payload_max_length,
+        "meta_header_max_length": cfg.headers.meta_header_max_length,
+        "meta_host_name": cfg.tls.meta_host_name,
+    }
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = None) -> Path:
+    """Write OUT/kamailio/{kamailio.cfg,tls.cfg,dispatcher.list,wa_edge.py,...}; return it."""
+    options = options or RenderOptions()
+    target = out.resolve() / "kamailio"
+    tls_host, tls_port = cfg.listen.tls_socket()
+    internal_host, internal_port = cfg.listen.internal_socket()
+
+    def socket_text(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    context = {
+        "cfg": cfg,
+        "out": str(target),
+        "workers": options.workers,
+        "log_level": options.log_level,
+        "probe_interval": options.probe_interval,
+        "auth_secret": options.auth_secret,
+        "tls_listen": socket_text(tls_host, tls_port),
+        "tls_port": tls_port,
+        "internal_listen": socket_text(internal_host, internal_port),
+        "rpc_socket": str(target / "kamailio_rpc.sock"),
+        "meta_ca_list": str(cfg.tls.ca_list or SYSTEM_CA_BUNDLE),
+        "kemi_parent": str(KEMI_DIR.parent),
+        "settings_path": str(target / "edge-settings.json"),
+    }
+    env = _environment()
+    files: dict[str, str] = {}
+    try:
+        for name in ("kamailio.cfg", "tls.cfg", "dispatcher.list", "wa_edge.py"):
+            files[name] = env.get_template(f"kamailio/{name}.j2").render(context)
+    except jinja2.TemplateError as error:
+        raise RenderError(f"template kamailio/{name}.j2: {error}") from None
+    files["edge-settings.json"] = json.dumps(edge_settings(cfg), indent=2, sort_keys=True) + "\n"
+    files["credentials-schema.sql"] = credentials_schema()
+    _replace_folder(target, files)
+    return target
+
+
+def _replace_folder(target: Path, files: dict[str, str]) -> None:
+    """Write all files next to `target`, then swap them in; keep run-time files Kamailio made."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".render-", dir=target.parent))
+        try:
+            for name, text in files.items():
+                path = staging / name
+                path.write_text(text, encoding="utf-8")
+                os.chmod(path, 0o640)
+            target.mkdir(exist_ok=True)
+            for name in files:
+                os.replace(staging / name, target / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as error:
+        raise RenderError(f"cannot write {target}: {error.strerror or error}") from None
