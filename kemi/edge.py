@@ -162,7 +162,7 @@ class WhatsAppEdge:
         for line in edge_headers(target.business_number, target.user_params,
                                  destination.context, auth):
             KSR.hdr.append(line)
-        KSR.setuser(target.business_number)
+        KSR.seturi(f"sip:{target.business_number}@{self.settings.sip_domain}")
         KSR.rr.record_route()
         if KSR.dispatcher.ds_select_dst(destination.freeswitch_set, destination.algorithm) < 0:
             KSR.err(f"wa-edge: no FreeSWITCH node in set {destination.freeswitch_set}\n")
@@ -202,7 +202,9 @@ class WhatsAppEdge:
             self._reply(400, "Bad Request - malformed credentials")
             return None
         if action is AuthAction.CHALLENGE_AFTER_FAILURE:
-            KSR.htable.sht_inc(AUTHFAIL_TABLE, source)
+            if KSR.htable.sht_inc(AUTHFAIL_TABLE, source) < 0 or failures is None:
+                # sht_inc does not create a missing item: the first failure sets it.
+                KSR.htable.sht_seti(AUTHFAIL_TABLE, source, (failures or 0) + 1)
             KSR.notice(f"wa-edge: wrong digest for {target.business_number} "
                        f"(user {user}) from {source}\n")
         self._challenge(stale=action is AuthAction.CHALLENGE_STALE)

@@ -161,7 +161,8 @@ class EdgeLab:
 
     def meta_call(self, flow: str, password: str = LAB_PASSWORD,
                   business_number: str | None = None, ruri_params: str = "",
-                  keys: dict[str, str] | None = None, timeout_s: int = 20) -> SippResult:
+                  keys: dict[str, str] | None = None, timeout_s: int = 20,
+                  folder: Path | None = None) -> SippResult:
         """Play Meta's side of `flow` (sipp-scenarios/<flow>/meta.xml) through TLS."""
         number = business_number or self.config.numbers[0].business_number
         if not ruri_params and number == self.config.numbers[0].business_number:
@@ -177,7 +178,8 @@ class EdgeLab:
             **(keys or {}),
         }
         digits = number.removeprefix("+")
-        return run_sipp_client(flow, "meta", self.folder, self.ports.meta_client, free_port(),
+        return run_sipp_client(flow, "meta", folder or self.folder, self.ports.meta_client,
+                               free_port(),
                                keys=all_keys, timeout_s=timeout_s,
                                extra=["-au", digits, "-ap", password])
 

@@ -68,6 +68,15 @@ class ManagedProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def wait(self, timeout: float) -> int:
+        """The exit code; raises LabError if still running after `timeout` seconds."""
+        assert self._process is not None, "not started"
+        try:
+            return self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"{self.name} still running after {timeout:.0f} s; "
+                           f"see {self.log}") from None
+
     def stop(self, grace: float = 5.0) -> None:
         process = self._process
         if process is None or process.poll() is not None:

@@ -41,8 +41,8 @@ def call(socket_path: Path, method: str, *params: str | int, timeout: float = 5.
     except ValueError:
         raise RpcError(f"Kamailio RPC {method}: unreadable reply {data[:80]!r}") from None
     if "error" in reply:
-        error = reply["error"]
-        raise RpcError(f"Kamailio RPC {method}: {error.get('message', error)}")
+        problem = reply["error"]
+        raise RpcError(f"Kamailio RPC {method}: {problem.get('message', problem)}")
     return reply.get("result")
 
 

@@ -1,0 +1,35 @@
+# wa-sip: the two commands a newcomer needs are `make lab` and `make test`.
+# Both install what is missing (Debian packages with apt-get, Python packages into .venv).
+
+SHELL := /bin/bash
+VENV := .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test system-deps python-deps lint typecheck unit clean
+
+lab: system-deps python-deps
+	$(VENV)/bin/python -m lab $(LAB_ARGS)
+
+test: system-deps python-deps lint typecheck
+	$(VENV)/bin/pytest -q
+
+system-deps:
+	@scripts/install-system-deps
+
+python-deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: python-deps
+	$(VENV)/bin/ruff check .
+
+typecheck: python-deps
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,60 @@
+"""The `provision` command. Each subcommand parses and prints; the work lives in the modules
+it calls (config, render, credential_store, ...), as in kamcli."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from provisioning.config import ConfigError, SiteConfig, load_config
+from provisioning.render import RenderError, RenderOptions, render_kamailio
+
+app = typer.Typer(help="Provision and render the wa-sip WhatsApp SIP edge.",
+                  no_args_is_help=True, add_completion=False)
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+@app.callback()
+def main() -> None:
+    """Provision and render the wa-sip WhatsApp SIP edge."""
+
+
+def _load(config: Path) -> SiteConfig:
+    try:
+        return load_config(config)
+    except ConfigError as error:
+        err.print(f"[bold red]config error[/] in {error.path}:")
+        for problem in error.problems:
+            err.print(f"  - {problem}")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+@app.command()
+def render(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Site config (TOML).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Kamailio worker processes.")] = 4,
+    probe_interval: Annotated[int, typer.Option(
+        min=0, help="Seconds between OPTIONS probes of FreeSWITCH nodes; 0 = off.")] = 10,
+) -> None:
+    """Render the Kamailio edge (kamailio.cfg, tls.cfg, dispatcher list, KEMI entry) into OUT/kamailio/."""
+    site = _load(config)
+    try:
+        target = render_kamailio(site, out_dir, RenderOptions(workers=workers,
+                                                              probe_interval=probe_interval))
+    except RenderError as error:
+        err.print(f"[bold red]render failed:[/] {error}")
+        raise typer.Exit(EXIT_FAILED) from None
+    out.print(f"rendered the Kamailio edge into {target}")
+    out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")
+
+
+if __name__ == "__main__":
+    app()
