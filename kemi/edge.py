@@ -236,18 +236,12 @@ class WhatsAppEdge:
     # ---- small helpers over KSR ---------------------------------------------------------
 
     def _check_digest(self, ha1: str) -> int:
-        """pv_auth_check for 407 mode; the www variant (Authorization header) for 401 mode."""
-        if self.settings.challenge_code == 407:
-            return int(KSR.auth.pv_auth_check(self.settings.sip_domain, ha1, HA1_PASSWORD, 0))
-        return int(KSR.x.modf("pv_www_authenticate", self.settings.sip_domain, ha1,
-                              str(HA1_PASSWORD)))
+        """Check Proxy-Authorization against the HA1; no check of From user (Meta's is the caller)."""
+        return int(KSR.auth.pv_auth_check(self.settings.sip_domain, ha1, HA1_PASSWORD, 0))
 
     def _challenge(self, stale: bool) -> None:
-        flags = QOP_AUTH | (STALE if stale else 0)
-        if self.settings.challenge_code == 407:
-            KSR.auth.auth_challenge(self.settings.sip_domain, flags)
-        else:
-            KSR.x.modf("www_challenge", self.settings.sip_domain, str(flags))
+        """407 with qop=auth (auth_challenge answers 407 to anything but REGISTER)."""
+        KSR.auth.auth_challenge(self.settings.sip_domain, QOP_AUTH | (STALE if stale else 0))
 
     def _reply(self, status: int, reason: str, headers: str = "") -> None:
         try:

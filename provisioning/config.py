@@ -120,6 +120,16 @@ class AuthSection(Strict):
         default=10, description="Failed digests from one source address before it is locked out.")
     lockout_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
 
+    @field_validator("challenge_code")
+    @classmethod
+    def _code(cls, value: int) -> int:
+        if value == 401:
+            raise ValueError(
+                "401 is not available with Kamailio 5.6: its KEMI exports no check of the "
+                "Authorization header on INVITE (pv_www_authenticate takes 3 parameters, "
+                "KSR.x.modf passes at most 2); use 407, which Meta answers the same way")
+        return value
+
 
 class SecuritySection(Strict):
     allowed_sources: list[str] = Field(
