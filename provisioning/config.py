@@ -71,6 +71,11 @@ class SiteSection(Strict):
         default_factory=list,
         description="Other request-URI hosts accepted on Meta's INVITEs (the sip_domain always is).")
 
+    @field_validator("accepted_domains")
+    @classmethod
+    def _accepted(cls, values: list[str]) -> list[str]:
+        return [cls._domain(value) for value in values]
+
     @field_validator("sip_domain")
     @classmethod
     def _domain(cls, value: str) -> str:
@@ -265,11 +270,6 @@ class SiteConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
-        seen: set[str] = set()
-        for number in self.numbers:
-            if number.business_number in seen:
-                raise ValueError(f"business number {number.business_number} is listed twice")
-            seen.add(number.business_number)
         set_ids = {s.id for s in self.freeswitch.sets}
         for index, route in enumerate(self.routes):
             if route.freeswitch_set is not None and route.freeswitch_set not in set_ids:
@@ -300,7 +300,16 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         problems = [f"{_location(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
                     for e in error.errors()]
         raise ConfigError(path, problems) from None
-    base = path.parent
+    seen: dict[str, int] = {}
+    duplicates = []
+    for index, number in enumerate(config.numbers):
+        if number.business_number in seen:
+            duplicates.append(f"numbers[{index}].business_number: {number.business_number} is "
+                              f"already listed at numbers[{seen[number.business_number]}]")
+        seen.setdefault(number.business_number, index)
+    if duplicates:
+        raise ConfigError(path, duplicates)
+    base = path.parent.resolve()
     tls = config.tls.model_copy(update={
         "certificate": base / config.tls.certificate,
         "private_key": base / config.tls.private_key,
@@ -315,4 +324,6 @@ def load_config(path: Path) -> SiteConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(path, [f"cannot read: {error.strerror}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, [f"not UTF-8 text (byte {error.start})"]) from None
     return parse_config(text, path)
