@@ -1,0 +1,113 @@
+"""Business-initiated calls: ``originate`` through the edge gateway, answered or diagnosed.
+
+The WhatsApp leg is dialed first, from the business number (the edge expects the From user to
+be that number), with that number's SRTP mode. When the user answers, FreeSWITCH bridges to the
+requesting agent (or parks the call for an external application). We choose the leg's UUID
+(``origination_uuid``) so a refusal can be explained from the leg's own hangup event, which
+FreeSWITCH delivers before the BACKGROUND_JOB result.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from esl.cdr import CdrStore
+from esl.client import EslConnection
+from esl.diagnosis import diagnose
+from esl.media import common_variables, dial_variables, srtp_variables
+from esl.settings import ControllerSettings
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+BSUID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+AGENT_DIALSTRING = re.compile(r"^[A-Za-z0-9_.:@/+=;-]{1,256}$")
+ORIGINATE_TIMEOUT_S = 90.0
+
+
+class BicRequestError(ValueError):
+    """The request cannot be placed as given (bad number, unconfigured number, bad agent)."""
+
+
+@dataclass(frozen=True)
+class BicRequest:
+    business_number: str
+    user: str  # WhatsApp user: +E164, or a business-scoped user id
+    agent: str | None = None  # dial string of the agent to bridge to, e.g. user/1000
+
+    def validate(self) -> None:
+        if not E164.match(self.business_number):
+            raise BicRequestError(f"business number must be +E164: {self.business_number!r}")
+        if not (E164.match(self.user) or BSUID.match(self.user)):
+            raise BicRequestError(f"user must be +E164 or a user id: {self.user!r}")
+        if self.agent is not None and not AGENT_DIALSTRING.match(self.agent):
+            raise BicRequestError(f"agent dial string has unsupported characters: {self.agent!r}")
+
+
+@dataclass(frozen=True)
+class BicResult:
+    call_uuid: str
+    answered: bool
+    hangup_cause: str | None = None
+    sip_status: int | None = None
+    diagnosis: str = ""
+
+
+def originate_command(request: BicRequest, settings: ControllerSettings, call_uuid: str) -> str:
+    """The ``originate`` API arguments for one BIC (validated, nothing untrusted inside)."""
+    request.validate()
+    number = settings.number(request.business_number)
+    if number is None:
+        raise BicRequestError(
+            f"business number {request.business_number} is not configured in [esl.numbers]"
+        )
+    variables = [
+        ("origination_uuid", call_uuid),
+        ("origination_caller_id_number", request.business_number),
+        ("origination_caller_id_name", request.business_number),
+        ("sip_h_X-WA-Business-Number", request.business_number),
+        ("wa_direction", "bic"),
+        ("wa_business_number", request.business_number),
+        ("wa_user_number", request.user),
+        ("wa_srtp_mode", number.srtp_mode),
+        *srtp_variables(number, "outbound"),
+        *common_variables(settings.media),
+    ]
+    gateway = settings.freeswitch.gateway
+    target = f"&bridge({request.agent})" if request.agent else "&park()"
+    return f"originate {dial_variables(variables)}sofia/gateway/{gateway}/{request.user} {target}"
+
+
+async def place_bic(
+    connection: EslConnection,
+    request: BicRequest,
+    settings: ControllerSettings,
+    store: CdrStore | None = None,
+    *,
+    timeout: float = ORIGINATE_TIMEOUT_S,
+) -> BicResult:
+    """Originate and report: answered, or why not (SIP status, cause, diagnosis)."""
+    call_uuid = str(uuid.uuid4())
+    command = originate_command(request, settings, call_uuid)
+    job = await connection.bgapi(command, timeout=timeout)
+    output = job.body.strip()
+    if output.startswith("+OK"):
+        return BicResult(call_uuid, answered=True, diagnosis="answered")
+    cause = output.removeprefix("-ERR").strip() or "NORMAL_UNSPECIFIED"
+    record = store.get(call_uuid) if store is not None else None
+    if record is not None and record.diagnosis:
+        return BicResult(call_uuid, False, record.hangup_cause or cause, record.sip_status,
+                         record.diagnosis)
+    return BicResult(
+        call_uuid,
+        answered=False,
+        hangup_cause=cause,
+        diagnosis=diagnose(
+            direction="bic",
+            hangup_cause=cause,
+            sip_status=None,
+            sip_phrase="",
+            disposition="",
+            answered=False,
+        ),
+    )

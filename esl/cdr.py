@@ -1,0 +1,205 @@
+"""Call detail records: built from CHANNEL_HANGUP_COMPLETE, kept in SQLite.
+
+Why the record is built from the hangup event alone: the same event reaches the call's own
+outbound socket and the controller's inbound connection, so either path can write it and a
+restart or a dropped socket loses nothing once FreeSWITCH reported the end. Writes are upserts
+(``COALESCE`` keeps what the other writer knew, such as time to first media), committed before
+the controller moves on; WAL mode with ``synchronous=NORMAL`` survives a process crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from esl.diagnosis import diagnose
+from esl.event import Event
+from esl.whatsapp_call import BYE_HEADER_PREFIX, HEADER_PREFIX, clean_payload, sip_headers
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_uuid: str
+    direction: str | None = None  # "uic" or "bic"
+    wacid: str | None = None
+    business_number: str | None = None
+    user_number: str | None = None
+    tgrp: str | None = None
+    trunk_context: str | None = None
+    request_uri_params: str | None = None  # "k=v;k2=v2"
+    cta_payload: str | None = None
+    deeplink_payload: str | None = None
+    route: str | None = None
+    srtp_mode: str | None = None
+    invite_at: str | None = None
+    answer_at: str | None = None
+    end_at: str | None = None
+    meta_duration_s: int | None = None
+    fs_duration_s: float | None = None
+    hangup_cause: str | None = None
+    sip_status: int | None = None
+    diagnosis: str | None = None
+    media_timeout: bool | None = None
+    first_media_ms: float | None = None
+    state: str = "active"
+
+
+FIELDS = tuple(field.name for field in dataclasses.fields(CallRecord))
+
+
+def _iso(microseconds: str | None) -> str | None:
+    if not microseconds or microseconds == "0":
+        return None
+    try:
+        moment = datetime.fromtimestamp(int(microseconds) / 1_000_000, tz=UTC)
+    except (ValueError, OverflowError):
+        return None
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def is_whatsapp_call(event: Event) -> bool:
+    """Calls we tagged, or that carry the edge's WhatsApp headers; others are not ours."""
+    if event.variable("wa_direction"):
+        return True
+    headers = sip_headers(event)
+    return "x-wa-meta-wacid" in headers or "x-wa-business-number" in headers
+
+
+def record_from_hangup(event: Event) -> CallRecord:
+    """The complete CDR of a call from its CHANNEL_HANGUP_COMPLETE event."""
+    invite = sip_headers(event, HEADER_PREFIX)
+    bye = sip_headers(event, BYE_HEADER_PREFIX)
+    direction = event.variable("wa_direction") or (
+        "uic" if event.get("Call-Direction") == "inbound" else "bic"
+    )
+    if direction == "uic":
+        business = invite.get("x-wa-business-number") or event.get("Caller-Destination-Number")
+        user = event.get("Caller-Caller-ID-Number")
+    else:
+        business = event.variable("origination_caller_id_number")
+        user = event.get("Caller-Destination-Number")
+    cause = event.get("Hangup-Cause") or event.variable("hangup_cause") or ""
+    status = _int(event.variable("sip_invite_failure_status") or event.variable("sip_term_status"))
+    answered_us = event.get("Caller-Channel-Answered-Time")
+    answered = bool(answered_us and answered_us != "0")
+    billmsec = _int(event.variable("billmsec"))
+    params = {k.removeprefix("x-wa-param-"): v for k, v in invite.items() if "x-wa-param-" in k}
+    return CallRecord(
+        call_uuid=event.unique_id,
+        direction=direction,
+        wacid=(
+            invite.get("x-wa-meta-wacid")
+            or bye.get("x-wa-meta-wacid")
+            or event.variable("wa_wacid")
+        ),
+        business_number=event.variable("wa_business_number") or business,
+        user_number=event.variable("wa_user_number") or user,
+        tgrp=invite.get("x-wa-tgrp"),
+        trunk_context=invite.get("x-wa-trunk-context"),
+        request_uri_params=";".join(f"{k}={v}" for k, v in sorted(params.items())) or None,
+        cta_payload=clean_payload(invite.get("x-wa-meta-cta-payload")),
+        deeplink_payload=clean_payload(invite.get("x-wa-meta-deeplink-payload")),
+        route=event.variable("wa_route"),
+        srtp_mode=event.variable("wa_srtp_mode"),
+        invite_at=_iso(event.get("Caller-Channel-Created-Time")),
+        answer_at=_iso(answered_us),
+        end_at=_iso(event.get("Caller-Channel-Hangup-Time")) or _iso(
+            event.get("Event-Date-Timestamp")
+        ),
+        meta_duration_s=_int(bye.get("x-wa-meta-call-duration")),
+        fs_duration_s=billmsec / 1000 if billmsec is not None else None,
+        hangup_cause=cause,
+        sip_status=status,
+        diagnosis=diagnose(
+            direction=direction,
+            hangup_cause=cause,
+            sip_status=status,
+            sip_phrase=event.variable("sip_invite_failure_phrase") or "",
+            disposition=event.variable("sip_hangup_disposition") or "",
+            answered=answered,
+            controller_code=event.variable("wa_diagnosis"),
+        ),
+        media_timeout=cause == "MEDIA_TIMEOUT",
+        state="ended",
+    )
+
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS cdr (
+    call_uuid TEXT PRIMARY KEY,
+    {", ".join(f"{name} {_kind}" for name, _kind in (
+        ("direction", "TEXT"), ("wacid", "TEXT"), ("business_number", "TEXT"),
+        ("user_number", "TEXT"), ("tgrp", "TEXT"), ("trunk_context", "TEXT"),
+        ("request_uri_params", "TEXT"), ("cta_payload", "TEXT"), ("deeplink_payload", "TEXT"),
+        ("route", "TEXT"), ("srtp_mode", "TEXT"), ("invite_at", "TEXT"), ("answer_at", "TEXT"),
+        ("end_at", "TEXT"), ("meta_duration_s", "INTEGER"), ("fs_duration_s", "REAL"),
+        ("hangup_cause", "TEXT"), ("sip_status", "INTEGER"), ("diagnosis", "TEXT"),
+        ("media_timeout", "INTEGER"), ("first_media_ms", "REAL"), ("state", "TEXT"),
+    ))}
+);
+CREATE INDEX IF NOT EXISTS cdr_invite_at ON cdr (invite_at);
+"""
+_COLUMNS = ", ".join(FIELDS)
+_PLACEHOLDERS = ", ".join(f":{name}" for name in FIELDS)
+_MERGE = ", ".join(
+    f"{name} = COALESCE(excluded.{name}, cdr.{name})" for name in FIELDS if name != "call_uuid"
+)
+_UPSERT = (
+    f"INSERT INTO cdr ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
+    f"ON CONFLICT(call_uuid) DO UPDATE SET {_MERGE}"
+)
+
+
+class CdrStore:
+    """The SQLite CDR table. One connection, used from the event loop's thread only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def upsert(self, record: CallRecord) -> None:
+        """Insert or merge a record; committed on return (autocommit)."""
+        values = dataclasses.asdict(record)
+        if record.state == "active":
+            values["state"] = None  # never turn an ended call back into an active one
+        self._db.execute(_UPSERT, values)
+
+    def get(self, call_uuid: str) -> CallRecord | None:
+        rows = self._select("WHERE call_uuid = ?", (call_uuid,))
+        return rows[0] if rows else None
+
+    def recent(self, *, limit: int = 100, direction: str | None = None) -> list[CallRecord]:
+        if direction:
+            return self._select(
+                "WHERE direction = ? ORDER BY invite_at DESC LIMIT ?", (direction, limit)
+            )
+        return self._select("ORDER BY invite_at DESC LIMIT ?", (limit,))
+
+    def _select(self, where: str, args: tuple[object, ...]) -> list[CallRecord]:
+        cursor = self._db.execute(f"SELECT {_COLUMNS} FROM cdr {where}", args)
+        records = []
+        for row in cursor.fetchall():
+            values = dict(zip(FIELDS, row, strict=True))
+            if values["media_timeout"] is not None:
+                values["media_timeout"] = bool(values["media_timeout"])
+            values["state"] = values["state"] or "active"
+            records.append(CallRecord(**values))
+        return records
+
+    def close(self) -> None:
+        self._db.close()

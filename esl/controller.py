@@ -1,0 +1,100 @@
+"""The long-running controller: UIC socket server + inbound connection kept alive.
+
+- Outbound server: FreeSWITCH's dialplan hands each WhatsApp call to us; :class:`UicHandler`
+  runs it. Each call is its own task: one misbehaving call is logged and closed, nothing else.
+- Inbound connection: subscribes to CHANNEL_HANGUP_COMPLETE and BACKGROUND_JOB, writes the CDR
+  of every WhatsApp call (including those whose socket died), and carries BIC ``originate``.
+  It reconnects with capped exponential backoff; the password never appears in logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from esl.backoff import Backoff
+from esl.bic import BicRequest, BicResult, place_bic
+from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
+from esl.client import EslConnection, connect_inbound, serve_outbound
+from esl.errors import ConnectionClosed, EslError
+from esl.event import Event
+from esl.metrics import LatencySamples
+from esl.settings import ControllerSettings
+from esl.uic import UicHandler
+
+log = logging.getLogger(__name__)
+
+INBOUND_EVENTS = "event json CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB"
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings, store: CdrStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or CdrStore(settings.cdr_db)
+        self.latency = LatencySamples()
+        self.uic = UicHandler(settings, self.store, self.latency)
+        self.inbound: EslConnection | None = None
+        self.inbound_ready = asyncio.Event()
+        self.inbound_connects = 0
+        self._server: asyncio.Server | None = None
+        self._inbound_task: asyncio.Task[None] | None = None
+        self.listen_port = settings.listen.port
+
+    async def start(self, *, inbound: bool = True) -> None:
+        listen = self.settings.listen
+        self._server = await serve_outbound(self.uic, listen.host, listen.port)
+        self.listen_port = self._server.sockets[0].getsockname()[1]
+        log.info("listening for FreeSWITCH outbound sockets on %s:%s", listen.host,
+                 self.listen_port)
+        if inbound:
+            self._inbound_task = asyncio.get_running_loop().create_task(self._keep_inbound())
+
+    async def stop(self) -> None:
+        if self._inbound_task is not None:
+            self._inbound_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._inbound_task
+        if self.inbound is not None:
+            await self.inbound.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _keep_inbound(self) -> None:
+        backoff = Backoff(self.settings.reconnect.initial_s, self.settings.reconnect.max_s)
+        fs = self.settings.freeswitch
+        while True:
+            try:
+                connection = await connect_inbound(
+                    fs.host, fs.port, fs.password.get_secret_value(),
+                    timeout=fs.connect_timeout_s,
+                )
+                connection.on_event(self._on_inbound_event)
+                await connection.command(INBOUND_EVENTS)
+                self.inbound = connection
+                self.inbound_connects += 1
+                self.inbound_ready.set()
+                backoff.reset()
+                log.info("inbound ESL connection to %s:%s up", fs.host, fs.port)
+                await connection.closed
+                log.warning("inbound ESL connection to %s:%s lost", fs.host, fs.port)
+            except EslError as exc:
+                log.warning("inbound ESL connection to %s:%s: %s", fs.host, fs.port, exc)
+            finally:
+                self.inbound_ready.clear()
+            await asyncio.sleep(backoff.next_delay())
+
+    def _on_inbound_event(self, event: Event) -> None:
+        if event.name == "CHANNEL_HANGUP_COMPLETE" and is_whatsapp_call(event):
+            self.store.upsert(record_from_hangup(event))
+
+    async def originate(self, request: BicRequest, *, ready_timeout: float = 10.0) -> BicResult:
+        """Place a BIC over the inbound connection (waits briefly for it to be up)."""
+        try:
+            await asyncio.wait_for(self.inbound_ready.wait(), ready_timeout)
+        except TimeoutError as exc:
+            raise ConnectionClosed("no inbound ESL connection to FreeSWITCH") from exc
+        assert self.inbound is not None
+        return await place_bic(self.inbound, request, self.settings, self.store)

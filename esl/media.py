@@ -1,0 +1,74 @@
+"""Channel variables that make a call acceptable to Meta, per number's SRTP mode.
+
+- SDES: ``rtp_secure_media*=mandatory:<suite>:<suite>`` (suites joined by ``:`` as
+  switch_core_media.c splits them).
+- DTLS: an inbound ``UDP/TLS/RTP/SAVPF`` offer with a fingerprint is taken automatically and,
+  answering Meta's ``actpass``, FreeSWITCH takes ``active`` (the DTLS client role Meta needs);
+  BIC offers need ``media_webrtc=true`` (AVPF + ICE) and ``rtp_use_dtls=true``.
+- Always: OPUS first; no session timers and no hold, because Meta answers re-INVITEs with 500;
+  silence while idle, and a media timeout shorter than Meta's 20 s so FreeSWITCH ends a dead
+  call cleanly (cause MEDIA_TIMEOUT, flagged in the CDR) before Meta does.
+"""
+
+from __future__ import annotations
+
+from esl.settings import MediaSettings, NumberSettings, check_safe_argument
+
+MULTISET_DELIMITER = "|"
+
+
+def srtp_variables(number: NumberSettings, direction: str) -> list[tuple[str, str]]:
+    """SRTP variables for one leg: ``direction`` is ``inbound`` (UIC) or ``outbound`` (BIC)."""
+    if number.srtp_mode == "SDES":
+        value = "mandatory:" + ":".join(number.sdes_suites)
+        return [("rtp_secure_media", value), (f"rtp_secure_media_{direction}", value)]
+    if direction == "outbound":
+        return [("media_webrtc", "true"), ("rtp_use_dtls", "true")]
+    return []
+
+
+def common_variables(media: MediaSettings) -> list[tuple[str, str]]:
+    codecs = ",".join(media.codecs)
+    return [
+        ("absolute_codec_string", codecs),
+        ("sofia_session_timeout", "0"),
+        ("sip_require_timer", "false"),
+        ("rtp_disable_hold", "true"),
+        ("send_silence_when_idle", str(media.idle_silence_level)),
+        ("media_timeout", str(media.media_timeout_ms)),
+    ]
+
+
+def uic_variables(
+    number: NumberSettings, media: MediaSettings, tags: dict[str, str]
+) -> list[tuple[str, str]]:
+    """All variables set before answering a user-initiated call, plus our ``wa_*`` tags."""
+    variables = srtp_variables(number, "inbound") + common_variables(media)
+    variables.append(("wa_srtp_mode", number.srtp_mode))
+    variables += sorted(tags.items())
+    return variables
+
+
+def multiset_argument(variables: list[tuple[str, str]]) -> str:
+    """One ``multiset ^^|a=1|b=2`` argument: a single sendmsg instead of one per variable."""
+    parts = []
+    for name, value in variables:
+        check_safe_argument(value, f"variable {name}")
+        if MULTISET_DELIMITER in value or MULTISET_DELIMITER in name:
+            raise ValueError(f"variable {name} must not contain {MULTISET_DELIMITER!r}")
+        parts.append(f"{name}={value}")
+    return "^^" + MULTISET_DELIMITER + MULTISET_DELIMITER.join(parts)
+
+
+def silence_stream(media: MediaSettings) -> str:
+    """``playback`` argument that puts a first RTP packet on the wire right after answer."""
+    return f"silence_stream://{media.silence_on_answer_ms},1400"
+
+
+def dial_variables(variables: list[tuple[str, str]]) -> str:
+    """``{a=1,b=2}`` prefix of a dial string; commas inside values escaped as ``\\,``."""
+    items = []
+    for name, value in variables:
+        check_safe_argument(value, f"variable {name}")
+        items.append(f"{name}={value.replace(',', chr(92) + ',')}")
+    return "{" + ",".join(items) + "}"

@@ -1,0 +1,199 @@
+"""The controller's settings: one self-contained pydantic model.
+
+Kept free of anything outside ``esl/`` so the site config can later embed it as an ``[esl]``
+table unchanged. Values that end up in FreeSWITCH application arguments are validated here
+(E.164 numbers, SRTP suite names, dial strings without ``${``), because FreeSWITCH expands
+``${...}`` in application data, API calls included.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
+SrtpMode = Literal["SDES", "DTLS"]
+
+SDES_SUITES = (
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+    "AES_CM_192_HMAC_SHA1_80",
+    "AES_CM_192_HMAC_SHA1_32",
+    "AES_CM_256_HMAC_SHA1_80",
+    "AES_CM_256_HMAC_SHA1_32",
+    "AEAD_AES_128_GCM",
+    "AEAD_AES_256_GCM",
+)
+"""Suite names FreeSWITCH knows (switch_core_media.c); Meta's integrators use the first."""
+
+_UNSAFE_ARGUMENT = re.compile(r"[\r\n]|\$\{|\$\$\{")
+
+
+class SettingsError(Exception):
+    """The settings file is missing, not TOML, or fails validation (message says where)."""
+
+
+def check_safe_argument(value: str, what: str) -> str:
+    """Refuse text that FreeSWITCH would expand or that would break a command line."""
+    if _UNSAFE_ARGUMENT.search(value):
+        raise ValueError(f"{what} must not contain line breaks or ${{...}}: {value!r}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumberSettings(_Model):
+    """One WhatsApp business number and how its media is secured (must match Meta's setting)."""
+
+    business_number: E164
+    srtp_mode: SrtpMode = "DTLS"
+    sdes_suites: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80",)
+
+    @field_validator("sdes_suites")
+    @classmethod
+    def _known_suites(cls, suites: tuple[str, ...]) -> tuple[str, ...]:
+        if not suites:
+            raise ValueError("at least one SDES suite is needed")
+        unknown = [s for s in suites if s not in SDES_SUITES]
+        if unknown:
+            raise ValueError(f"unknown SDES suites {unknown}; known: {', '.join(SDES_SUITES)}")
+        return suites
+
+
+class RouteMatch(_Model):
+    """Every field given must match; payload fields take shell-style globs (``promo-*``)."""
+
+    business_number: E164 | None = None
+    tgrp: str | None = None
+    trunk_context: str | None = None
+    cta_payload: str | None = None
+    deeplink_payload: str | None = None
+
+
+class RouteTarget(_Model):
+    """Where a matched call goes.
+
+    ``bridge``: ``destination`` is a dial string (``user/1000``, ``sofia/internal/sip:q@pbx``);
+    ``ivr``: ``destination`` is ``<application> <argument>`` (``ivr main_menu``, ``lua x.lua``);
+    ``park``: the call waits answered for an external application (``destination`` unused).
+    """
+
+    action: Literal["bridge", "ivr", "park"]
+    destination: str = ""
+
+    @model_validator(mode="after")
+    def _destination_needed(self) -> RouteTarget:
+        if self.action in ("bridge", "ivr") and not self.destination.strip():
+            raise ValueError(f"a {self.action} target needs a destination")
+        check_safe_argument(self.destination, "route destination")
+        return self
+
+
+class Route(_Model):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    match: RouteMatch = RouteMatch()
+    target: RouteTarget
+
+
+class FreeswitchSettings(_Model):
+    """Inbound ESL connection (mod_event_socket) and the gateway BICs leave through."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8021, ge=1, le=65535)
+    password: SecretStr = SecretStr("ClueCon")
+    gateway: str = "wa-edge"
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class ListenSettings(_Model):
+    """Where FreeSWITCH's dialplan ``socket`` application reaches the controller."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8084, ge=0, le=65535)
+
+
+class MediaSettings(_Model):
+    """Media-first and media-timeout behaviour (Meta: no business media for 20 s ends a call)."""
+
+    codecs: tuple[str, ...] = ("OPUS", "PCMU", "PCMA")
+    silence_on_answer_ms: int = Field(default=200, ge=20, le=5000)
+    idle_silence_level: int = Field(default=400, ge=1)
+    media_timeout_ms: int = Field(default=15000, ge=1000, lt=20000)
+
+    @field_validator("codecs")
+    @classmethod
+    def _opus_first(cls, codecs: tuple[str, ...]) -> tuple[str, ...]:
+        if not codecs or codecs[0].upper() != "OPUS":
+            raise ValueError("OPUS must come first: Meta always offers and expects OPUS 48 kHz")
+        for codec in codecs:
+            check_safe_argument(codec, "codec")
+        return codecs
+
+
+class ReconnectSettings(_Model):
+    initial_s: float = Field(default=0.5, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+
+
+class ControllerSettings(_Model):
+    """Everything ``wa-esl`` needs; embeddable as the ``[esl]`` table of the site config."""
+
+    freeswitch: FreeswitchSettings = FreeswitchSettings()
+    listen: ListenSettings = ListenSettings()
+    numbers: tuple[NumberSettings, ...] = ()
+    routes: tuple[Route, ...] = ()
+    cdr_db: Path = Path("wa-esl-cdr.sqlite3")
+    media: MediaSettings = MediaSettings()
+    reconnect: ReconnectSettings = ReconnectSettings()
+    linger_s: int = Field(default=30, ge=1)
+
+    @field_validator("numbers")
+    @classmethod
+    def _unique_numbers(cls, numbers: tuple[NumberSettings, ...]) -> tuple[NumberSettings, ...]:
+        seen: set[str] = set()
+        for number in numbers:
+            if number.business_number in seen:
+                raise ValueError(f"business number {number.business_number} listed twice")
+            seen.add(number.business_number)
+        return numbers
+
+    def number(self, business_number: str) -> NumberSettings | None:
+        for number in self.numbers:
+            if number.business_number == business_number:
+                return number
+        return None
+
+
+def load_settings(path: Path) -> ControllerSettings:
+    """Read a TOML file: its ``[esl]`` table if there is one, else the whole document."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    table = document.get("esl", document)
+    try:
+        return ControllerSettings.model_validate(table)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise SettingsError(f"{path}: {problems}") from exc

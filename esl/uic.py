@@ -1,0 +1,212 @@
+"""User-initiated calls: what to tell FreeSWITCH (a pure plan) and the per-call socket session.
+
+The plan is a list of applications sent as pipelined ``sendmsg`` commands the moment
+CHANNEL_DATA arrives: ``multiset`` (SRTP for the number's mode, OPUS first, no timers/hold,
+silence when idle, media timeout, our ``wa_*`` tags for the CDR), ``answer``, a short
+``playback`` of silence (Meta waits for the business's first SRTP packet), then the route's
+target. Calls that cannot be routed are tagged with a diagnosis code and hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from esl.cdr import CallRecord, CdrStore, record_from_hangup
+from esl.client import OutboundSession
+from esl.errors import EslError
+from esl.event import Event
+from esl.media import multiset_argument, silence_stream, uic_variables
+from esl.metrics import LatencySamples
+from esl.routing import choose_route
+from esl.settings import ControllerSettings, Route
+from esl.whatsapp_call import WhatsAppCall, read_whatsapp_call
+
+log = logging.getLogger(__name__)
+
+_SAFE_TAG = re.compile(r"^[A-Za-z0-9+._:-]{1,128}$")
+REPLY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class UicPlan:
+    apps: list[tuple[str, str]]
+    route: Route | None = None
+    srtp_mode: str | None = None
+    hangup_cause: str | None = None
+    diagnosis_code: str | None = None
+
+
+def _tags(call: WhatsAppCall) -> dict[str, str]:
+    """Our own channel variables; untrusted header values only if plainly safe."""
+    tags = {"wa_direction": "uic"}
+    for name, value in (
+        ("wa_wacid", call.wacid),
+        ("wa_business_number", call.business_number),
+        ("wa_user_number", call.user_number),
+    ):
+        if value and _SAFE_TAG.match(value):
+            tags[name] = value
+    return tags
+
+
+def refusal(call: WhatsAppCall, code: str, cause: str) -> UicPlan:
+    tags = _tags(call)
+    tags["wa_diagnosis"] = code
+    return UicPlan(
+        apps=[("multiset", multiset_argument(sorted(tags.items())))],
+        hangup_cause=cause,
+        diagnosis_code=code,
+    )
+
+
+def plan_uic(call: WhatsAppCall, settings: ControllerSettings) -> UicPlan:
+    number = settings.number(call.business_number or "")
+    if number is None:
+        return refusal(call, "unknown_business_number", "UNALLOCATED_NUMBER")
+    route = choose_route(settings.routes, call)
+    if route is None:
+        return refusal(call, "no_route", "NO_ROUTE_DESTINATION")
+    tags = _tags(call)
+    tags["wa_route"] = route.name
+    apps = [
+        ("multiset", multiset_argument(uic_variables(number, settings.media, tags))),
+        ("answer", ""),
+        ("playback", silence_stream(settings.media)),
+    ]
+    target = route.target
+    if target.action == "bridge":
+        apps.append(("bridge", target.destination))
+    elif target.action == "ivr":
+        app, _, arg = target.destination.strip().partition(" ")
+        apps.append((app, arg))
+    else:
+        apps.append(("park", ""))
+    return UicPlan(apps=apps, route=route, srtp_mode=number.srtp_mode)
+
+
+def _timestamp(event: Event) -> int | None:
+    try:
+        return int(event.get("Event-Date-Timestamp") or "")
+    except ValueError:
+        return None
+
+
+@dataclass
+class CallTracker:
+    """Follows one call's events: answer, first media sent, end."""
+
+    call_uuid: str
+    answered_us: int | None = None
+    first_media_us: int | None = None
+    hangup_complete: Event | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_event(self, event: Event) -> None:
+        if event.unique_id != self.call_uuid:
+            return
+        name = event.name
+        if name == "CHANNEL_ANSWER":
+            self.answered_us = _timestamp(event)
+        elif (
+            name == "CHANNEL_EXECUTE"
+            and self.first_media_us is None
+            and event.get("Application") == "playback"
+        ):
+            self.first_media_us = _timestamp(event)
+        elif name == "CHANNEL_HANGUP_COMPLETE":
+            self.hangup_complete = event
+            self.done.set()
+
+    @property
+    def first_media_ms(self) -> float | None:
+        """Answer to the first media we made FreeSWITCH send (the silence playback)."""
+        if self.answered_us is None or self.first_media_us is None:
+            return None
+        return max(0.0, (self.first_media_us - self.answered_us) / 1000)
+
+
+def initial_record(call: WhatsAppCall, plan: UicPlan) -> CallRecord:
+    """Written when the call starts, so even a crash leaves a trace of it."""
+    return CallRecord(
+        call_uuid=call.call_uuid,
+        direction="uic",
+        wacid=call.wacid,
+        business_number=call.business_number,
+        user_number=call.user_number,
+        tgrp=call.tgrp,
+        trunk_context=call.trunk_context,
+        request_uri_params=";".join(f"{k}={v}" for k, v in sorted(call.request_uri_params.items()))
+        or None,
+        cta_payload=call.cta_payload,
+        deeplink_payload=call.deeplink_payload,
+        route=plan.route.name if plan.route else None,
+        srtp_mode=plan.srtp_mode,
+    )
+
+
+class UicHandler:
+    """Runs one outbound socket session per user-initiated call."""
+
+    def __init__(
+        self,
+        settings: ControllerSettings,
+        store: CdrStore,
+        latency: LatencySamples | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.latency = latency or LatencySamples()
+        self._warned_not_full = False
+
+    async def __call__(self, session: OutboundSession) -> None:
+        connection = session.connection
+        channel_data = await session.connect(timeout=REPLY_TIMEOUT_S)
+        started = time.perf_counter()
+        call = read_whatsapp_call(channel_data)
+        tracker = CallTracker(session.uuid)
+        connection.on_event(tracker.on_event)
+        try:
+            plan = plan_uic(call, self.settings)
+        except ValueError as exc:
+            log.error("call %s: cannot build commands: %s", session.uuid, exc)
+            plan = refusal(call, "controller_error", "NORMAL_TEMPORARY_FAILURE")
+        pending = [connection.send_nowait("myevents json")]
+        if session.is_full:
+            pending.append(connection.send_nowait(f"linger {self.settings.linger_s}"))
+        else:
+            self._warn_not_full(session)
+        pending += [connection.sendmsg_nowait(app, arg) for app, arg in plan.apps]
+        if plan.hangup_cause:
+            pending.append(connection.hangup_nowait(plan.hangup_cause))
+        self.latency.add(time.perf_counter() - started)
+        self.store.upsert(initial_record(call, plan))
+        replies = await asyncio.wait_for(asyncio.gather(*pending), REPLY_TIMEOUT_S)
+        for frame in replies:
+            if frame.reply_text.startswith("-ERR"):
+                log.warning("call %s: FreeSWITCH refused a command: %s", session.uuid,
+                            frame.reply_text)
+        finished = asyncio.ensure_future(tracker.done.wait())
+        waiters: list[asyncio.Future[Any]] = [finished, connection.closed]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
+        if tracker.hangup_complete is not None:
+            record = record_from_hangup(tracker.hangup_complete)
+            self.store.upsert(replace(record, first_media_ms=tracker.first_media_ms))
+        elif plan.hangup_cause is None:
+            raise EslError(f"call {session.uuid}: socket closed before the call ended")
+
+    def _warn_not_full(self, session: OutboundSession) -> None:
+        if not self._warned_not_full:
+            self._warned_not_full = True
+            log.error(
+                "FreeSWITCH connected without 'full' control (Control: %s): the dialplan must "
+                "use 'socket <host:port> async full'; CDRs then depend on the inbound connection",
+                session.channel_data.get("Control"),
+            )

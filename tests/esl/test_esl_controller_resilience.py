@@ -1,0 +1,94 @@
+"""Reconnects, a controller crash mid-call, and secrets kept out of logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from esl.controller import Controller
+from esl.standin import FreeSwitchStandin, MetaBehaviour, UicCall
+from tests.esl.conftest import PASSWORD
+from tests.esl.controller_fixtures import SDES_NUMBER, ended_record, make_settings, place
+
+
+async def test_inbound_connection_comes_back_after_freeswitch_restarts(tmp_path: Path) -> None:
+    first = FreeSwitchStandin(password=PASSWORD)
+    await first.start()
+    port = first.port
+    ctl = Controller(make_settings(first, tmp_path))
+    await ctl.start()
+    second = FreeSwitchStandin(password=PASSWORD)
+    try:
+        await asyncio.wait_for(ctl.inbound_ready.wait(), 5)
+        await first.stop()
+        await asyncio.sleep(0.05)
+        assert not ctl.inbound_ready.is_set()
+        await second.start("127.0.0.1", port)
+        await asyncio.wait_for(ctl.inbound_ready.wait(), 5)
+        assert ctl.inbound_connects == 2
+        assert ctl.inbound is not None
+        assert (await ctl.inbound.api("status")).startswith("UP")
+    finally:
+        await ctl.stop()
+        await second.stop()
+        ctl.store.close()
+
+
+async def test_cdr_survives_a_controller_crash_mid_call(
+    standin: FreeSwitchStandin, tmp_path: Path
+) -> None:
+    settings = make_settings(standin, tmp_path)
+    crashed = Controller(settings)
+    await crashed.start()
+    await asyncio.wait_for(crashed.inbound_ready.wait(), 5)
+    call = UicCall(
+        business_number=SDES_NUMBER,
+        forwarded_headers={"X-WA-Meta-Cta-Payload": "promo-1"},  # bridged: outlives the socket
+        talk_s=None,
+    )
+    handle = await place(standin, crashed, call)
+    await asyncio.wait_for(handle.runtime.answered.wait(), 5)
+    started = crashed.store.get(handle.runtime.channel.uuid)
+    assert started is not None and started.state == "active" and started.route == "promo"
+    await crashed.stop()  # the process dies: sockets gone, no goodbye
+    crashed.store.close()
+    assert handle.runtime.channel.is_up
+
+    restarted = Controller(settings)
+    await restarted.start()
+    try:
+        await asyncio.wait_for(restarted.inbound_ready.wait(), 5)
+        from esl.standin.scenarios import meta_bye
+
+        await meta_bye(standin.switch, handle.runtime, 0.0, "42")
+        record = await ended_record(restarted, handle.runtime.channel.uuid)
+        assert record.meta_duration_s == 42
+        assert record.route == "promo"  # merged with what the first controller wrote
+        assert record.cta_payload == "promo-1"
+    finally:
+        await restarted.stop()
+        restarted.store.close()
+
+
+async def test_wrong_password_is_reported_without_the_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    standin = FreeSwitchStandin(password="the-real-one", meta=MetaBehaviour())
+    await standin.start()
+    settings = make_settings(standin, tmp_path)  # carries tests' PASSWORD: wrong here
+    ctl = Controller(settings)
+    caplog.set_level(logging.DEBUG)
+    await ctl.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert not ctl.inbound_ready.is_set()
+        assert "refused the ESL password" in caplog.text
+        assert PASSWORD not in caplog.text
+        assert PASSWORD not in repr(settings)
+    finally:
+        await ctl.stop()
+        await standin.stop()
+        ctl.store.close()
