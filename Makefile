@@ -6,7 +6,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test system-deps python-deps lint typecheck unit clean
+.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -30,6 +30,9 @@ lint: python-deps
 
 typecheck: python-deps
 	$(VENV)/bin/mypy
+
+bench-esl: python-deps
+	$(VENV)/bin/python bench/esl/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -174,7 +174,7 @@ class CdrStore:
 
     def upsert(self, record: CallRecord) -> None:
         """Insert or merge a record; committed on return (autocommit)."""
-        values = dataclasses.asdict(record)
+        values = {name: getattr(record, name) for name in FIELDS}  # asdict deep-copies
         if record.state == "active":
             values["state"] = None  # never turn an ended call back into an active one
         self._db.execute(_UPSERT, values)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator, Mapping
 
 from esl.errors import ProtocolError
-from esl.wire import url_decode, url_encode
+from esl.wire import parse_header_block, url_decode, url_encode
 
 UNDEF = "_undef_"
 ARRAY_PREFIX = "ARRAY::"
@@ -32,6 +32,15 @@ class Event:
         self.headers: dict[str, str] = dict(headers or {})
         self.body = body
         self._lower: dict[str, str] | None = None
+
+    @classmethod
+    def adopt(cls, headers: dict[str, str], body: str = "") -> Event:
+        """Wrap a freshly built dict without copying it (parsers own theirs)."""
+        event = cls.__new__(cls)
+        event.headers = headers
+        event.body = body
+        event._lower = None
+        return event
 
     def get(self, name: str, default: str | None = None) -> str | None:
         value = self.headers.get(name)
@@ -92,17 +101,13 @@ def event_from_encoded(headers: Mapping[str, str], body: str = "") -> Event:
     decoded = {
         name: ("" if value == UNDEF else url_decode(value)) for name, value in headers.items()
     }
-    return Event(decoded, body)
+    return Event.adopt(decoded, body)
 
 
 def parse_plain(data: bytes) -> Event:
     """Parse a ``text/event-plain`` payload: split lines first, then decode each value."""
     head, _, rest = data.partition(b"\n\n")
-    headers: dict[str, str] = {}
-    for line in head.decode("utf-8", "replace").split("\n"):
-        name, colon, value = line.partition(":")
-        if colon:
-            headers[name] = value.lstrip(" ")
+    headers = parse_header_block(head.decode("utf-8", "replace"))
     body = ""
     length_text = headers.pop("Content-Length", None)
     if length_text is not None:
@@ -126,11 +131,12 @@ def parse_json(data: bytes) -> Event:
         raise ProtocolError("event JSON is not an object")
     body = obj.pop("_body", "")
     obj.pop("Content-Length", None)
-    headers = {
-        str(key): (array_value([str(v) for v in value]) if isinstance(value, list) else str(value))
-        for key, value in obj.items()
-    }
-    return Event(headers, str(body))
+    for key, value in obj.items():
+        if type(value) is not str:  # rare: arrays, or numbers from other producers
+            obj[key] = (
+                array_value([str(v) for v in value]) if isinstance(value, list) else str(value)
+            )
+    return Event.adopt(obj, str(body))
 
 
 def serialize_plain(event: Event) -> bytes:

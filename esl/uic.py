@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 
 _SAFE_TAG = re.compile(r"^[A-Za-z0-9+._:-]{1,128}$")
 REPLY_TIMEOUT_S = 10.0
+EVENT_FILTERS = (
+    "Event-Name CHANNEL_ANSWER",
+    "Event-Name CHANNEL_HANGUP_COMPLETE",
+    "Application playback",
+)
+"""Of the ~dozen events ``myevents`` sends per call, only these matter here (answer, first
+media, end); filters are OR-ed, so the rest never leave FreeSWITCH."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ class CallTracker:
         elif (
             name == "CHANNEL_EXECUTE"
             and self.first_media_us is None
-            and event.get("Application") == "playback"
+            and event.headers.get("Application") == "playback"
         ):
             self.first_media_us = _timestamp(event)
         elif name == "CHANNEL_HANGUP_COMPLETE":
@@ -176,6 +183,7 @@ class UicHandler:
             log.error("call %s: cannot build commands: %s", session.uuid, exc)
             plan = refusal(call, "controller_error", "NORMAL_TEMPORARY_FAILURE")
         pending = [connection.send_nowait("myevents json")]
+        pending += [connection.send_nowait(f"filter {rule}") for rule in EVENT_FILTERS]
         if session.is_full:
             pending.append(connection.send_nowait(f"linger {self.settings.linger_s}"))
         else:

@@ -29,13 +29,16 @@ def clean_payload(value: str | None) -> str | None:
 
 
 def sip_headers(event: Event, prefix: str = HEADER_PREFIX) -> dict[str, str]:
-    """All ``<prefix><Name>`` variables of an event, keyed by lower-cased header name."""
+    """All ``<prefix><Name>`` variables of an event, keyed by lower-cased header name.
+
+    FreeSWITCH writes the ``variable_sip_h_`` prefix itself, always in that case; only the
+    SIP header name after it keeps the sender's casing.
+    """
     length = len(prefix)
-    lowered_prefix = prefix.lower()
     return {
         name[length:].lower(): value
         for name, value in event.headers.items()
-        if name[:length].lower() == lowered_prefix
+        if name.startswith(prefix)
     }
 
 

@@ -129,22 +129,29 @@ def _content_length(value: str | None) -> int:
     return length
 
 
+async def _read_until(reader: asyncio.StreamReader, separator: bytes, peer: str) -> bytes:
+    """``readuntil`` with the stream's errors turned into ESL errors."""
+    try:
+        return await reader.readuntil(separator)
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionClosed(f"{peer} closed the connection") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise ProtocolError(f"{peer} sent a line longer than the stream limit") from exc
+
+
+async def _read_body(reader: asyncio.StreamReader, length: int, peer: str) -> bytes:
+    try:
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionClosed(f"{peer} closed the connection inside a body") from exc
+
+
 async def read_frame(reader: asyncio.StreamReader) -> Frame:
     """Read one server frame (client side). FreeSWITCH always ends lines with a bare LF."""
-    try:
-        head = await reader.readuntil(b"\n\n")
-    except asyncio.IncompleteReadError as exc:
-        raise ConnectionClosed("FreeSWITCH closed the connection") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise ProtocolError("header block longer than the stream limit") from exc
+    head = await _read_until(reader, b"\n\n", "FreeSWITCH")
     headers = parse_header_block(head[:-2].decode("utf-8", "replace"))
     length = _content_length(headers.get("Content-Length"))
-    body = b""
-    if length:
-        try:
-            body = await reader.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionClosed("connection closed inside a frame body") from exc
+    body = await _read_body(reader, length, "FreeSWITCH") if length else b""
     return Frame(headers, body)
 
 
@@ -157,12 +164,7 @@ async def read_command(reader: asyncio.StreamReader) -> Command:
     lines: list[str] = []
     size = 0
     while True:
-        try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionClosed("client closed the connection") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise ProtocolError("command line longer than the stream limit") from exc
+        raw = await _read_until(reader, b"\n", "the client")
         size += len(raw)
         if size > MAX_HEADER_BYTES:
             raise FrameTooLarge("command header block above 10 MiB")
@@ -178,12 +180,7 @@ async def read_command(reader: asyncio.StreamReader) -> Command:
         if colon and name:
             headers[name.lower()] = value.lstrip(" ")
     length = _content_length(headers.get("content-length"))
-    body = None
-    if length:
-        try:
-            body = await reader.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionClosed("client closed inside a command body") from exc
+    body = await _read_body(reader, length, "the client") if length else None
     return Command(lines[0], headers, body)
 
 

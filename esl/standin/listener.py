@@ -114,6 +114,25 @@ class Listener:
         if not self.writer.is_closing():
             self.writer.write(data)
 
+    def wants(self, event_name: str, preview: dict[str, str]) -> bool:
+        """Would this listener send an event with these headers? True when unsure.
+
+        ``preview`` holds the headers known before the event is built (name, Unique-ID,
+        Application...); filters on other headers cannot be decided and count as a yes.
+        """
+        if event_name == "CHANNEL_HANGUP" and self.linger is not None:
+            return True  # the linger notice follows it
+        if not self.events_on or event_name in self.nixed:
+            return False
+        if not (self.all_events or event_name in self.event_names):
+            return False
+        if not self.filters:
+            return True
+        known = {name.lower(): value for name, value in preview.items()}
+        if any(header.lower() not in known for header, _ in self.filters):
+            return True
+        return self._passes_filters(lambda header: known.get(header.lower()))
+
     def offer(self, event: Event, cache: dict[str, bytes]) -> None:
         """Deliver an event if this listener subscribed to it (event_handler())."""
         if self.events_on and self._subscribed(event):
@@ -137,15 +156,13 @@ class Listener:
             return False
         if self.myevents_uuid is not None and event.unique_id != self.myevents_uuid:
             return False
-        return self._passes_filters(event)
+        return not self.filters or self._passes_filters(event.get)
 
-    def _passes_filters(self, event: Event) -> bool:
+    def _passes_filters(self, lookup: Callable[[str], str | None]) -> bool:
         """Filters: any positive match sends, a ``-`` match vetoes; ``/`` means a regex."""
-        if not self.filters:
-            return True
         send = False
         for header, wanted in self.filters:
-            value = event.get(header)
+            value = lookup(header)
             if value is None:
                 continue
             positive = not wanted.startswith("-")
@@ -165,7 +182,8 @@ class Listener:
     # ----------------------------------------------------------------- main loop
     async def run(self) -> None:
         """Serve commands until exit, a wrong password, hangup without linger, or EOF."""
-        self.switch.sinks.add(self.offer)
+        session_uuid = self.session.channel.uuid if self.session is not None else None
+        self.switch.subscribe(self, session_uuid)
         serving = asyncio.get_running_loop().create_task(self._serve())
         watcher = None
         if self.session is not None:
@@ -176,7 +194,7 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
         finally:
-            self.switch.sinks.discard(self.offer)
+            self.switch.unsubscribe(self, session_uuid)
             if watcher is not None:
                 watcher.cancel()
             for task in list(self.tasks):
@@ -210,7 +228,7 @@ class Listener:
         """Outbound: on hangup close at once, or after the linger time (notice: :meth:`offer`)."""
         await runtime.down.wait()
         if self.linger is None:
-            self.switch.sinks.discard(self.offer)
+            self.switch.unsubscribe(self, runtime.channel.uuid)
             serving.cancel()
             return
         if self.linger >= 0:
@@ -433,6 +451,10 @@ class Listener:
         if not keys:
             return "-ERR no keywords supplied"
         self.events_on = True
+        if self.session is not None and self.myevents_uuid is None:
+            # a full outbound socket may watch everything
+            self.switch.unsubscribe(self, self.session.channel.uuid)
+            self.switch.subscribe(self)
         return f"+OK event listener enabled {self.format}"
 
     def _nixevent(self, line: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+from collections import deque
 from dataclasses import dataclass
 
 from esl import wire
@@ -49,7 +50,8 @@ class FreeSwitchStandin:
         self._password = password
         self._allowed = [ipaddress.ip_network(n) for n in (allowed_networks or [])]
         self._server: asyncio.Server | None = None
-        self.listeners: list[Listener] = []
+        self.listeners: deque[Listener] = deque(maxlen=512)  # recent ones, for inspection
+        self.active: set[Listener] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.host = "127.0.0.1"
         self.port = 0
@@ -62,7 +64,7 @@ class FreeSwitchStandin:
         """Shut down like a FreeSWITCH restart: every ESL connection drops."""
         if self._server is not None:
             self._server.close()
-        for listener in self.listeners:
+        for listener in list(self.active):
             listener.writer.close()
         for task in list(self._tasks):
             task.cancel()
@@ -99,7 +101,14 @@ class FreeSwitchStandin:
         task = asyncio.current_task()
         if task is not None:
             self._track(task)
-        await listener.run()
+        await self._run(listener)
+
+    async def _run(self, listener: Listener) -> None:
+        self.active.add(listener)
+        try:
+            await listener.run()
+        finally:
+            self.active.discard(listener)
 
     async def place_uic(
         self,
@@ -130,6 +139,6 @@ class FreeSwitchStandin:
         self.listeners.append(listener)
         self.switch.start_worker(runtime)
         loop = asyncio.get_running_loop()
-        listener_task = self._track(loop.create_task(listener.run()))
+        listener_task = self._track(loop.create_task(self._run(listener)))
         scenario_task = self._track(loop.create_task(play_uic(self.switch, runtime, call)))
         return UicHandle(runtime, listener, listener_task, scenario_task)

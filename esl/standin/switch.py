@@ -13,16 +13,25 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import Protocol
 
 from esl.event import Event
 from esl.standin.apps import run_application
 from esl.standin.channel import Channel, now_us
 
-EventSink = Callable[[Event, dict[str, bytes]], None]
-"""A listener's delivery function; the dict caches one serialization per format."""
+
+class EventSink(Protocol):
+    """A listener as the event bus sees it."""
+
+    def wants(self, event_name: str, preview: dict[str, str]) -> bool:
+        """Cheap pre-check, so events nobody listens to are never built."""
+        ...
+
+    def offer(self, event: Event, cache: dict[str, bytes]) -> None:
+        """Deliver if subscribed; ``cache`` holds one serialization per format."""
+        ...
 
 
 @dataclass
@@ -61,6 +70,7 @@ class Switch:
         self._sequence = itertools.count(1)
         self.calls: dict[str, CallRuntime] = {}
         self.sinks: set[EventSink] = set()
+        self.session_sinks: dict[str, set[EventSink]] = {}
         self.history: list[Event] | None = None  # set to [] to record every fired event
         self.background: set[asyncio.Task[None]] = set()
 
@@ -99,14 +109,42 @@ class Switch:
             self.history.append(event)
         cache: dict[str, bytes] = {}
         for sink in list(self.sinks):
-            sink(event, cache)
+            sink.offer(event, cache)
+        own = self.session_sinks.get(event.unique_id)
+        if own:
+            for sink in list(own):
+                sink.offer(event, cache)
+
+    def interested(self, event_name: str, call_uuid: str, extra: dict[str, str] | None) -> bool:
+        if self.history is not None:
+            return True
+        preview = {"Event-Name": event_name, "Unique-ID": call_uuid, **(extra or {})}
+        if any(sink.wants(event_name, preview) for sink in self.sinks):
+            return True
+        own = self.session_sinks.get(call_uuid, ())
+        return any(sink.wants(event_name, preview) for sink in own)
+
+    def subscribe(self, sink: EventSink, session_uuid: str | None = None) -> None:
+        """Global sinks see every event; a session's sink only that channel's (cheaper)."""
+        if session_uuid is None:
+            self.sinks.add(sink)
+        else:
+            self.session_sinks.setdefault(session_uuid, set()).add(sink)
+
+    def unsubscribe(self, sink: EventSink, session_uuid: str | None = None) -> None:
+        self.sinks.discard(sink)
+        own = self.session_sinks.get(session_uuid or "")
+        if own is not None:
+            own.discard(sink)
+            if not own:
+                del self.session_sinks[session_uuid or ""]
 
     def fire_channel(
         self, channel: Channel, event_name: str, extra: dict[str, str] | None = None
-    ) -> Event:
-        event = self.channel_event(channel, event_name, extra)
-        self.fire(event)
-        return event
+    ) -> None:
+        if not self.interested(event_name, channel.uuid, extra):
+            return  # FreeSWITCH builds it anyway; nobody could tell the difference
+        self.fire(self.channel_event(channel, event_name, extra))
 
     # ----------------------------------------------------------------- channels
     def add_call(self, channel: Channel) -> CallRuntime:

@@ -55,7 +55,14 @@ async def test_sdes_call_is_answered_with_media_first_and_cdr_written(
     assert variables["media_timeout"] == "15000"
     assert variables["send_silence_when_idle"] == "400"
     commands = [line for _, line in handle.listener.commands]
-    assert commands[:3] == ["connect", "myevents json", "linger 5"]
+    assert commands[:6] == [
+        "connect",
+        "myevents json",
+        "filter Event-Name CHANNEL_ANSWER",
+        "filter Event-Name CHANNEL_HANGUP_COMPLETE",
+        "filter Application playback",
+        "linger 5",
+    ]
     record = await ended_record(controller, handle.runtime.channel.uuid)
     assert record.direction == "uic"
     assert record.wacid == call.wacid

@@ -29,14 +29,10 @@ def test_known_values() -> None:
     assert wire.url_encode("+OK\n") == "%2BOK%0A"
     assert wire.url_encode("é") == "%C3%A9"
     assert wire.url_encode("\x01\x7f") == "%01%7F"
-    assert wire.url_encode("sofia/internal/+1555@wa.meta.vc") == (
-        "sofia/internal/%2B1555%40wa.meta.vc"
-    )
+    assert wire.url_encode("sofia/internal/+1555@wa.meta.vc") == ("sofia/internal/%2B1555%40wa.meta.vc")
 
 
-@pytest.mark.parametrize(
-    "value", ["", "plain", "a b\r\nc", "100%", "%2B literal", "ünï 中文", "a:b|c;d=e&f"]
-)
+@pytest.mark.parametrize("value", ["", "plain", "a b\r\nc", "100%", "%2B literal", "ünï 中文", "a:b|c;d=e&f"])
 def test_decode_inverts_encode(value: str) -> None:
     assert wire.url_decode(wire.url_encode(value)) == value
 
@@ -55,8 +51,7 @@ def test_split_lines_then_decode_keeps_multiline_value_in_one_header() -> None:
 def test_plain_serialization_exact_bytes_with_empty_value_and_body() -> None:
     event = Event({"Event-Name": "BACKGROUND_JOB", "Job-UUID": "j1", "Empty": ""}, "+OK abc\n")
     assert serialize_plain(event) == (
-        b"Event-Name: BACKGROUND_JOB\nJob-UUID: j1\nEmpty: _undef_\n"
-        b"Content-Length: 8\n\n+OK abc\n"
+        b"Event-Name: BACKGROUND_JOB\nJob-UUID: j1\nEmpty: _undef_\nContent-Length: 8\n\n+OK abc\n"
     )
     parsed = parse_plain(serialize_plain(event))
     assert parsed.body == "+OK abc\n"
@@ -77,9 +72,7 @@ def test_body_length_counts_bytes_not_characters() -> None:
 def test_json_serialization_is_unformatted_and_carries_body() -> None:
     event = Event({"Event-Name": "BACKGROUND_JOB", "Job-UUID": "j"}, "+OK\n")
     data = serialize_json(event)
-    assert data == (
-        b'{"Event-Name":"BACKGROUND_JOB","Job-UUID":"j","Content-Length":"4","_body":"+OK\\n"}'
-    )
+    assert data == (b'{"Event-Name":"BACKGROUND_JOB","Job-UUID":"j","Content-Length":"4","_body":"+OK\\n"}')
     parsed = parse_json(data)
     assert parsed.body == "+OK\n" and parsed["Job-UUID"] == "j"
 
@@ -103,9 +96,7 @@ def test_server_frame_builders_follow_documented_header_order() -> None:
         b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n"
     )
     assert wire.api_response(b"true") == b"Content-Type: api/response\nContent-Length: 4\n\ntrue"
-    assert wire.api_response(b"") == (
-        b"Content-Type: api/response\nContent-Length: 14\n\n-ERR no reply\n"
-    )
+    assert wire.api_response(b"") == (b"Content-Type: api/response\nContent-Length: 14\n\n-ERR no reply\n")
     assert wire.event_frame(b"A: 1\n\n", "plain") == (
         b"Content-Length: 6\nContent-Type: text/event-plain\n\nA: 1\n\n"
     )
@@ -138,9 +129,7 @@ def test_encode_command_with_headers_and_body() -> None:
     data = wire.encode_command(
         "sendmsg", [("call-command", "execute"), ("execute-app-name", "playback")], "a\nb"
     )
-    assert data == (
-        b"sendmsg\ncall-command: execute\nexecute-app-name: playback\nContent-Length: 3\n\na\nb"
-    )
+    assert data == (b"sendmsg\ncall-command: execute\nexecute-app-name: playback\nContent-Length: 3\n\na\nb")
 
 
 @pytest.mark.parametrize(
@@ -190,3 +179,14 @@ async def test_read_command_refuses_body_above_16_mib() -> None:
     reader = _reader(b"api x\nContent-Length: 99999999\n\n")
     with pytest.raises(FrameTooLarge):
         await wire.read_command(reader)
+
+
+def test_encoded_line_break_cannot_forge_a_header() -> None:
+    """A payload like ``x%0AEvent-Name: FAKE`` stays one value (decode-after-split)."""
+    event = Event(
+        {"Event-Name": "CHANNEL_DATA", "variable_sip_h_X-WA-Meta-Cta-Payload": "x\nEvent-Name: FAKE"}
+    )
+    parsed = parse_plain(serialize_plain(event))
+    assert parsed.name == "CHANNEL_DATA"
+    assert parsed["variable_sip_h_X-WA-Meta-Cta-Payload"] == "x\nEvent-Name: FAKE"
+    assert len(parsed.headers) == 2

@@ -1,0 +1,203 @@
+"""``wa-esl``: run the controller, place a business-initiated call, list/export CDRs.
+
+Thin over the modules that do the work (kamcli style): each command parses, calls, prints.
+Bad input ends with a one-line message and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from esl.bic import BicRequest, BicRequestError, BicResult, place_bic
+from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
+from esl.cdr_export import to_csv, to_json
+from esl.client import connect_inbound
+from esl.controller import Controller
+from esl.errors import EslError
+from esl.event import Event
+from esl.gctune import tune_gc
+from esl.settings import ControllerSettings, SettingsError, load_settings
+
+app = typer.Typer(help="WhatsApp calls on FreeSWITCH: the ESL controller.", no_args_is_help=True)
+cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
+app.add_typer(cdr_app, name="cdr")
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML file ([esl] table).")]
+
+
+def _settings(path: Path) -> ControllerSettings:
+    try:
+        return load_settings(path)
+    except SettingsError as exc:
+        errors.print(f"[red]settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def run(config: ConfigOption, verbose: bool = False) -> None:
+    """Run the controller until SIGTERM/SIGINT."""
+    settings = _settings(config)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_run(settings))
+
+
+async def _run(settings: ControllerSettings) -> None:
+    controller = Controller(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await controller.start()
+    except OSError as exc:
+        errors.print(f"[red]cannot listen on {settings.listen.host}:{settings.listen.port}:[/] {exc}")
+        raise typer.Exit(1) from exc
+    tune_gc()
+    await stop.wait()
+    await controller.stop()
+    controller.store.close()
+
+
+@app.command()
+def originate(
+    config: ConfigOption,
+    business_number: Annotated[str, typer.Option("--from", help="Business number, +E164.")],
+    user: Annotated[str, typer.Option("--to", help="WhatsApp user, +E164 or user id.")],
+    agent: Annotated[str | None, typer.Option(help="Dial string to bridge to.")] = None,
+    timeout: float = 90.0,
+) -> None:
+    """Place a business-initiated call; exit 0 if answered, 3 if refused (with diagnosis)."""
+    settings = _settings(config)
+    request = BicRequest(business_number, user, agent)
+    try:
+        result = asyncio.run(_originate(settings, request, timeout))
+    except BicRequestError as exc:
+        errors.print(f"[red]request:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except EslError as exc:
+        errors.print(f"[red]FreeSWITCH:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if result.answered:
+        console.print(f"answered: call {result.call_uuid}")
+        return
+    status = f" (SIP {result.sip_status})" if result.sip_status else ""
+    console.print(f"not answered: {result.hangup_cause}{status}: {result.diagnosis}")
+    raise typer.Exit(3)
+
+
+async def _originate(settings: ControllerSettings, request: BicRequest, timeout: float) -> BicResult:
+    request.validate()
+    fs = settings.freeswitch
+    connection = await connect_inbound(
+        fs.host, fs.port, fs.password.get_secret_value(), timeout=fs.connect_timeout_s
+    )
+    try:
+        await connection.command("event json CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB")
+        store = CdrStore(settings.cdr_db)
+        try:
+
+            def record(event: Event) -> None:
+                if event.name == "CHANNEL_HANGUP_COMPLETE" and is_whatsapp_call(event):
+                    store.upsert(record_from_hangup(event))
+
+            connection.on_event(record)
+            return await place_bic(connection, request, settings, store, timeout=timeout)
+        finally:
+            store.close()
+    finally:
+        await connection.close()
+
+
+def _store(config: Path | None, db: Path | None) -> CdrStore:
+    if db is not None:
+        path = db
+    elif config is not None:
+        path = _settings(config).cdr_db
+    else:
+        errors.print("[red]give --db or --config[/red]")
+        raise typer.Exit(2)
+    if not path.exists():
+        errors.print(f"[red]no CDR database at {path}[/red]")
+        raise typer.Exit(2)
+    return CdrStore(path)
+
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="CDR SQLite file.")]
+OptionalConfig = Annotated[Path | None, typer.Option("--config", "-c")]
+
+
+@cdr_app.command("list")
+def cdr_list(
+    config: OptionalConfig = None,
+    db: DbOption = None,
+    limit: int = 50,
+    direction: Annotated[str | None, typer.Option(help="uic or bic")] = None,
+) -> None:
+    """Show the most recent calls."""
+    store = _store(config, db)
+    records = store.recent(limit=limit, direction=direction)
+    store.close()
+    table = Table("invite_at", "dir", "wacid", "business", "user", "srtp", "cause", "sip",
+                  "meta s", "fs s", "diagnosis")
+    for r in records:
+        table.add_row(
+            r.invite_at or "", r.direction or "", r.wacid or "", r.business_number or "",
+            r.user_number or "", r.srtp_mode or "", r.hangup_cause or r.state,
+            str(r.sip_status or ""), str(r.meta_duration_s or ""),
+            f"{r.fs_duration_s:.1f}" if r.fs_duration_s is not None else "", r.diagnosis or "",
+        )
+    Console().print(table)  # created here so the terminal width is read now
+
+
+@cdr_app.command("export")
+def cdr_export(
+    config: OptionalConfig = None,
+    db: DbOption = None,
+    fmt: Annotated[Literal["csv", "json"], typer.Option("--format")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    limit: int = 1_000_000,
+) -> None:
+    """Export CDRs as CSV or JSON (stdout unless --output)."""
+    store = _store(config, db)
+    records = store.recent(limit=limit)
+    store.close()
+    text = to_csv(records) if fmt == "csv" else to_json(records)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@app.command()
+def standin(port: int = 8021, password: str = "ClueCon") -> None:
+    """Run the FreeSWITCH stand-in (for labs and demos; speaks mod_event_socket)."""
+    from esl.standin import FreeSwitchStandin
+
+    async def serve() -> None:
+        server = FreeSwitchStandin(password=password)
+        await server.start("127.0.0.1", port)
+        console.print(f"stand-in ESL on 127.0.0.1:{server.port}")
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+def main() -> None:
+    """Console-script entry point (``wa-esl``)."""
+    app()
