@@ -25,7 +25,8 @@ from esl.controller import Controller
 from esl.errors import EslError
 from esl.event import Event
 from esl.gctune import tune_gc
-from esl.settings import ControllerSettings, SettingsError, load_settings
+from esl.settings import ControllerSettings, SettingsError
+from esl.site import load_controller_settings
 
 app = typer.Typer(help="WhatsApp calls on FreeSWITCH: the ESL controller.", no_args_is_help=True)
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
@@ -33,12 +34,14 @@ app.add_typer(cdr_app, name="cdr")
 console = Console()
 errors = Console(stderr=True)
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML file ([esl] table).")]
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Site config (TOML), or a file with just the [esl] table.")
+]
 
 
 def _settings(path: Path) -> ControllerSettings:
     try:
-        return load_settings(path)
+        return load_controller_settings(path)
     except SettingsError as exc:
         errors.print(f"[red]settings:[/red] {exc}")
         raise typer.Exit(2) from exc

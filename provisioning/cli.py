@@ -11,6 +11,7 @@ from rich.console import Console
 
 from provisioning.config import ConfigError, SiteConfig, load_config
 from provisioning.render import RenderError, RenderOptions, render_kamailio
+from provisioning.render_freeswitch import render_freeswitch
 
 app = typer.Typer(help="Provision and render the wa-sip WhatsApp SIP edge.",
                   no_args_is_help=True, add_completion=False)
@@ -44,16 +45,19 @@ def render(
     probe_interval: Annotated[int, typer.Option(
         min=0, help="Seconds between OPTIONS probes of FreeSWITCH nodes; 0 = off.")] = 10,
 ) -> None:
-    """Render the Kamailio edge (kamailio.cfg, tls.cfg, dispatcher list, KEMI entry) into OUT/kamailio/."""
+    """Render the Kamailio edge into OUT/kamailio/ and the FreeSWITCH side into OUT/freeswitch/."""
     site = _load(config)
     try:
         target = render_kamailio(site, out_dir, RenderOptions(workers=workers,
                                                               probe_interval=probe_interval))
+        fs_target = render_freeswitch(site, out_dir)
     except RenderError as error:
         err.print(f"[bold red]render failed:[/] {error}")
         raise typer.Exit(EXIT_FAILED) from None
     out.print(f"rendered the Kamailio edge into {target}")
     out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")
+    out.print(f"rendered the FreeSWITCH side into {fs_target}: put sofia_wa_edge.xml in "
+              "sip_profiles/, dialplan_whatsapp.xml in dialplan/, the *.conf.xml in autoload_configs/")
 
 
 if __name__ == "__main__":

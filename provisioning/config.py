@@ -15,6 +15,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from esl.settings import (
+    SDES_SUITES,
+    FreeswitchSettings,
+    ListenSettings,
+    MediaSettings,
+    ReconnectSettings,
+)
+from esl.settings import Route as ControllerRoute
+
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -194,7 +203,49 @@ class FreeswitchSet(Strict):
     nodes: Annotated[list[FreeswitchNode], Field(min_length=1)]
 
 
+class FreeswitchProfile(Strict):
+    """The FreeSWITCH side that `provision render` writes into OUT/freeswitch/.
+
+    Defaults use FreeSWITCH's own `$${local_ip_v4}`, so one rendered profile fits every node.
+    """
+
+    sip_ip: str = "$${local_ip_v4}"
+    sip_port: Annotated[int, Field(ge=1, le=65535)] = 5080
+    rtp_ip: str = "$${local_ip_v4}"
+    ext_rtp_ip: str = Field(default="", description="Public RTP address when FreeSWITCH is behind NAT.")
+    edge_networks: list[str] = Field(
+        default_factory=list,
+        description="Who may send SIP to the profile; default: the edge's internal address.")
+    candidate_networks: list[str] = Field(
+        default_factory=list,
+        description="ICE candidate ACL; empty = FreeSWITCH's wan.auto (public addresses, as Meta's are).")
+    esl_listen_ip: str = "127.0.0.1"
+    esl_allowed_networks: list[str] = Field(default_factory=lambda: ["127.0.0.1/32"])
+    tls: bool = Field(default=False, description="TLS between the edge and FreeSWITCH (internal).")
+    tls_port: Annotated[int, Field(ge=1, le=65535)] = 5081
+    tls_cert_dir: str = "/etc/freeswitch/tls"
+
+    @field_validator("sip_ip", "rtp_ip", "esl_listen_ip")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.startswith("$${") and value.endswith("}"):
+            return value
+        ipaddress.ip_address(value)
+        return value
+
+    @field_validator("ext_rtp_ip")
+    @classmethod
+    def _ext_address(cls, value: str) -> str:
+        return cls._address(value) if value else value
+
+    @field_validator("edge_networks", "candidate_networks", "esl_allowed_networks")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(v, strict=False)) for v in values]
+
+
 class FreeswitchSection(Strict):
+    profile: FreeswitchProfile = FreeswitchProfile()
     sets: Annotated[list[FreeswitchSet], Field(min_length=1)]
     default_set: int = 1
     default_context: str = "whatsapp"
@@ -215,7 +266,18 @@ class Number(Strict):
     business_number: str = Field(description="The WhatsApp business number, +E164.")
     phone_number_id: str = Field(description="Graph API phone number id.")
     srtp_mode: Literal["DTLS", "SDES"] = "DTLS"
+    sdes_suites: list[str] = Field(
+        default_factory=lambda: ["AES_CM_128_HMAC_SHA1_80"],
+        description="SDES crypto suites FreeSWITCH offers/accepts, when srtp_mode = SDES.")
     request_uri_user_params: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("sdes_suites")
+    @classmethod
+    def _suites(cls, suites: list[str]) -> list[str]:
+        unknown = [s for s in suites if s not in SDES_SUITES]
+        if not suites or unknown:
+            raise ValueError(f"unknown or no SDES suites {unknown}; known: {', '.join(SDES_SUITES)}")
+        return suites
 
     @field_validator("business_number")
     @classmethod
@@ -256,6 +318,18 @@ class Route(Strict):
     context: str | None = None
 
 
+class EslSection(Strict):
+    """The ESL controller (`wa-esl`); numbers and their SRTP modes come from [[numbers]]."""
+
+    freeswitch: FreeswitchSettings = FreeswitchSettings()
+    listen: ListenSettings = ListenSettings()
+    routes: list[ControllerRoute] = Field(default_factory=list)
+    cdr_db: Path = Path("/var/lib/wa-sip/cdr.sqlite3")
+    media: MediaSettings = MediaSettings()
+    reconnect: ReconnectSettings = ReconnectSettings()
+    linger_s: Annotated[int, Field(ge=1)] = 30
+
+
 class SiteConfig(Strict):
     site: SiteSection
     tls: TlsSection
@@ -267,6 +341,7 @@ class SiteConfig(Strict):
     freeswitch: FreeswitchSection
     numbers: list[Number] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
+    esl: EslSection = EslSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
@@ -315,7 +390,8 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         "private_key": base / config.tls.private_key,
         "ca_list": base / config.tls.ca_list if config.tls.ca_list else None,
     })
-    return config.model_copy(update={"tls": tls})
+    esl = config.esl.model_copy(update={"cdr_db": base / config.esl.cdr_db})
+    return config.model_copy(update={"tls": tls, "esl": esl})
 
 
 def load_config(path: Path) -> SiteConfig:

@@ -62,7 +62,7 @@ def edge_settings(cfg: SiteConfig) -> dict[str, object]:
     }
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
@@ -96,7 +96,7 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
         "kemi_parent": str(KEMI_DIR.parent),
         "settings_path": str(target / "edge-settings.json"),
     }
-    env = _environment()
+    env = template_environment()
     files: dict[str, str] = {}
     try:
         for name in ("kamailio.cfg", "tls.cfg", "dispatcher.list", "wa_edge.py"):
@@ -105,12 +105,15 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
         raise RenderError(f"template kamailio/{name}.j2: {error}") from None
     files["edge-settings.json"] = json.dumps(edge_settings(cfg), indent=2, sort_keys=True) + "\n"
     files["credentials-schema.sql"] = credentials_schema()
-    _replace_folder(target, files)
+    replace_folder(target, files)
     return target
 
 
-def _replace_folder(target: Path, files: dict[str, str]) -> None:
-    """Write all files next to `target`, then swap them in; keep run-time files Kamailio made."""
+def replace_folder(target: Path, files: dict[str, str], private: frozenset[str] = frozenset()) -> None:
+    """Write all files next to `target`, then swap them in; keep run-time files Kamailio made.
+
+    Files named in `private` hold secrets and are made 0600 instead of 0640.
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".render-", dir=target.parent))
@@ -118,7 +121,7 @@ def _replace_folder(target: Path, files: dict[str, str]) -> None:
             for name, text in files.items():
                 path = staging / name
                 path.write_text(text, encoding="utf-8")
-                os.chmod(path, 0o640)
+                os.chmod(path, 0o600 if name in private else 0o640)
             target.mkdir(exist_ok=True)
             for name in files:
                 os.replace(staging / name, target / name)
