@@ -44,7 +44,7 @@ class CallRecord:
     diagnosis: str | None = None
     media_timeout: bool | None = None
     first_media_ms: float | None = None
-    state: str = "active"
+    state: str = "active"  # "active", "ended", or "missed" (ended while we were disconnected)
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(CallRecord))
@@ -200,6 +200,24 @@ class CdrStore:
             values["state"] = values["state"] or "active"
             records.append(CallRecord(**values))
         return records
+
+    def active_calls(self, *, limit: int = 10_000) -> list[str]:
+        """UUIDs of calls whose end this store has not seen yet, oldest first."""
+        cursor = self._db.execute(
+            "SELECT call_uuid FROM cdr WHERE state IS NULL ORDER BY invite_at LIMIT ?", (limit,)
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+    def mark_missed(self, call_uuid: str, diagnosis: str) -> None:
+        """Close a call that ended while no connection saw its hangup; its end is unknown.
+
+        Only an active row changes: a hangup event that arrives later still wins (upsert).
+        """
+        self._db.execute(
+            "UPDATE cdr SET state = 'missed', diagnosis = COALESCE(diagnosis, ?) "
+            "WHERE call_uuid = ? AND state IS NULL",
+            (diagnosis, call_uuid),
+        )
 
     def close(self) -> None:
         self._db.close()

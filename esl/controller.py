@@ -26,6 +26,10 @@ from esl.uic import UicHandler
 log = logging.getLogger(__name__)
 
 INBOUND_EVENTS = "event json CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB"
+MISSED_DIAGNOSIS = (
+    "controller-missed-hangup: the call ended while the controller was not connected to "
+    "FreeSWITCH; end time and cause are in FreeSWITCH's own CDR"
+)
 
 
 class Controller:
@@ -73,6 +77,7 @@ class Controller:
                 )
                 connection.on_event(self._on_inbound_event)
                 await connection.command(INBOUND_EVENTS)
+                await self._reconcile(connection)
                 self.inbound = connection
                 self.inbound_connects += 1
                 self.inbound_ready.set()
@@ -85,6 +90,22 @@ class Controller:
             finally:
                 self.inbound_ready.clear()
             await asyncio.sleep(backoff.next_delay())
+
+    async def _reconcile(self, connection: EslConnection) -> None:
+        """Close the CDRs of calls that ended while no connection of ours could see it.
+
+        Runs after the subscription is in place, so a call that ends now is seen by the event
+        and not marked: ``uuid_exists`` answers for the calls that were already gone.
+        """
+        missed = 0
+        for call_uuid in self.store.active_calls():
+            reply = await connection.api(f"uuid_exists {call_uuid}")
+            if reply.strip() == "false":
+                self.store.mark_missed(call_uuid, MISSED_DIAGNOSIS)
+                missed += 1
+        if missed:
+            log.warning("%d call(s) ended while the controller was disconnected; their CDRs are "
+                        "marked 'missed' (end time and cause: see FreeSWITCH's own CDRs)", missed)
 
     def _on_inbound_event(self, event: Event) -> None:
         if event.name == "CHANNEL_HANGUP_COMPLETE" and is_whatsapp_call(event):

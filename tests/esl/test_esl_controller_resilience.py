@@ -73,6 +73,44 @@ async def test_cdr_survives_a_controller_crash_mid_call(
         restarted.store.close()
 
 
+async def test_call_that_ends_while_the_controller_is_down_is_marked_missed(
+    standin: FreeSwitchStandin, tmp_path: Path
+) -> None:
+    settings = make_settings(standin, tmp_path)
+    crashed = Controller(settings)
+    await crashed.start()
+    await asyncio.wait_for(crashed.inbound_ready.wait(), 5)
+    gone = await place(standin, crashed, UicCall(
+        business_number=SDES_NUMBER, forwarded_headers={"X-WA-Meta-Cta-Payload": "promo-1"},
+        talk_s=None))
+    alive = await place(standin, crashed, UicCall(
+        business_number=SDES_NUMBER, forwarded_headers={"X-WA-Meta-Cta-Payload": "promo-2"},
+        talk_s=None))
+    await asyncio.wait_for(gone.runtime.answered.wait(), 5)
+    await asyncio.wait_for(alive.runtime.answered.wait(), 5)
+    await crashed.stop()
+    crashed.store.close()
+    from esl.standin.scenarios import meta_bye
+
+    await meta_bye(standin.switch, gone.runtime, 0.0, "7")  # nobody of ours is listening
+
+    restarted = Controller(settings)
+    await restarted.start()
+    try:
+        await asyncio.wait_for(restarted.inbound_ready.wait(), 5)
+        missed = restarted.store.get(gone.runtime.channel.uuid)
+        assert missed is not None and missed.state == "missed"
+        assert missed.diagnosis is not None and missed.diagnosis.startswith("controller-missed-hangup")
+        still = restarted.store.get(alive.runtime.channel.uuid)
+        assert still is not None and still.state == "active"
+        await meta_bye(standin.switch, alive.runtime, 0.0, "9")
+        record = await ended_record(restarted, alive.runtime.channel.uuid)
+        assert record.meta_duration_s == 9
+    finally:
+        await restarted.stop()
+        restarted.store.close()
+
+
 async def test_wrong_password_is_reported_without_the_password(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
