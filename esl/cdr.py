@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from esl.diagnosis import diagnose
+from esl.diagnosis import EDGE_DIAGNOSIS_HEADER, diagnose
 from esl.event import Event
 from esl.whatsapp_call import BYE_HEADER_PREFIX, HEADER_PREFIX, clean_payload, sip_headers
 
@@ -128,6 +128,7 @@ def record_from_hangup(event: Event) -> CallRecord:
             disposition=event.variable("sip_hangup_disposition") or "",
             answered=answered,
             controller_code=event.variable("wa_diagnosis"),
+            edge_header=event.variable("sip_rh_" + EDGE_DIAGNOSIS_HEADER),
         ),
         media_timeout=cause == "MEDIA_TIMEOUT",
         state="ended",

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from esl.diagnosis import EDGE_DIAGNOSIS_HEADER
 from esl.meta_errors import META_ERRORS_BY_KEY
 from esl.sipcause import hangup_cause_for_sip_status
 from esl.standin.channel import Channel
@@ -45,6 +46,7 @@ class BicOutcome:
 
     status: int = 200
     phrase: str = "OK"
+    edge_diagnosis: str | None = None  # X-WA-Diagnosis the Kamailio edge adds to a refusal
     ring_s: float = 0.0
     talk_s: float | None = 0.05  # None: stays up until the business hangs up
     meta_duration: str | None = None
@@ -53,7 +55,9 @@ class BicOutcome:
     def refused(cls, key: str) -> BicOutcome:
         """Meta's refusal by key of :data:`esl.meta_errors.META_ERRORS`."""
         error = META_ERRORS_BY_KEY[key]
-        return cls(status=error.status, phrase=error.phrase)
+        cause, _, fix = error.diagnosis.partition(": ")
+        header = f'{error.key}; cause="{cause}"; fix="{fix}"'
+        return cls(status=error.status, phrase=error.phrase, edge_diagnosis=header)
 
 
 @dataclass
@@ -161,6 +165,9 @@ async def refuse_bic(switch: Switch, runtime: CallRuntime, outcome: BicOutcome) 
         sip_status=outcome.status,
         sip_phrase=outcome.phrase,
         disposition="recv_refuse",
+        response_headers=(
+            {EDGE_DIAGNOSIS_HEADER: outcome.edge_diagnosis} if outcome.edge_diagnosis else None
+        ),
     )
     return cause
 

@@ -208,8 +208,13 @@ class Switch:
         sip_phrase: str = "",
         disposition: str = "recv_bye",
         bye_headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
     ) -> None:
-        """CHANNEL_HANGUP, let the running app finish, HANGUP_COMPLETE, DESTROY."""
+        """CHANNEL_HANGUP, let the running app finish, HANGUP_COMPLETE, DESTROY.
+
+        ``response_headers``: X- headers of the final response to our INVITE, which sofia
+        keeps as ``sip_rh_<Name>`` (status > 199).
+        """
         channel = runtime.channel
         if not channel.is_up:
             return
@@ -228,6 +233,8 @@ class Switch:
                 variables["sip_invite_failure_phrase"] = sip_phrase
         for name, value in (bye_headers or {}).items():
             variables["sip_bye_h_" + name] = value
+        for name, value in (response_headers or {}).items():
+            variables["sip_rh_" + name] = value
         self.fire_channel(channel, "CHANNEL_HANGUP")
         runtime.down.set()
         if runtime.worker is not None and runtime.busy:

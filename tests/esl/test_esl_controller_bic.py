@@ -10,7 +10,8 @@ import pytest
 
 from esl.bic import BicRequest, BicRequestError, originate_command
 from esl.controller import Controller
-from esl.meta_errors import META_ERRORS_BY_KEY
+from esl.diagnosis import edge_diagnosis
+from esl.meta_errors import META_ERRORS_BY_KEY, diagnose_sip_failure
 from esl.standin import BicOutcome, FreeSwitchStandin, MetaBehaviour
 from tests.esl.controller_fixtures import DTLS_NUMBER, SDES_NUMBER, ended_record, make_settings
 
@@ -77,8 +78,32 @@ async def test_refused_bic_comes_back_with_the_meta_diagnosis(
     assert not result.answered
     assert result.sip_status == META_ERRORS_BY_KEY[key].status
     assert words in result.diagnosis
+    assert result.diagnosis.startswith(key + ": ")  # the edge's code, read from sip_rh_
     record = controller.store.get(result.call_uuid)
     assert record is not None and record.diagnosis == result.diagnosis
+
+
+async def test_refusal_by_the_edge_itself_keeps_the_edges_words(
+    controller: Controller, meta: MetaBehaviour
+) -> None:
+    meta.bic[USER] = BicOutcome(
+        status=403, phrase="From not a configured business number",
+        edge_diagnosis='from_not_configured; cause="From user +15550000000 is not a configured '
+        'number"; fix="originate from a number in [[numbers]]"')
+    result = await controller.originate(BicRequest(SDES_NUMBER, USER))
+    assert not result.answered and result.sip_status == 403
+    assert result.diagnosis == (
+        "from_not_configured: From user +15550000000 is not a configured number; "
+        "fix: originate from a number in [[numbers]]")
+
+
+async def test_refusal_without_edge_header_falls_back_to_metas_status_line(
+    controller: Controller, meta: MetaBehaviour
+) -> None:
+    meta.bic[USER] = BicOutcome(status=486, phrase="Busy Here")
+    result = await controller.originate(BicRequest(SDES_NUMBER, USER))
+    assert not result.answered and result.sip_status == 486
+    assert result.diagnosis == diagnose_sip_failure(486, "Busy Here")
 
 
 @pytest.mark.parametrize(
@@ -119,3 +144,17 @@ async def test_originate_without_freeswitch_fails_clearly(tmp_path: Path) -> Non
         await ctl.stop()
         ctl.store.close()
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('daily_limit; cause="cap reached"; fix="wait"', "daily_limit: cap reached; fix: wait"),
+        ("sip_5xx", "sip_5xx"),
+        ('Bad Code; cause="x"', None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_edge_diagnosis_header_is_parsed_strictly(header: str | None, expected: str | None) -> None:
+    assert edge_diagnosis(header) == expected
