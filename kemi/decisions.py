@@ -105,3 +105,31 @@ def choose_destination(settings: EdgeSettings, business_number: str,
                                route.context or settings.default_context)
     return Destination(settings.default_set, settings.set_algorithms[settings.default_set],
                        settings.default_context)
+
+
+def internal_source_trusted(is_dispatcher_node: bool, source_ip: str,
+                            trusted: tuple[IPNetwork, ...]) -> bool:
+    """May a request from the internal side be handled: a FreeSWITCH node of a dispatcher set,
+    or an address inside `bic.trusted_sources` (an empty list adds nobody)."""
+    return is_dispatcher_node or (bool(trusted) and source_allowed(source_ip, trusted))
+
+
+class InDialogAction(Enum):
+    RELAY = "relay"
+    REFUSE_SESSION_CHANGE = "refuse-session-change"
+    REFUSE_TRANSFER = "refuse-transfer"
+
+
+def in_dialog_action(method: str, from_meta: bool) -> InDialogAction:
+    """What happens to an in-dialog request before it is loose-routed.
+
+    Meta answers re-INVITEs with 500, which would end FreeSWITCH's call; the edge answers
+    re-INVITE and UPDATE from the business side itself with 488: a non-2xx answer to a
+    re-INVITE leaves the session as it was (RFC 3261 14.1), as FreeSWITCH does when a T.38
+    re-INVITE is refused. Meta does not support REFER in either direction.
+    """
+    if method == "REFER":
+        return InDialogAction.REFUSE_TRANSFER
+    if not from_meta and method in ("INVITE", "UPDATE"):
+        return InDialogAction.REFUSE_SESSION_CHANGE
+    return InDialogAction.RELAY

@@ -14,14 +14,20 @@ from pathlib import Path
 
 import KSR
 
+from kemi.bic import BicRefusal, bic_caller, parse_bic_request_uri
 from kemi.decisions import (
     AuthAction,
+    InDialogAction,
     auth_action,
     choose_destination,
+    in_dialog_action,
     in_dialog_target_allowed,
+    internal_source_trusted,
     out_of_dialog_method,
     source_allowed,
 )
+from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
+from kemi.peer_certificate import peer_certificate_names
 from kemi.request_uri import RequestUriError, UicTarget, parse_uic_request_uri, split_sip_uri
 from kemi.settings import EdgeSettings, load_settings
 from kemi.wa_headers import edge_headers, header_fields, screen_inbound_headers
@@ -32,6 +38,7 @@ DONE = 1  # KEMI return value: the route ran to its end, Kamailio keeps the mess
 QOP_AUTH = 1
 STALE = 16
 HA1_PASSWORD = 1
+META_REALM = "wa.meta.vc"  # the realm of Meta's 407, for which ha1_meta was computed
 
 
 class WhatsAppEdge:
@@ -51,6 +58,33 @@ class WhatsAppEdge:
         except Exception:
             self._log_exception("request route")
             self._reply(500, "Server Internal Error")
+        return DONE
+
+    def ksr_onreply_meta(self, msg: object) -> int:
+        """A reply from Meta to a business-initiated INVITE: check the peer, name the failure."""
+        try:
+            self.meta_reply()
+        except Exception:
+            self._log_exception("Meta reply route")
+        return DONE
+
+    def ksr_failure_meta(self, msg: object) -> int:
+        """Meta's final answer was negative: answer its 407 once, or hand FreeSWITCH a diagnosis."""
+        try:
+            self.failure_meta()
+        except Exception:
+            self._log_exception("Meta failure route")
+        return DONE
+
+    def ksr_onreply_bye(self, msg: object) -> int:
+        """Meta's answer to FreeSWITCH's BYE: log the call duration when Meta gives one."""
+        try:
+            duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
+            if duration is not None:
+                KSR.info(f"wa-edge: BYE to Meta answered {KSR.kx.get_status()} "
+                         f"call-id={KSR.kx.get_callid()} duration={duration}\n")
+        except Exception:
+            self._log_exception("BYE reply route")
         return DONE
 
     def ksr_failure_freeswitch(self, msg: object) -> int:
@@ -89,7 +123,7 @@ class WhatsAppEdge:
             self._reply(reply.status, reply.reason, reply.headers)
             return
         if not self.from_meta():
-            self._reply(403, "Forbidden - business-initiated calls are not enabled on this edge")
+            self.business_initiated_call()
             return
         self.user_initiated_call()
 
@@ -116,13 +150,25 @@ class WhatsAppEdge:
                 KSR.notice(f"wa-edge: pike blocked {source}: request flood\n")
                 KSR.set_drop()
                 return False
-        elif KSR.dispatcher.ds_is_from_lists() < 0:
-            KSR.notice(f"wa-edge: refused {source} on the internal side: not a FreeSWITCH node\n")
-            self._reply(403, "Forbidden")
+        elif not internal_source_trusted(KSR.dispatcher.ds_is_from_lists() > 0, source,
+                                         self.settings.bic.trusted_sources):
+            self._refuse(403, f"Forbidden - {source} may not originate calls", "untrusted_source")
             return False
         return True
 
     def within_dialog(self) -> None:
+        if KSR.is_ACK() and KSR.tm.t_check_trans() == 0:
+            return  # the ACK of a negative reply the edge sent itself: absorbed by tm
+        action = in_dialog_action(str(KSR.kx.get_method()), self.from_meta())
+        if action is InDialogAction.REFUSE_SESSION_CHANGE:
+            self._refuse_stateful(488, "Not Acceptable Here - WhatsApp refuses re-INVITE and "
+                                  "UPDATE, the call goes on unchanged", "reinvite_refused")
+            return
+        if action is InDialogAction.REFUSE_TRANSFER:
+            self._refuse_stateful(405, "Method Not Allowed - WhatsApp calls cannot be "
+                                  "transferred with REFER", "refer_unsupported",
+                                  "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n")
+            return
         if KSR.rr.loose_route() > 0:
             next_hop = split_sip_uri(str(KSR.pv.get("$nh(u)")))[2]
             if not in_dialog_target_allowed(self.from_meta(), next_hop,
@@ -135,6 +181,9 @@ class WhatsAppEdge:
                 duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
                 KSR.info(f"wa-edge: BYE from Meta call-id={KSR.kx.get_callid()} "
                          f"duration={duration}\n")
+            elif KSR.is_BYE():
+                KSR.info(f"wa-edge: BYE from FreeSWITCH call-id={KSR.kx.get_callid()}\n")
+                KSR.tm.t_on_reply("ksr_onreply_bye")
             self.relay()
             return
         if KSR.is_ACK():
@@ -173,6 +222,131 @@ class WhatsAppEdge:
                  f"-> set {destination.freeswitch_set} context {destination.context}\n")
         KSR.tm.t_on_failure("ksr_failure_freeswitch")
         self.relay()
+
+    def business_initiated_call(self) -> None:
+        """An INVITE from FreeSWITCH for a WhatsApp user: make it what Meta accepts, send it."""
+        bic = self.settings.bic
+        if not bic.enabled:
+            self._refuse(403, "Forbidden - business-initiated calls are not enabled on this edge",
+                         "bic_disabled")
+            return
+        original_from = str(KSR.kx.get_furi())
+        try:
+            target = parse_bic_request_uri(str(KSR.kx.get_ruri()), bool(KSR.is_myself_ruri()),
+                                           self.settings.meta_host_name,
+                                           self.settings.accepted_domains)
+            caller = bic_caller(str(KSR.kx.get_fuser()), str(KSR.kx.get_fhost()),
+                                bool(KSR.is_myself_furi()), self.settings)
+        except BicRefusal as refusal:
+            self._refuse(refusal.status, refusal.reason, refusal.code)
+            return
+        ha1 = KSR.htable.sht_get(CREDS_TABLE, f"{caller.digits}:ha1_meta")
+        if not isinstance(ha1, str) or not ha1:
+            self._refuse(503, f"Service Unavailable - no SIP password for "
+                         f"{caller.business_number}", "no_meta_credentials")
+            return
+        KSR.dialog.dlg_manage()
+        if caller.uri != original_from:
+            KSR.uac.uac_replace_from_uri(caller.uri)
+        KSR.uac.uac_replace_to_uri(target.to_uri)
+        KSR.seturi(target.request_uri)
+        KSR.rr.record_route()
+        KSR.pv.sets("$avp(wa_bic_digits)", caller.digits)
+        KSR.pv.sets("$avp(wa_bic_ruri)", target.request_uri)
+        self._toward_meta()
+        changes = "; ".join(caller.changes) or "none"
+        KSR.info(f"wa-edge: BIC {caller.business_number} -> {target.user} call-id="
+                 f"{KSR.kx.get_callid()} via {bic.destination_uri}; changes: {changes}\n")
+        KSR.tm.t_on_reply("ksr_onreply_meta")
+        KSR.tm.t_on_failure("ksr_failure_meta")
+        self.relay()
+
+    def _toward_meta(self) -> None:
+        """Next hop Meta's server over TLS, with SNI = Meta's host name."""
+        KSR.setdsturi(self.settings.bic.destination_uri)
+        KSR.pv.sets("$xavp(tls=>server_name)", self.settings.meta_host_name)
+
+    def meta_reply(self) -> None:
+        if not KSR.is_TLS():
+            return  # tm's own 408 on a timeout: the failure route names it
+        status = int(KSR.kx.get_status())
+        if status in (401, 407):
+            self.check_meta_certificate(status)
+        elif status >= 300:
+            reason = str(KSR.pv.get("$rr") or "")
+            diagnosis = diagnose_meta_answer(status, reason)
+            KSR.hdr.append(diagnosis.header_line())
+            self._log_diagnosis(f"Meta answered {status} {reason}", diagnosis)
+
+    def check_meta_certificate(self, status: int) -> None:
+        """Mark the transaction when the peer that challenged us holds a certificate for Meta.
+
+        The failure route answers the challenge only with this mark: the digest response goes
+        only to a peer whose chain verified and whose names cover meta_host_name.
+        """
+        expected = self.settings.meta_host_name
+        verified = KSR.pv.get("$tls_peer_verified")
+        pem = KSR.pv.get("$tls_peer_raw_cert")
+        covered, names = peer_certificate_names(str(pem) if pem else "", expected)
+        if str(verified) == "1" and covered:  # pv gives the flag as text or int
+            KSR.pv.seti("$avp(wa_peer_ok)", 1)
+            return
+        KSR.pv.seti("$avp(wa_peer_ok)", 0)
+        KSR.warn(f"wa-edge: {status} from a peer whose certificate does not cover {expected} "
+                 f"(verified={verified!r}, names={names or 'none'}): no digest will be sent\n")
+
+    def failure_meta(self) -> None:
+        if KSR.tm.t_is_canceled() > 0:
+            return  # FreeSWITCH cancelled: Meta's 487 goes back as it is
+        status = int(KSR.tm.t_get_status_code())
+        if status in (401, 407):
+            self.answer_meta_challenge()
+            return
+        if status == 503:
+            # A proxy must not pass a 503 on (RFC 3261 16.7; tm would send a bare 500): the
+            # edge answers 500 itself and keeps Meta's words and the diagnosis.
+            reason = str(KSR.pv.get("$T_reply_reason") or "Service Unavailable")
+            diagnosis = diagnose_meta_answer(503, reason)
+            self._log_diagnosis(f"Meta answered 503 {reason}", diagnosis)
+            KSR.hdr.append_to_reply(diagnosis.header_line())
+            KSR.tm.t_reply(500, f"Server Internal Error - Meta answered 503 {reason}")
+            return
+        if KSR.tm.t_branch_timeout() > 0 and KSR.tm.t_branch_replied() < 0:
+            self._refuse_in_failure(503, "Service Unavailable - no answer from Meta's SIP server",
+                                    "meta_unreachable")
+
+    def answer_meta_challenge(self) -> None:
+        """Answer Meta's 407 once with uac (HA1 for realm wa.meta.vc), only to a checked peer."""
+        if KSR.pv.get("$avp(wa_auth_sent)") == 1:
+            self._refuse_in_failure(403, "Forbidden - Meta refused the SIP password "
+                                    "(challenged again)", "meta_auth_rejected")
+            return
+        if KSR.pv.get("$avp(wa_peer_ok)") != 1:
+            self._refuse_in_failure(502, "Bad Gateway - peer certificate does not name "
+                                    f"{self.settings.meta_host_name}, digest withheld",
+                                    "meta_certificate_mismatch")
+            return
+        digits = str(KSR.pv.get("$avp(wa_bic_digits)") or "")
+        ha1 = KSR.htable.sht_get(CREDS_TABLE, f"{digits}:ha1_meta")
+        if not digits or not isinstance(ha1, str) or not ha1:
+            self._refuse_in_failure(503, "Service Unavailable - no SIP password for "
+                                    f"+{digits}", "no_meta_credentials")
+            return
+        KSR.pv.sets("$avp(wa_auth_user)", digits)
+        KSR.pv.sets("$avp(wa_auth_ha1)", ha1)
+        KSR.pv.sets("$avp(wa_auth_realm)", META_REALM)
+        KSR.seturi(str(KSR.pv.get("$avp(wa_bic_ruri)")))
+        if KSR.uac.uac_auth_mode(HA1_PASSWORD) < 0:
+            self._refuse_in_failure(502, "Bad Gateway - cannot answer Meta's challenge",
+                                    "meta_auth_failed")
+            return
+        KSR.pv.seti("$avp(wa_auth_sent)", 1)
+        self._toward_meta()
+        KSR.tm.t_on_reply("ksr_onreply_meta")
+        KSR.tm.t_on_failure("ksr_failure_meta")
+        if KSR.tm.t_relay() < 0:
+            self._refuse_in_failure(503, "Service Unavailable - cannot reach Meta",
+                                    "meta_unreachable")
 
     def authenticate(self, target: UicTarget) -> str | None:
         """'digest' or 'none' when the call may go on; None when a reply was sent."""
@@ -242,6 +416,33 @@ class WhatsAppEdge:
     def _challenge(self, stale: bool) -> None:
         """407 with qop=auth (auth_challenge answers 407 to anything but REGISTER)."""
         KSR.auth.auth_challenge(self.settings.sip_domain, QOP_AUTH | (STALE if stale else 0))
+
+    def _refuse(self, status: int, reason: str, code: str) -> None:
+        """A stateless refusal with its diagnosis header, logged."""
+        diagnosis = edge_diagnosis(code)
+        self._log_diagnosis(f"refused {KSR.kx.get_method()} with {status} {reason}", diagnosis)
+        self._reply(status, reason, diagnosis.header_line())
+
+    def _refuse_stateful(self, status: int, reason: str, code: str, headers: str = "") -> None:
+        """A refusal inside a dialog: stateful, so tm absorbs the ACK and retransmissions."""
+        diagnosis = edge_diagnosis(code)
+        self._log_diagnosis(f"refused in-dialog {KSR.kx.get_method()} with {status}", diagnosis)
+        if KSR.tm.t_newtran() < 0:
+            self._reply(status, reason, headers + diagnosis.header_line())
+            return
+        KSR.hdr.append_to_reply(headers + diagnosis.header_line())
+        KSR.tm.t_reply(status, reason)
+
+    def _refuse_in_failure(self, status: int, reason: str, code: str) -> None:
+        """Replace Meta's answer to FreeSWITCH with the edge's own (failure route)."""
+        diagnosis = edge_diagnosis(code)
+        self._log_diagnosis(f"BIC call-id={KSR.kx.get_callid()} ends with {status} {reason}",
+                            diagnosis)
+        KSR.hdr.append_to_reply(diagnosis.header_line())
+        KSR.tm.t_reply(status, reason)
+
+    def _log_diagnosis(self, what: str, diagnosis: Diagnosis) -> None:
+        KSR.notice(f"wa-edge: {what}: diagnosis {diagnosis.header_value()}\n")
 
     def _reply(self, status: int, reason: str, headers: str = "") -> None:
         try:

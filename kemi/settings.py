@@ -29,6 +29,44 @@ class RouteSettings:
 
 
 @dataclass(frozen=True)
+class BicSettings:
+    """Business-initiated calls: who may originate, where Meta is, what happens to a bad From."""
+
+    enabled: bool = True
+    meta_server_host: str = "wa.meta.vc"
+    meta_server_port: int = 5061
+    trusted_sources: tuple[IPNetwork, ...] = ()
+    from_mode: str = "refuse"
+    default_number: str | None = None
+
+    @property
+    def destination_uri(self) -> str:
+        """Where the INVITE is sent ($du); the request URI keeps Meta's host name."""
+        host = self.meta_server_host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"sip:{host}:{self.meta_server_port};transport=tls"
+
+
+def bic_settings_from_dict(raw: object) -> BicSettings:
+    """An edge-settings.json without "bic" (rendered before business-initiated calls) = defaults."""
+    if raw is None:
+        return BicSettings()
+    assert isinstance(raw, dict)
+    sources = raw.get("trusted_sources", [])
+    assert isinstance(sources, list)
+    default = raw.get("default_number")
+    return BicSettings(
+        enabled=bool(raw.get("enabled", True)),
+        meta_server_host=str(raw.get("meta_server_host", "wa.meta.vc")),
+        meta_server_port=int(str(raw.get("meta_server_port", 5061))),
+        trusted_sources=tuple(ipaddress.ip_network(s, strict=False) for s in sources),
+        from_mode=str(raw.get("from_mode", "refuse")),
+        default_number=str(default) if default else None,
+    )
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     sip_domain: str
     accepted_domains: frozenset[str]
@@ -46,6 +84,7 @@ class EdgeSettings:
     meta_header_max_length: int
     freeswitch_hosts: frozenset[str]
     meta_host_name: str = "wa.meta.vc"
+    bic: BicSettings = BicSettings()
 
 
 def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
@@ -78,6 +117,7 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         meta_header_max_length=int(str(raw["meta_header_max_length"])),
         freeswitch_hosts=frozenset(str(h).lower() for h in hosts_raw),
         meta_host_name=str(raw.get("meta_host_name", "wa.meta.vc")),
+        bic=bic_settings_from_dict(raw.get("bic")),
     )
 
 

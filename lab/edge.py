@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from lab.certs import TestCa, make_test_ca
+from lab.meta_standin import META_HOST, WHATSAPP_USER, MetaStandin, StandinPorts
 from lab.processes import LabError, ManagedProcess, free_port, wait_for_tcp
-from lab.sipp import SippResult, run_sipp_client
+from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
 from provisioning.config import SiteConfig
 from provisioning.credential_store import credential_for, open_store
@@ -35,6 +36,8 @@ class EdgePorts:
     internal: int = field(default_factory=free_port)
     meta_client: int = field(default_factory=free_port)
     freeswitch: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
+    meta: StandinPorts = field(default_factory=lambda: StandinPorts(
+        free_port(), free_port(), free_port(), free_port()))
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -49,11 +52,16 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 class EdgeLab:
-    """Kamailio + Meta's TLS client leg, in `folder`; use as a context manager."""
+    """Kamailio + Meta's TLS client leg, in `folder`; use as a context manager.
+
+    With `meta_standin`, Meta's own edge is played too (stunnel + a second Kamailio, see
+    lab/meta_standin) for business-initiated calls; the edge's `bic.meta_server` always points
+    at its loopback port, so the lab never reaches the real Meta.
+    """
 
     def __init__(self, folder: Path, overrides: dict[str, Any] | None = None,
                  config_path: Path = EXAMPLE_CONFIG, passwords: dict[str, str] | None = None,
-                 log_level: int = 2) -> None:
+                 log_level: int = 2, meta_standin: bool = False) -> None:
         self.folder = folder
         self.ports = EdgePorts()
         self.overrides = overrides or {}
@@ -66,6 +74,12 @@ class EdgeLab:
         self.passwords = passwords if passwords is not None else {
             n.business_number: LAB_PASSWORD for n in self.config.numbers}
         self.kamailio: ManagedProcess | None = None
+        self.meta: MetaStandin | None = None
+        if meta_standin:
+            self.meta = MetaStandin(
+                folder / "meta", self.ports.meta, self.ca.issue("meta", [META_HOST]),
+                {n.business_number: n.phone_number_id for n in self.config.numbers},
+                self.config.site.sip_domain, self.passwords)
 
     # ---- configuration --------------------------------------------------------------------
 
@@ -87,6 +101,7 @@ class EdgeLab:
             "freeswitch": {"sets": [{"id": 1, "algorithm": "priority", "nodes": [
                 {"uri": f"sip:127.0.0.1:{fs1}", "priority": 10},
                 {"uri": f"sip:127.0.0.1:{fs2}", "priority": 5}]}]},
+            "bic": {"meta_server": f"127.0.0.1:{self.ports.meta.public}"},
         }
         return SiteConfig.model_validate(merge(merge(raw, loopback), self.overrides))
 
@@ -124,6 +139,8 @@ class EdgeLab:
         self.processes.append(stunnel_client(
             self.folder, "meta-to-edge", self.ports.meta_client, self.ports.tls,
             self.ca.certificate, self.config.site.sip_domain))
+        if self.meta is not None:
+            self.meta.start()
 
     def _wait_for_kamailio(self) -> None:
         assert self.kamailio is not None
@@ -141,6 +158,8 @@ class EdgeLab:
         wait_for_tcp("127.0.0.1", self.ports.tls, 10, "kamailio TLS", self.kamailio.log)
 
     def stop(self) -> None:
+        if self.meta is not None:
+            self.meta.stop()
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
@@ -182,6 +201,37 @@ class EdgeLab:
                                free_port(),
                                keys=all_keys, timeout_s=timeout_s,
                                extra=["-au", digits, "-ap", password])
+
+    def whatsapp_user(self, flow: str, folder: Path | None = None,
+                      timeout_s: int = 30) -> SippServer:
+        """The WhatsApp user behind the Meta stand-in: sipp-scenarios/<flow>/whatsapp.xml (UAS)."""
+        return start_sipp_server(flow, "whatsapp", folder or self.folder,
+                                 self.ports.meta.whatsapp_user, timeout_s=timeout_s,
+                                 keys={"whatsapp_user": WHATSAPP_USER})
+
+    def freeswitch_call(self, flow: str, dialed: str = WHATSAPP_USER,
+                        caller: str | None = None, from_host: str | None = None,
+                        keys: dict[str, str] | None = None, timeout_s: int = 20,
+                        folder: Path | None = None, local_port: int | None = None) -> SippResult:
+        """Play FreeSWITCH placing a business-initiated call: sipp-scenarios/<flow>/freeswitch.xml.
+
+        It sends from the first FreeSWITCH node's address (a dispatcher member) unless
+        `local_port` says otherwise, to the edge's internal socket, as a FreeSWITCH gateway
+        pointing at the edge would: request URI user = what the agent dialled, From host = the
+        edge's address.
+        """
+        edge = f"127.0.0.1:{self.ports.internal}"
+        all_keys = {
+            "dialed": dialed,
+            "caller": caller or self.config.numbers[0].business_number,
+            "from_host": from_host or edge,
+            "edge": edge,
+            "whatsapp_user": WHATSAPP_USER,
+            **(keys or {}),
+        }
+        return run_sipp_client(flow, "freeswitch", folder or self.folder, self.ports.internal,
+                               local_port or self.ports.freeswitch[0], keys=all_keys,
+                               timeout_s=timeout_s, transport="u1")
 
     def kamailio_log(self) -> str:
         return self.folder.joinpath("kamailio.log").read_text(errors="replace")

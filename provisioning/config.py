@@ -162,6 +162,38 @@ class SecuritySection(Strict):
         return values
 
 
+class BicSection(Strict):
+    """Business-initiated calls: FreeSWITCH (or another trusted node) calls a WhatsApp user."""
+
+    enabled: bool = True
+    meta_server: str = Field(
+        default="wa.meta.vc:5061",
+        description="Meta's SIP server, host:port; the TLS name checked is tls.meta_host_name.")
+    trusted_sources: list[str] = Field(
+        default_factory=list,
+        description="CIDR prefixes that may originate calls, besides the freeswitch.sets nodes.")
+    from_mode: Literal["refuse", "rewrite"] = Field(
+        default="refuse",
+        description="A From that is not a configured number at an accepted domain: refuse it, "
+        "or rewrite it (domain to sip_domain, unknown user to default_number).")
+    default_number: str | None = Field(
+        default=None, description="+E164 caller for rewritten unknown From users (from_mode = rewrite).")
+
+    @field_validator("meta_server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        split_host_port(value, 5061)
+        return value
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _trusted(cls, values: list[str]) -> list[str]:
+        return SecuritySection._prefixes(values)
+
+    def meta_server_address(self) -> tuple[str, int]:
+        return split_host_port(self.meta_server, 5061)
+
+
 class HeadersSection(Strict):
     payload_max_length: Annotated[int, Field(ge=16, le=4096)] = Field(
         default=512, description="Longest CTA / deep-link payload forwarded to FreeSWITCH.")
@@ -171,17 +203,70 @@ class HeadersSection(Strict):
 class CredentialsSection(Strict):
     store: str = Field(
         default="sqlite:///var/lib/wa-sip/credentials.sqlite",
-        description="Where Kamailio reads SIP credentials: sqlite:///ABSOLUTE/PATH.")
+        description="Where Kamailio reads SIP credentials: sqlite:///ABSOLUTE/PATH, or "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB for several edge nodes sharing one store.")
 
     @field_validator("store")
     @classmethod
     def _store_url(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("only sqlite:///ABSOLUTE/PATH is supported by the edge for now")
-        return value
+        if value.startswith("sqlite:///"):
+            return value
+        if value.startswith(("postgresql://", "postgres://")) and "/" in value.split("://", 1)[1]:
+            return value
+        raise ValueError("must be sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST[:PORT]/DATABASE")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.store.startswith(("postgresql://", "postgres://"))
 
     def sqlite_path(self) -> Path:
         return Path("/" + self.store.removeprefix("sqlite:///").lstrip("/"))
+
+    def kamailio_db_url(self) -> str:
+        """The store's URL as Kamailio's db modules spell it (db_postgres wants postgres://)."""
+        if self.is_postgres:
+            return "postgres://" + self.store.split("://", 1)[1]
+        return self.store
+
+
+class GraphSection(Strict):
+    """How `provision` talks to Meta's Graph API; the token itself never lives in this file."""
+
+    base_url: str = Field(default="https://graph.facebook.com",
+                          description="Graph's base URL (a stand-in's in tests).")
+    api_version: str = Field(default="v21.0", description="v17.0 is the documented minimum.")
+    app_id: str | None = Field(
+        default=None, description="This app's id (picks our SIP server entry); default: GET /app.")
+    token_env: str = Field(default="WA_GRAPH_TOKEN",
+                           description="Environment variable that holds the access token.")
+    token_file: Path | None = Field(default=None, description="File holding the access token (0600).")
+    server_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=5061, description="The port configured on Meta for this app's SIP server.")
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 16
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("must be http(s)://HOST[:PORT] without a path")
+        return value.rstrip("/")
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        match = re.match(r"^v(\d+)\.(\d+)$", value)
+        if not match or int(match.group(1)) < 17:
+            raise ValueError("must look like v21.0 and be v17.0 or newer")
+        return value
+
+    @field_validator("app_id")
+    @classmethod
+    def _app_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.isdigit():
+            raise ValueError("must be the numeric Meta app id")
+        return value
 
 
 class FreeswitchNode(Strict):
@@ -342,6 +427,8 @@ class SiteConfig(Strict):
     numbers: list[Number] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     esl: EslSection = EslSection()
+    bic: BicSection = BicSection()
+    graph: GraphSection = GraphSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
@@ -349,6 +436,10 @@ class SiteConfig(Strict):
         for index, route in enumerate(self.routes):
             if route.freeswitch_set is not None and route.freeswitch_set not in set_ids:
                 raise ValueError(f"routes[{index}].freeswitch_set {route.freeswitch_set} is not defined")
+        default_number = self.bic.default_number
+        if default_number is not None and default_number not in {
+                n.business_number for n in self.numbers}:
+            raise ValueError(f"bic.default_number {default_number} is not one of [[numbers]]")
         if self.auth.mode == "none" and not self.security.allowed_sources:
             raise ValueError(
                 "auth.mode = 'none' needs security.allowed_sources (Meta's prefixes): "
@@ -391,7 +482,9 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         "ca_list": base / config.tls.ca_list if config.tls.ca_list else None,
     })
     esl = config.esl.model_copy(update={"cdr_db": base / config.esl.cdr_db})
-    return config.model_copy(update={"tls": tls, "esl": esl})
+    graph = config.graph.model_copy(update={
+        "token_file": base / config.graph.token_file if config.graph.token_file else None})
+    return config.model_copy(update={"tls": tls, "esl": esl, "graph": graph})
 
 
 def load_config(path: Path) -> SiteConfig:

@@ -59,6 +59,14 @@ def edge_settings(cfg: SiteConfig) -> dict[str, object]:
         "payload_max_length": cfg.headers.payload_max_length,
         "meta_header_max_length": cfg.headers.meta_header_max_length,
         "meta_host_name": cfg.tls.meta_host_name,
+        "bic": {
+            "enabled": cfg.bic.enabled,
+            "meta_server_host": cfg.bic.meta_server_address()[0],
+            "meta_server_port": cfg.bic.meta_server_address()[1],
+            "trusted_sources": cfg.bic.trusted_sources,
+            "from_mode": cfg.bic.from_mode,
+            "default_number": cfg.bic.default_number,
+        },
     }
 
 

@@ -210,8 +210,9 @@ def test_good_cidrs_are_kept() -> None:
     assert cfg.security.allowed_sources == sources
 
 
-@pytest.mark.parametrize("url", ["postgres://db/wa", "sqlite:/relative.db", "/var/lib/creds.sqlite"])
-def test_non_sqlite_store_url_is_refused(url: str) -> None:
+@pytest.mark.parametrize("url", ["mysql://db/wa", "postgresql://db-without-database",
+                                 "sqlite:/relative.db", "/var/lib/creds.sqlite"])
+def test_unsupported_store_url_is_refused(url: str) -> None:
     (problem,) = problems_of({"credentials": {"store": url}})
     assert problem.startswith("credentials.store: ")
 
