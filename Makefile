@@ -6,7 +6,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl
+.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -33,6 +33,14 @@ typecheck: python-deps
 
 bench-esl: python-deps
 	$(VENV)/bin/python bench/esl/run.py
+
+bench-sync: python-deps
+	$(VENV)/bin/python bench/sync/run.py
+
+# matplotlib (for the plot) lives in the `bench` extra, installed here only, not for CI.
+bench-edge: system-deps python-deps
+	$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/python -m bench.edge.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from provisioning.commands import register as register_graph_commands
 from provisioning.config import ConfigError, SiteConfig, load_config
 from provisioning.render import RenderError, RenderOptions, render_kamailio
 from provisioning.render_freeswitch import render_freeswitch
@@ -58,6 +59,10 @@ def render(
     out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")
     out.print(f"rendered the FreeSWITCH side into {fs_target}: put sofia_wa_edge.xml in "
               "sip_profiles/, dialplan_whatsapp.xml in dialplan/, the *.conf.xml in autoload_configs/")
+
+
+# apply, sync, rotate-password, status, doctor: the Graph-facing commands (commands.py).
+register_graph_commands(app)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""The site config and credentials every set-up of one bench run shares.
+
+The bench starts from examples/site.toml, as the lab does, and moves sockets, certificates and
+the credential store onto loopback. Two things differ from the lab, both for load: one
+FreeSWITCH node (the SIPp UAS), and `security.allowed_sources` = loopback, so pike (which would
+throttle 500 calls/s from one address) is not in play, as in a production edge that lists
+Meta's prefixes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.certs import TestCa, make_test_ca
+from lab.edge import EXAMPLE_CONFIG, merge
+from lab.processes import free_port
+from provisioning.config import SiteConfig
+from provisioning.credential_store import credential_for, open_store
+
+BENCH_PASSWORD = "bench-sip-password-1"
+META_USER = "+15550123456"
+
+
+@dataclass(frozen=True)
+class BenchPorts:
+    """Loopback ports; every set-up of one run uses the same ones."""
+
+    tls: int = field(default_factory=free_port)
+    plain: int = field(default_factory=free_port)  # BENCH-ONLY plain TCP listener for Meta's leg
+    internal: int = field(default_factory=free_port)
+    freeswitch: int = field(default_factory=free_port)
+    meta_sipp: int = field(default_factory=free_port)
+    stunnel: int = field(default_factory=free_port)
+
+
+@dataclass(frozen=True)
+class BenchSite:
+    config: SiteConfig
+    ports: BenchPorts
+    ca: TestCa
+    folder: Path
+
+    @property
+    def business_number(self) -> str:
+        return self.config.numbers[0].business_number
+
+    @property
+    def ruri_user(self) -> str:
+        number = self.config.numbers[0]
+        return number.business_number + "".join(
+            f";{key}={value}" for key, value in number.request_uri_user_params.items())
+
+
+def bench_site(folder: Path, ports: BenchPorts) -> BenchSite:
+    """Site config on loopback with its test CA and a credential store holding the HA1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = make_test_ca(folder / "ca")
+    raw: dict[str, Any] = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    leaf = ca.issue("edge", [raw["site"]["sip_domain"]])
+    loopback: dict[str, Any] = {
+        "tls": {"certificate": str(leaf.certificate), "private_key": str(leaf.private_key),
+                "ca_list": str(ca.certificate)},
+        "listen": {"tls": f"127.0.0.1:{ports.tls}", "internal": f"127.0.0.1:{ports.internal}"},
+        "credentials": {"store": f"sqlite:///{folder / 'credentials.sqlite'}"},
+        "freeswitch": {"sets": [{"id": 1, "algorithm": "priority", "nodes": [
+            {"uri": f"sip:127.0.0.1:{ports.freeswitch}", "priority": 10}]}]},
+        "security": {"allowed_sources": ["127.0.0.0/8"], "pike_requests_per_second": 0},
+        "bic": {"meta_server": "127.0.0.1:9"},
+    }
+    config = SiteConfig.model_validate(merge(raw, loopback))
+    store = open_store(config.credentials.sqlite_path())
+    try:
+        store.put_many([credential_for(n.business_number, BENCH_PASSWORD, config.site.sip_domain)
+                        for n in config.numbers], config.site.sip_domain)
+    finally:
+        store.close()
+    return BenchSite(config, ports, ca, folder)

@@ -1,0 +1,1 @@
+"""The provision sync benchmark (`make bench-sync`)."""

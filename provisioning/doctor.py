@@ -1,0 +1,207 @@
+"""`provision doctor`: the checks Meta's FAQ asks a human to make, automated.
+
+Each finding is pass / warn / fail with its cause and the fix, so the output can be read by
+someone who never saw the FAQ: TLS as Meta sees it (chain, host name, expiry, no client
+certificate request), TCP reachability, SIP status and this app's server on Meta, app
+authorization symptoms, the From domain business-initiated calls will carry versus the
+configured hostname, SRTP agreement between Meta and FreeSWITCH, and the store/edge credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from provisioning import kamailio_rpc
+from provisioning.config import Number, SiteConfig
+from provisioning.credential_store import StoreError, credential_for
+from provisioning.graph_client import GraphClient
+from provisioning.graph_errors import GraphError
+from provisioning.settings_model import DEFAULT_SRTP, SettingsFormatError, parse_settings
+from provisioning.store_backend import CredentialBackend
+from provisioning.tls_probe import TlsProbe
+
+
+class Level(Enum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    level: Level
+    subject: str
+    cause: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "level": self.level.value, "subject": self.subject,
+                "cause": self.cause, "fix": self.fix}
+
+
+def tls_findings(probe: TlsProbe, expiry_days: int) -> list[Finding]:
+    subject = f"{probe.server_name} via {probe.host}:{probe.port}"
+    if not probe.reachable:
+        return [Finding("tcp", Level.FAIL, subject, f"cannot open a TCP connection: {probe.connect_error}",
+                        "check that Kamailio listens on the TLS socket and that the firewall lets "
+                        "Meta's prefixes (AS32934) in on this port")]
+    found = [Finding("tcp", Level.PASS, subject, "TCP connection accepted")]
+    if probe.handshake_error:
+        return [*found, Finding("tls.handshake", Level.FAIL, subject,
+                                f"TLS handshake failed: {probe.handshake_error}",
+                                "check tls.certificate / tls.private_key and Kamailio's tls.cfg")]
+    if probe.chain_ok:
+        found.append(Finding("tls.chain", Level.PASS, subject, "certificate chain verifies"))
+    else:
+        found.append(Finding("tls.chain", Level.FAIL, subject,
+                             f"certificate chain does not verify: {probe.chain_error}",
+                             "serve the full chain (leaf first, then intermediates) from a public CA"))
+    if probe.hostname_ok:
+        found.append(Finding("tls.hostname", Level.PASS, subject, f"certificate covers {probe.server_name}"))
+    else:
+        found.append(Finding("tls.hostname", Level.FAIL, subject,
+                             f"certificate names {probe.names} do not cover {probe.server_name} "
+                             "(openssl: verify error:num=62:hostname mismatch)",
+                             f"get a certificate whose SAN includes {probe.server_name}"))
+    days = probe.days_left()
+    if days is not None:
+        when = probe.not_after.date().isoformat() if probe.not_after else "?"
+        if days <= 0:
+            found.append(Finding("tls.expiry", Level.FAIL, subject, f"certificate expired on {when}",
+                                 "renew the certificate and reload Kamailio's TLS (tls.reload)"))
+        elif days <= expiry_days:
+            found.append(Finding("tls.expiry", Level.WARN, subject,
+                                 f"certificate expires in {days:.0f} days ({when})",
+                                 "renew it now; then run `kamcmd tls.reload`"))
+        else:
+            found.append(Finding("tls.expiry", Level.PASS, subject, f"certificate valid until {when}"))
+    if probe.client_cert_requested is None:
+        found.append(Finding("tls.client_certificate", Level.WARN, subject, probe.client_cert_note,
+                             "install openssl to check this"))
+    elif probe.client_cert_requested:
+        found.append(Finding("tls.client_certificate", Level.FAIL, subject,
+                             "the server requests a client certificate; Meta would present one "
+                             "whose name fails and the call setup breaks",
+                             "set verify_certificate = no and require_certificate = no in the "
+                             "[server:default] profile of tls.cfg"))
+    else:
+        found.append(Finding("tls.client_certificate", Level.PASS, subject,
+                             "no client certificate requested"))
+    return found
+
+
+def from_domain_matches(from_domain: str, hostname: str) -> bool:
+    """Meta accepts a BIC From domain equal to the configured hostname or a parent domain of it."""
+    from_domain, hostname = from_domain.lower().rstrip("."), hostname.lower().rstrip(".")
+    return hostname == from_domain or hostname.endswith("." + from_domain)
+
+
+def graph_auth_finding(subject: str, error: GraphError) -> Finding:
+    if error.auth_problem:
+        return Finding("graph.authorization", Level.FAIL, subject, error.explain(),
+                       "give the app whatsapp_business_management and whatsapp_business_messaging "
+                       "on the number's WhatsApp Business Account, with a valid system-user token")
+    return Finding("graph.settings", Level.FAIL, subject, error.explain(),
+                   "retry later; give Meta support the fbtrace_id if it persists")
+
+
+async def number_findings(client: GraphClient, cfg: SiteConfig, app_id: str, number: Number,
+                          store: CredentialBackend | None, rpc_sockets: list[Path]) -> list[Finding]:
+    subject = number.business_number
+    try:
+        settings = parse_settings(await client.get_settings(number.phone_number_id, True))
+    except GraphError as error:
+        return [graph_auth_finding(subject, error)]
+    except SettingsFormatError as error:
+        return [Finding("graph.settings", Level.FAIL, subject, f"unexpected settings answer: {error}")]
+    found = []
+    if settings.sip_status == "ENABLED":
+        found.append(Finding("sip.status", Level.PASS, subject, "SIP is ENABLED on Meta"))
+    else:
+        found.append(Finding("sip.status", Level.FAIL, subject, f"SIP is {settings.sip_status} on Meta: "
+                             "calls do not reach the edge", "run provision apply"))
+    ours = settings.server_for(app_id)
+    others = settings.other_apps(app_id)
+    if others:
+        found.append(Finding("sip.other_apps", Level.WARN, subject,
+                             f"apps {sorted({o.app_id for o in others})} also have servers; Meta ends "
+                             "calls on a BYE from any of them",
+                             "remove the other app's server with its own token, or stop serving the "
+                             "number from this app"))
+    if ours is None:
+        found.append(Finding("sip.server", Level.FAIL, subject, f"no SIP server for app {app_id}",
+                             "run provision apply (if another app configured it, that app's server "
+                             "gets the calls)"))
+        return found
+    if ours.hostname == cfg.site.sip_domain:
+        found.append(Finding("sip.server", Level.PASS, subject, f"server {ours.hostname}:{ours.port}"))
+    else:
+        found.append(Finding("sip.server", Level.FAIL, subject,
+                             f"Meta sends calls to {ours.hostname}, the edge serves {cfg.site.sip_domain}",
+                             "run provision apply, or fix site.sip_domain"))
+    if ours.port != cfg.graph.server_port:
+        found.append(Finding("sip.server.port", Level.WARN, subject,
+                             f"Meta uses port {ours.port}, the config says {cfg.graph.server_port}",
+                             "run provision apply or fix graph.server_port"))
+    if ours.password is None:
+        found.append(Finding("graph.authorization", Level.FAIL, subject,
+                             "Graph returns no SIP password for this app (Meta answers BICs with "
+                             "'403 The app [ID] configured for SIP server X is not authorized')",
+                             "give the app whatsapp_business_messaging"))
+    for domain in [cfg.site.sip_domain, *cfg.site.accepted_domains]:
+        if from_domain_matches(domain, ours.hostname):
+            found.append(Finding("bic.from_domain", Level.PASS, subject,
+                                 f"From domain {domain} matches {ours.hostname}"))
+        else:
+            level = Level.FAIL if domain == cfg.site.sip_domain else Level.WARN
+            found.append(Finding("bic.from_domain", level, subject,
+                                 f"a business-initiated call with From domain {domain} gets 403 "
+                                 f"'SIP server {domain} does not match' (Meta has {ours.hostname})",
+                                 "use the configured hostname (or a parent domain of it) in From"))
+    meta_srtp = settings.srtp or DEFAULT_SRTP
+    if meta_srtp == number.srtp_mode:
+        found.append(Finding("srtp", Level.PASS, subject, f"Meta and FreeSWITCH both use {meta_srtp}"))
+    else:
+        found.append(Finding("srtp", Level.FAIL, subject,
+                             f"Meta uses {meta_srtp}{'' if settings.srtp else ' (default)'}, FreeSWITCH "
+                             f"is set for {number.srtp_mode}: calls get no audio",
+                             "run provision apply (sets Meta to the config), or change srtp_mode "
+                             "in [[numbers]] and re-render FreeSWITCH"))
+    if store is not None and ours.password is not None:
+        found.append(_store_finding(cfg, number, store, ours.password.get_secret_value(), rpc_sockets))
+    return found
+
+
+def _store_finding(cfg: SiteConfig, number: Number, store: CredentialBackend, password: str,
+                   rpc_sockets: list[Path]) -> Finding:
+    subject = number.business_number
+    expected = credential_for(number.business_number, password, cfg.site.sip_domain)
+    try:
+        stored = store.get(number.business_number)
+    except StoreError as error:
+        return Finding("store", Level.FAIL, subject, str(error), "check credentials.store")
+    if stored != expected:
+        return Finding("store", Level.FAIL, subject,
+                       "the store has no credential for this number" if stored is None else
+                       "the store's credential is not Meta's current password",
+                       "run provision sync")
+    for rpc in rpc_sockets:
+        try:
+            loaded = kamailio_rpc.call(rpc, "htable.get", "wa_creds", f"{number.digits}:ha1")
+        except kamailio_rpc.RpcError as error:
+            return Finding("edge", Level.WARN, subject, f"cannot ask Kamailio: {error}",
+                           "check the --rpc-socket path and that Kamailio runs")
+        value = loaded.get("item", {}).get("value") if isinstance(loaded, dict) else None
+        if value != expected.ha1:
+            return Finding("edge", Level.FAIL, subject, f"Kamailio at {rpc} has not loaded the current "
+                           "credential", "run provision sync --rpc-socket ... (it reloads the htable)")
+    return Finding("store", Level.PASS, subject, "store (and edge) hold Meta's current credential")
+
+
+def worst(findings: list[Finding]) -> Level:
+    levels = {f.level for f in findings}
+    return Level.FAIL if Level.FAIL in levels else Level.WARN if Level.WARN in levels else Level.PASS

@@ -1,0 +1,217 @@
+"""A real HTTP server on loopback that answers like graph.facebook.com's calling settings.
+
+`GraphStandin` runs `http.server`'s threaded server (HTTP/1.1 keep-alive, a thread per
+connection) in a background thread. The access token decides the app, as on Graph, so two tokens
+play two apps sharing numbers. Faults and a rate limiter can be switched on per test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from provisioning.graph_standin.faults import FaultPlan, FaultRule, RateLimiter
+from provisioning.graph_standin.state import GraphApiError, GraphState
+
+PATH = re.compile(r"^/(v(\d+)\.(\d+))/([^/]+)(?:/([a-z_]+))?$")
+MIN_MAJOR_VERSION = 17
+MAX_FAULT_DELAY_S = 30.0
+
+
+@dataclass
+class StandinStats:
+    """Counters the tests and the benchmark read back."""
+
+    requests: int = 0
+    rate_limited: int = 0
+    faults: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, route: str) -> None:
+        with self.lock:
+            self.requests += 1
+            self.by_route[route] = self.by_route.get(route, 0) + 1
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+    standin: GraphStandin
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms stalls
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests read stats, not an access log (which would also show tokens)."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        standin = self.server.standin
+        body = self._read_body()
+        url = urlsplit(self.path)
+        standin.stats.count(f"{method} {url.path.rsplit('/', 1)[-1]}")
+        rule = standin.faults.take(method, url.path)
+        if rule is not None:
+            with standin.stats.lock:
+                standin.stats.faults += 1
+            if self._fault(rule):
+                return
+        try:
+            status, answer = standin.answer(method, url.path, parse_qs(url.query),
+                                            self.headers.get("Authorization", ""), body)
+        except GraphApiError as error:
+            status, answer = error.status, error.envelope(_fbtrace_id())
+            if error.retry_after is not None:
+                self._send(status, answer, {"Retry-After": _seconds(error.retry_after)})
+                return
+        self._send(status, answer)
+
+    def _fault(self, rule: FaultRule) -> bool:
+        """Play `rule`; True when the request has been fully dealt with."""
+        if rule.kind == "reset":
+            self.close_connection = True
+            self.connection.close()
+            return True
+        if rule.kind == "timeout":
+            time.sleep(min(rule.delay_s, MAX_FAULT_DELAY_S))
+            return False  # then answer normally, if the client is still there
+        if rule.kind == "rate_limit":
+            error = GraphApiError(rule.status if rule.status != 500 else 429,
+                                  rule.code if rule.code != 1 else 130429,
+                                  "(#130429) Rate limit hit", retry_after=rule.retry_after)
+        else:
+            error = GraphApiError(rule.status, rule.code,
+                                  "An unexpected error has occurred. Please retry your request later.")
+        headers = {"Retry-After": _seconds(error.retry_after)} if error.retry_after is not None else {}
+        self._send(error.status, error.envelope(_fbtrace_id()), headers)
+        return True
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
+
+    def _send(self, status: int, answer: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True  # the client gave up (timeout fault): nothing to do
+
+
+def _fbtrace_id() -> str:
+    return "A" + secrets.token_urlsafe(15)
+
+
+def _seconds(value: float | None) -> str:
+    assert value is not None
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+class GraphStandin:
+    """The server; `tokens` maps access token -> app id. Use as a context manager."""
+
+    def __init__(self, tokens: dict[str, str], state: GraphState | None = None,
+                 rate_limiter: RateLimiter | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.tokens = dict(tokens)
+        self.state = state or GraphState()
+        self.rate_limiter = rate_limiter
+        self.faults = FaultPlan()
+        self.stats = StandinStats()
+        self._server = _Server((host, port), _Handler)
+        self._server.standin = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> GraphStandin:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="graph-standin", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> GraphStandin:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- routing ---------------------------------------------------------------------------
+
+    def _app_for(self, authorization: str) -> str:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise GraphApiError(400, 2500, "An active access token must be used to query "
+                                "information about the current user.")
+        app_id = self.tokens.get(token.strip())
+        if app_id is None:
+            raise GraphApiError(401, 190, "Invalid OAuth access token - Cannot parse access token",
+                                subcode=463 if token.startswith("expired") else None)
+        return app_id
+
+    def answer(self, method: str, path: str, query: dict[str, list[str]], authorization: str,
+               body: bytes) -> tuple[int, dict[str, Any]]:
+        """Route one request; raises GraphApiError for any error answer."""
+        match = PATH.match(path)
+        if match is None:
+            raise GraphApiError(400, 2500, f"Unknown path components: {path}")
+        version, major, node, edge = match.group(1), int(match.group(2)), match.group(4), match.group(5)
+        if major < MIN_MAJOR_VERSION:
+            raise GraphApiError(400, 2635, f"(#2635) You are calling a deprecated version of the "
+                                f"Graph API ({version}); upgrade to v{MIN_MAJOR_VERSION}.0 or higher")
+        app_id = self._app_for(authorization)
+        if self.rate_limiter is not None and not self.rate_limiter.allow(app_id):
+            with self.stats.lock:
+                self.stats.rate_limited += 1
+            raise GraphApiError(429, 130429, "(#130429) Rate limit hit: too many requests for this app",
+                                retry_after=self.rate_limiter.retry_after)
+        if node == "app" and edge is None and method == "GET":
+            return 200, {"id": app_id, "name": f"stand-in app {app_id}"}
+        if edge == "settings" and method == "GET":
+            include = query.get("include_sip_credentials", ["false"])[0].lower() == "true"
+            return 200, self.state.get_settings(app_id, node, include)
+        if edge == "settings" and method == "POST":
+            try:
+                parsed = json.loads(body or b"null")
+            except ValueError:
+                raise GraphApiError(400, 100, "(#100) The request body is not valid JSON") from None
+            return 200, self.state.post_settings(app_id, node, parsed)
+        if edge == "calls" and method == "POST":
+            return 200, self.state.post_calls(app_id, node)
+        raise GraphApiError(400, 100, f"(#100) Unsupported {method} request on /{node}/{edge or ''}",
+                            "GraphMethodException", subcode=33)

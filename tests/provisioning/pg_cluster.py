@@ -1,0 +1,64 @@
+"""A throw-away PostgreSQL cluster on a loopback port, for the PostgreSQL credential-store tests.
+
+Debian's server binaries (/usr/lib/postgresql/<version>/bin) refuse to run as root, so as root
+the cluster is created and run as the `postgres` system user (runuser); otherwise as the
+current user. Trust authentication on 127.0.0.1 only; fsync off (nothing here must survive).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lab.processes import free_port
+
+DB_USER = "wasip"
+
+
+def server_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_owner(argv: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """Yield a `postgresql://` URL of a fresh database `wa` on a loopback port."""
+    binaries = server_bin()
+    if binaries is None:
+        raise RuntimeError("PostgreSQL server binaries not found: run scripts/install-system-deps")
+    folder = Path(tempfile.mkdtemp(prefix="wa-sip-pg-"))
+    try:
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(folder, owner.pw_uid, owner.pw_gid)
+        data, port = folder / "data", free_port()
+        subprocess.run(_as_owner([str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", DB_USER,
+                                  "-E", "UTF8", "--no-sync"]),
+                       check=True, capture_output=True, timeout=60)
+        subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"),
+                                  "-w", "-t", "30", "-o",
+                                  f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+                                  "start"]),
+                       check=True, capture_output=True, timeout=60)
+        try:
+            subprocess.run(_as_owner([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                                      "-U", DB_USER, "wa"]), check=True, capture_output=True, timeout=30)
+            yield f"postgresql://{DB_USER}@127.0.0.1:{port}/wa"
+        finally:
+            subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                                      "-t", "30", "stop"]), capture_output=True, timeout=60, check=False)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
