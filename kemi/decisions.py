@@ -3,6 +3,7 @@ result, a source address, and which FreeSWITCH set and context a call goes to.""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import Enum
@@ -83,6 +84,22 @@ def source_allowed(source_ip: str, allowed: tuple[IPNetwork, ...]) -> bool:
     except ValueError:
         return False
     return any(address in network for network in allowed)
+
+
+def source_check(allowed: tuple[IPNetwork, ...],
+                 maxsize: int) -> functools._lru_cache_wrapper[bool]:
+    """source_allowed() for one allow-list, remembered per address (at most `maxsize` of them).
+
+    The settings of a worker never change while it runs (a reload forks new workers), so the
+    decision is a pure function of the address; the cache is bounded, least recently used
+    addresses go first.
+    """
+
+    @functools.lru_cache(maxsize=maxsize)
+    def allowed_source(source_ip: str) -> bool:
+        return source_allowed(source_ip, allowed)
+
+    return allowed_source
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ worker, and a request without a reply is retransmitted by Meta for 32 seconds.
 from __future__ import annotations
 
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import KSR
@@ -24,13 +25,13 @@ from kemi.decisions import (
     in_dialog_target_allowed,
     internal_source_trusted,
     out_of_dialog_method,
-    source_allowed,
+    source_check,
 )
 from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
 from kemi.peer_certificate import peer_certificate_names
 from kemi.request_uri import RequestUriError, UicTarget, parse_uic_request_uri, split_sip_uri
 from kemi.settings import EdgeSettings, load_settings
-from kemi.wa_headers import edge_headers, header_fields, screen_inbound_headers
+from kemi.wa_headers import edge_header_block, header_fields, screen_inbound_headers
 
 CREDS_TABLE = "wa_creds"
 AUTHFAIL_TABLE = "wa_authfail"
@@ -39,6 +40,24 @@ QOP_AUTH = 1
 STALE = 16
 HA1_PASSWORD = 1
 META_REALM = "wa.meta.vc"  # the realm of Meta's 407, for which ha1_meta was computed
+SOURCE_CACHE_SIZE = 1024  # allow-list decisions kept per worker (Meta's prefixes hold few hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the request route asks of every request, read from KSR once when it enters.
+
+    `kind` is the method upper-cased, as Kamailio's own method test (is_ACK ...) matches it;
+    `method` is the method as sent, for the policy that compares it exactly and for logs.
+    """
+
+    method: str
+    kind: str
+    source: str
+    from_meta: bool
+
+
+NO_REQUEST = RequestFacts("", "", "", False)
 
 
 class WhatsAppEdge:
@@ -46,6 +65,11 @@ class WhatsAppEdge:
 
     def __init__(self, settings: EdgeSettings) -> None:
         self.settings = settings
+        # A worker handles one message at a time: ksr_request_route sets this on entry and
+        # clears it on exit, so no fact of one request is seen by the next or by a reply or
+        # failure route.
+        self.request = NO_REQUEST
+        self.meta_source_allowed = source_check(settings.allowed_sources, SOURCE_CACHE_SIZE)
 
     def child_init(self, rank: int) -> int:
         return 0
@@ -53,11 +77,15 @@ class WhatsAppEdge:
     # ---- entry points -------------------------------------------------------------------
 
     def ksr_request_route(self, msg: object) -> int:
+        self.request = NO_REQUEST
         try:
+            self.request = self.read_request()
             self.route_request()
         except Exception:
             self._log_exception("request route")
             self._reply(500, "Server Internal Error")
+        finally:
+            self.request = NO_REQUEST  # the facts live for this route only, never the next
         return DONE
 
     def ksr_onreply_meta(self, msg: object) -> int:
@@ -97,14 +125,20 @@ class WhatsAppEdge:
 
     # ---- request route, step by step ----------------------------------------------------
 
+    def read_request(self) -> RequestFacts:
+        method = str(KSR.kx.get_method())
+        kind = method.upper() if method.isascii() else method  # Kamailio: ASCII strncasecmp
+        return RequestFacts(method, kind, str(KSR.kx.get_srcip()), self.from_meta())
+
     def route_request(self) -> None:
         if not self.reqinit():
             return
-        if KSR.is_CANCEL():
+        kind = self.request.kind
+        if kind == "CANCEL":
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return
-        if not KSR.is_ACK():
+        if kind != "ACK":
             if KSR.tmx.t_precheck_trans() > 0:
                 KSR.tm.t_check_trans()
                 return
@@ -113,22 +147,24 @@ class WhatsAppEdge:
         if KSR.siputils.has_totag() > 0:
             self.within_dialog()
             return
-        if KSR.is_ACK():
+        if kind == "ACK":
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return
-        method = str(KSR.kx.get_method())
-        reply = out_of_dialog_method(method)
+        reply = out_of_dialog_method(self.request.method)
         if reply is not None:
             self._reply(reply.status, reply.reason, reply.headers)
             return
-        if not self.from_meta():
+        if not self.request.from_meta:
             self.business_initiated_call()
             return
         self.user_initiated_call()
 
     def from_meta(self) -> bool:
-        """Meta only ever reaches the edge over TLS; the internal side is plain UDP/TCP."""
+        """Meta only ever reaches the edge over TLS; the internal side is plain UDP/TCP.
+
+        Asked once per request by read_request(); the route uses `self.request.from_meta`.
+        """
         return bool(KSR.is_TLS())
 
     def reqinit(self) -> bool:
@@ -137,11 +173,11 @@ class WhatsAppEdge:
             self._reply(483, "Too Many Hops")
             return False
         if KSR.sanity.sanity_check_defaults() < 0:
-            KSR.notice(f"wa-edge: malformed request from {KSR.kx.get_srcip()}\n")
+            KSR.notice(f"wa-edge: malformed request from {self.request.source}\n")
             return False
-        source = str(KSR.kx.get_srcip())
-        if self.from_meta():
-            if not source_allowed(source, self.settings.allowed_sources):
+        source = self.request.source
+        if self.request.from_meta:
+            if not self.meta_source_allowed(source):
                 KSR.notice(f"wa-edge: dropped request from {source}: not in allowed_sources\n")
                 KSR.set_drop()
                 return False
@@ -157,9 +193,10 @@ class WhatsAppEdge:
         return True
 
     def within_dialog(self) -> None:
-        if KSR.is_ACK() and KSR.tm.t_check_trans() == 0:
+        request = self.request
+        if request.kind == "ACK" and KSR.tm.t_check_trans() == 0:
             return  # the ACK of a negative reply the edge sent itself: absorbed by tm
-        action = in_dialog_action(str(KSR.kx.get_method()), self.from_meta())
+        action = in_dialog_action(request.method, request.from_meta)
         if action is InDialogAction.REFUSE_SESSION_CHANGE:
             self._refuse_stateful(488, "Not Acceptable Here - WhatsApp refuses re-INVITE and "
                                   "UPDATE, the call goes on unchanged", "reinvite_refused")
@@ -171,22 +208,22 @@ class WhatsAppEdge:
             return
         if KSR.rr.loose_route() > 0:
             next_hop = split_sip_uri(str(KSR.pv.get("$nh(u)")))[2]
-            if not in_dialog_target_allowed(self.from_meta(), next_hop,
+            if not in_dialog_target_allowed(request.from_meta, next_hop,
                                             self.settings.freeswitch_hosts):
-                KSR.notice(f"wa-edge: in-dialog {KSR.kx.get_method()} from Meta toward "
+                KSR.notice(f"wa-edge: in-dialog {request.method} from Meta toward "
                            f"{next_hop} refused: not a FreeSWITCH node\n")
                 self._reply(403, "Forbidden")
                 return
-            if KSR.is_BYE() and self.from_meta():
+            if request.kind == "BYE" and request.from_meta:
                 duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
                 KSR.info(f"wa-edge: BYE from Meta call-id={KSR.kx.get_callid()} "
                          f"duration={duration}\n")
-            elif KSR.is_BYE():
+            elif request.kind == "BYE":
                 KSR.info(f"wa-edge: BYE from FreeSWITCH call-id={KSR.kx.get_callid()}\n")
                 KSR.tm.t_on_reply("ksr_onreply_bye")
             self.relay()
             return
-        if KSR.is_ACK():
+        if request.kind == "ACK":
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return
@@ -208,9 +245,8 @@ class WhatsAppEdge:
         self.screen_headers()
         destination = choose_destination(self.settings, target.business_number,
                                          target.user_params)
-        for line in edge_headers(target.business_number, target.user_params,
-                                 destination.context, auth):
-            KSR.hdr.append(line)
+        KSR.hdr.append(edge_header_block(target.business_number, target.user_params,
+                                         destination.context, auth))
         KSR.seturi(f"sip:{target.business_number}@{self.settings.sip_domain}")
         KSR.rr.record_route()
         if KSR.dispatcher.ds_select_dst(destination.freeswitch_set, destination.algorithm) < 0:
@@ -218,7 +254,7 @@ class WhatsAppEdge:
             self._reply(503, "Service Unavailable - no FreeSWITCH node available")
             return
         KSR.info(f"wa-edge: UIC {target.business_number} wacid="
-                 f"{KSR.hdr.get('X-WA-Meta-Wacid')} from {KSR.kx.get_srcip()} auth={auth} "
+                 f"{KSR.hdr.get('X-WA-Meta-Wacid')} from {self.request.source} auth={auth} "
                  f"-> set {destination.freeswitch_set} context {destination.context}\n")
         KSR.tm.t_on_failure("ksr_failure_freeswitch")
         self.relay()
@@ -352,7 +388,7 @@ class WhatsAppEdge:
         """'digest' or 'none' when the call may go on; None when a reply was sent."""
         if self.settings.auth_mode == "none":
             return "none"
-        source = str(KSR.kx.get_srcip())
+        source = self.request.source
         failures = KSR.htable.sht_get(AUTHFAIL_TABLE, source)
         if isinstance(failures, int) and failures >= self.settings.failure_limit:
             KSR.notice(f"wa-edge: {source} locked out after {failures} failed digests\n")
@@ -420,13 +456,13 @@ class WhatsAppEdge:
     def _refuse(self, status: int, reason: str, code: str) -> None:
         """A stateless refusal with its diagnosis header, logged."""
         diagnosis = edge_diagnosis(code)
-        self._log_diagnosis(f"refused {KSR.kx.get_method()} with {status} {reason}", diagnosis)
+        self._log_diagnosis(f"refused {self.request.method} with {status} {reason}", diagnosis)
         self._reply(status, reason, diagnosis.header_line())
 
     def _refuse_stateful(self, status: int, reason: str, code: str, headers: str = "") -> None:
         """A refusal inside a dialog: stateful, so tm absorbs the ACK and retransmissions."""
         diagnosis = edge_diagnosis(code)
-        self._log_diagnosis(f"refused in-dialog {KSR.kx.get_method()} with {status}", diagnosis)
+        self._log_diagnosis(f"refused in-dialog {self.request.method} with {status}", diagnosis)
         if KSR.tm.t_newtran() < 0:
             self._reply(status, reason, headers + diagnosis.header_line())
             return

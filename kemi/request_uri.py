@@ -57,6 +57,10 @@ def split_sip_uri(uri: str) -> tuple[str, str, str]:
 
 
 def is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address (unbracketed). Host names are told apart without an exception:
+    every IPv4 literal is digits and dots, every IPv6 literal holds a colon."""
+    if ":" not in host and (not host or host.strip("0123456789.")):
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:

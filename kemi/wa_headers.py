@@ -92,3 +92,9 @@ def edge_headers(business_number: str, user_params: dict[str, str], context: str
         else:
             lines.append(f"X-WA-Param-{_PARAM_NAME.sub('-', key)}: {safe_value}\r\n")
     return lines
+
+
+def edge_header_block(business_number: str, user_params: dict[str, str], context: str,
+                      auth: str) -> str:
+    """edge_headers() as one text, added with one KSR.hdr.append (one lump, one KSR call)."""
+    return "".join(edge_headers(business_number, user_params, context, auth))

@@ -104,65 +104,6 @@ def mod_init():
 '''
 
 
-LEAN_ENTRY = '''"""PROFILE-ONLY experiment (bench/edge/profile.py --lean): the product's edge with the
-per-request facts asked of KSR once per request instead of at each use, to measure what the
-recommended kemi/ changes would save. Not the product; nothing here is used by make bench-edge.
-"""
-
-import functools
-import sys
-import types
-
-sys.path.insert(0, {kemi_parent})
-
-import KSR  # noqa: E402
-
-import kemi.edge as edge_module  # noqa: E402
-
-FACTS = {{"method": "", "meta": False, "srcip": ""}}
-LEAN = types.SimpleNamespace(**{{name: getattr(KSR, name) for name in dir(KSR)
-                                 if not name.startswith("__")}})
-LEAN.is_ACK = lambda: FACTS["method"] == "ACK"
-LEAN.is_CANCEL = lambda: FACTS["method"] == "CANCEL"
-LEAN.is_BYE = lambda: FACTS["method"] == "BYE"
-LEAN.kx = types.SimpleNamespace(**{{name: getattr(KSR.kx, name) for name in dir(KSR.kx)
-                                    if not name.startswith("__")}})
-LEAN.kx.get_method = lambda: FACTS["method"]
-LEAN.kx.get_srcip = lambda: FACTS["srcip"]
-edge_module.KSR = LEAN
-edge_module.source_allowed = functools.lru_cache(maxsize=4096)(edge_module.source_allowed)
-
-
-class LeanEdge(edge_module.WhatsAppEdge):
-    def from_meta(self):
-        return FACTS["meta"]
-
-    def ksr_request_route(self, msg):
-        FACTS["method"] = KSR.kx.get_method()
-        FACTS["srcip"] = KSR.kx.get_srcip()
-        FACTS["meta"] = not KSR.is_UDP()
-        return super().ksr_request_route(msg)
-
-
-def mod_init():
-    edge = edge_module.create_edge({settings})
-    edge.__class__ = LeanEdge
-    return edge
-'''
-
-
-def with_lean_entry(setup: Setup) -> Setup:
-    """The KEMI set-up loading the lean experiment instead of the bench entry script."""
-    entry = setup.folder / "wa_edge_lean.py"
-    entry.write_text(LEAN_ENTRY.format(
-        kemi_parent=json.dumps(str(KEMI_DIR.parent)),
-        settings=json.dumps(str(setup.folder / "edge-settings.json"))), encoding="utf-8")
-    text = setup.config.read_text(encoding="utf-8")
-    setup.config.write_text(text.replace("/wa_edge_bench.py", "/wa_edge_lean.py"),
-                            encoding="utf-8")
-    return setup
-
-
 def with_ksr_counting(setup: Setup) -> Setup:
     """The KEMI set-up loading the counting entry script instead of the bench one."""
     entry = setup.folder / "wa_edge_count.py"
@@ -277,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", default=shutil.which("py-spy")
                         or str(Path(sys.executable).with_name("py-spy")))
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--lean", action="store_true",
-                        help="also time the lean experiment (per-request KSR facts asked once)")
     parser.add_argument("--count-ksr", action="store_true",
                         help="also count the KEMI edge's KSR calls (a separate, slower run)")
     args = parser.parse_args(argv)
@@ -287,10 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         site = bench_site(folder, BenchPorts())
         setups = [kemi_setup(site, args.workers, 2), native_setup(site, args.workers, 2)]
-        if args.lean:
-            lean = with_lean_entry(kemi_setup(site, args.workers, 2, name="kemi-lean"))
-            setups = [setups[0], lean, setups[1], kemi_setup(site, args.workers, 2), lean]
-        for setup in setups:  # with --lean: kemi, lean, native, kemi, lean (noise shows)
+        for setup in setups:
             print("\n".join(profile_setup(site, setup, args.rate, min(args.seconds, 60), folder,
                                           py_spy if setup.name == "kemi" else None)), flush=True)
         if args.count_ksr:
