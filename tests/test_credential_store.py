@@ -11,6 +11,7 @@ from typing import cast
 
 import pytest
 
+from provisioning import credential_sql
 from provisioning.credential_store import (
     META_REALM,
     Credential,
@@ -155,19 +156,20 @@ def test_put_many_is_atomic_on_a_database_error(store: CredentialStore, store_pa
 def test_put_many_is_atomic_on_any_exception(store: CredentialStore, store_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     store.put(credential_for(FIRST, "old", REALM), REALM)
-    real_get = store.get
+    real_now = credential_sql._now
     calls: list[str] = []
 
-    def failing_get(business_number: str) -> Credential | None:
-        calls.append(business_number)
-        if business_number == SECOND:
+    def interrupted_now() -> str:
+        """FIRST's history and meta rows are written; Ctrl-C lands on SECOND's meta row."""
+        calls.append("now")
+        if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_get(business_number)
+        return real_now()
 
-    monkeypatch.setattr(store, "get", failing_get)
+    monkeypatch.setattr(credential_sql, "_now", interrupted_now)
     with pytest.raises(KeyboardInterrupt):
         store.put_many([credential_for(FIRST, "new", REALM), credential_for(SECOND, "pw", REALM)], REALM)
-    assert calls == [FIRST, SECOND]
+    assert len(calls) == 3
     monkeypatch.undo()
     assert store.get(FIRST) == credential_for(FIRST, "old", REALM)
     assert store.history(FIRST) == []
