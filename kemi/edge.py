@@ -295,7 +295,16 @@ class WhatsAppEdge:
                  f"{KSR.kx.get_callid()} via {bic.destination_uri}; changes: {changes}\n")
         KSR.tm.t_on_reply("ksr_onreply_meta")
         KSR.tm.t_on_failure("ksr_failure_meta")
-        self.relay()
+        if KSR.tm.t_relay() < 0:
+            # Connect refused or no route: tm sends nothing itself here, so the edge answers
+            # with the diagnosis instead of sl's bare "500 server error".
+            diagnosis = edge_diagnosis("meta_unreachable")
+            reason = "Service Unavailable - cannot reach Meta's SIP server"
+            self._log_diagnosis(f"BIC call-id={KSR.kx.get_callid()} ends with 503 {reason}",
+                                diagnosis)
+            KSR.hdr.append_to_reply(diagnosis.header_line())
+            if KSR.tm.t_reply(503, reason) < 0:
+                KSR.sl.send_reply(503, reason)
 
     def _toward_meta(self) -> None:
         """Next hop Meta's server over TLS, with SNI = Meta's host name."""

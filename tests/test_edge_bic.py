@@ -217,3 +217,11 @@ def test_lab_command_places_a_uic_and_a_bic_call() -> None:
     assert lines[-1] == "lab: 3 passed, 0 failed"
     assert any("edge        ──▶ Meta        INVITE sip:+15550123456@wa.meta.vc" in line
                for line in lines)
+
+
+def test_meta_server_down_gets_503_with_diagnosis(edge: EdgeLab, tmp_path: Path) -> None:
+    """The shared UIC edge points bic.meta_server at a loopback port where nothing listens."""
+    fs = edge.freeswitch_call("bic-meta-down", folder=tmp_path)
+    assert fs.passed, fs.errors
+    assert diagnosis_code(final_reply(fs)) == "meta_unreachable"
+    assert "cannot reach Meta" in edge.kamailio_log()
