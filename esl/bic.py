@@ -17,9 +17,9 @@ from esl.cdr import CdrStore
 from esl.client import EslConnection
 from esl.diagnosis import diagnose
 from esl.media import common_variables, dial_variables, srtp_variables
-from esl.settings import ControllerSettings
+from esl.settings import E164_PATTERN, ControllerSettings
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+E164 = re.compile(E164_PATTERN)
 BSUID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 AGENT_DIALSTRING = re.compile(r"^[A-Za-z0-9_.:@/+=;-]{1,256}$")
 ORIGINATE_TIMEOUT_S = 90.0

@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from esl.bic import BicRequest, BicRequestError, BicResult, place_bic
+from esl.bic import ORIGINATE_TIMEOUT_S, BicRequest, BicRequestError, BicResult, place_bic
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.cdr_export import to_csv, to_json
 from esl.client import connect_inbound
@@ -39,12 +43,17 @@ ConfigOption = Annotated[
 ]
 
 
+def _fail(label: str, message: object, code: int) -> typer.Exit:
+    """Print ``label: message`` to stderr (message as plain text, not rich markup)."""
+    errors.print(f"[red]{escape(label)}:[/red] {escape(str(message))}")
+    return typer.Exit(code)
+
+
 def _settings(path: Path) -> ControllerSettings:
     try:
         return load_controller_settings(path)
     except SettingsError as exc:
-        errors.print(f"[red]settings:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail("settings", exc, 2) from exc
 
 
 @app.command()
@@ -59,7 +68,10 @@ def run(config: ConfigOption, verbose: bool = False) -> None:
 
 
 async def _run(settings: ControllerSettings) -> None:
-    controller = Controller(settings)
+    try:
+        controller = Controller(settings)
+    except (sqlite3.Error, OSError) as exc:
+        raise _fail(f"CDR database {settings.cdr_db}", exc, 1) from exc
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -68,8 +80,7 @@ async def _run(settings: ControllerSettings) -> None:
     try:
         await controller.start()
     except OSError as exc:
-        errors.print(f"[red]cannot listen on {settings.listen.host}:{settings.listen.port}:[/] {exc}")
-        raise typer.Exit(1) from exc
+        raise _fail(f"cannot listen on {settings.listen.host}:{settings.listen.port}", exc, 1) from exc
     tune_gc()
     await stop.wait()
     await controller.stop()
@@ -82,7 +93,9 @@ def originate(
     business_number: Annotated[str, typer.Option("--from", help="Business number, +E164.")],
     user: Annotated[str, typer.Option("--to", help="WhatsApp user, +E164 or user id.")],
     agent: Annotated[str | None, typer.Option(help="Dial string to bridge to.")] = None,
-    timeout: float = 90.0,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for an answer.")] = (
+        ORIGINATE_TIMEOUT_S
+    ),
 ) -> None:
     """Place a business-initiated call; exit 0 if answered, 3 if refused (with diagnosis)."""
     settings = _settings(config)
@@ -90,16 +103,16 @@ def originate(
     try:
         result = asyncio.run(_originate(settings, request, timeout))
     except BicRequestError as exc:
-        errors.print(f"[red]request:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise _fail("request", exc, 2) from exc
     except EslError as exc:
-        errors.print(f"[red]FreeSWITCH:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise _fail("FreeSWITCH", exc, 1) from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise _fail(f"CDR database {settings.cdr_db}", exc, 1) from exc
     if result.answered:
-        console.print(f"answered: call {result.call_uuid}")
+        console.print(f"answered: call {result.call_uuid}", markup=False)
         return
     status = f" (SIP {result.sip_status})" if result.sip_status else ""
-    console.print(f"not answered: {result.hangup_cause}{status}: {result.diagnosis}")
+    console.print(f"not answered: {result.hangup_cause}{status}: {result.diagnosis}", markup=False)
     raise typer.Exit(3)
 
 
@@ -132,12 +145,13 @@ def _store(config: Path | None, db: Path | None) -> CdrStore:
     elif config is not None:
         path = _settings(config).cdr_db
     else:
-        errors.print("[red]give --db or --config[/red]")
-        raise typer.Exit(2)
-    if not path.exists():
-        errors.print(f"[red]no CDR database at {path}[/red]")
-        raise typer.Exit(2)
-    return CdrStore(path)
+        raise _fail("cdr", "give --db or --config", 2)
+    if not path.is_file():
+        raise _fail("cdr", f"no CDR database at {path}", 2)
+    try:
+        return CdrStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise _fail(f"CDR database {path}", exc, 2) from exc
 
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="CDR SQLite file.")]
@@ -148,22 +162,27 @@ OptionalConfig = Annotated[Path | None, typer.Option("--config", "-c")]
 def cdr_list(
     config: OptionalConfig = None,
     db: DbOption = None,
-    limit: int = 50,
-    direction: Annotated[str | None, typer.Option(help="uic or bic")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    direction: Annotated[Literal["uic", "bic"] | None, typer.Option(help="uic or bic")] = None,
 ) -> None:
     """Show the most recent calls."""
     store = _store(config, db)
-    records = store.recent(limit=limit, direction=direction)
-    store.close()
+    try:
+        records = store.recent(limit=limit, direction=direction)
+    except sqlite3.Error as exc:
+        raise _fail("CDR database", exc, 2) from exc
+    finally:
+        store.close()
     table = Table("invite_at", "dir", "wacid", "business", "user", "srtp", "cause", "sip",
                   "meta s", "fs s", "diagnosis")
     for r in records:
-        table.add_row(
+        cells = (
             r.invite_at or "", r.direction or "", r.wacid or "", r.business_number or "",
             r.user_number or "", r.srtp_mode or "", r.hangup_cause or r.state,
             str(r.sip_status or ""), str(r.meta_duration_s or ""),
             f"{r.fs_duration_s:.1f}" if r.fs_duration_s is not None else "", r.diagnosis or "",
         )
+        table.add_row(*(escape(cell) for cell in cells))  # "[esl.numbers]" is not markup
     Console().print(table)  # created here so the terminal width is read now
 
 
@@ -173,17 +192,37 @@ def cdr_export(
     db: DbOption = None,
     fmt: Annotated[Literal["csv", "json"], typer.Option("--format")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-    limit: int = 1_000_000,
+    limit: Annotated[int, typer.Option(min=1)] = 1_000_000,
 ) -> None:
-    """Export CDRs as CSV or JSON (stdout unless --output)."""
+    """Export CDRs as CSV or JSON (stdout unless --output; the file is replaced atomically)."""
     store = _store(config, db)
-    records = store.recent(limit=limit)
-    store.close()
+    try:
+        records = store.recent(limit=limit)
+    except sqlite3.Error as exc:
+        raise _fail("CDR database", exc, 2) from exc
+    finally:
+        store.close()
     text = to_csv(records) if fmt == "csv" else to_json(records)
     if output is None:
         typer.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
+        return
+    try:
+        _write_atomically(output, text)
+    except OSError as exc:
+        raise _fail(f"cannot write {output}", exc.strerror or exc, 1) from exc
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @app.command()
@@ -197,8 +236,11 @@ def standin(port: int = 8021, password: str = "ClueCon") -> None:
         console.print(f"stand-in ESL on 127.0.0.1:{server.port}")
         await asyncio.Event().wait()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except OSError as exc:
+        raise _fail(f"cannot listen on 127.0.0.1:{port}", exc, 1) from exc
 
 
 def main() -> None:

@@ -24,7 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+"""A '+', then 7 to 15 digits (the settings and ``esl.bic``; provisioning.config can import it)."""
+E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 SrtpMode = Literal["SDES", "DTLS"]
 
 SDES_SUITES = (

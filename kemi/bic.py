@@ -13,12 +13,11 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from kemi.request_uri import RequestUriError, is_ip_literal, split_sip_uri
+from kemi.request_uri import E164_DIGITS, RequestUriError, is_ip_literal, split_sip_uri
 from kemi.settings import EdgeSettings
 
 # Separators agents type inside numbers (RFC 3966 visual separators plus blanks and slashes).
 _VISUAL_SEPARATORS = re.compile(r"[\s\-.()/\[\]]")
-_E164_DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")
 # A business-scoped user id (BSUID) may stand where a number would (uncertain): passed as is.
 _BSUID = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9._-]{1,64}$")
 
@@ -47,7 +46,7 @@ def normalize_number(text: str) -> str:
         digits = compact
     if digits.startswith("0") and digits.isdigit():
         raise ValueError(f"{text!r} is a national number: dial it with the country code")
-    if not _E164_DIGITS.match(digits):
+    if not E164_DIGITS.match(digits):
         raise ValueError(f"{text!r} is not a phone number (7 to 15 digits after the country code)")
     return "+" + digits
 

@@ -296,15 +296,10 @@ class WhatsAppEdge:
         KSR.tm.t_on_reply("ksr_onreply_meta")
         KSR.tm.t_on_failure("ksr_failure_meta")
         if KSR.tm.t_relay() < 0:
-            # Connect refused or no route: tm sends nothing itself here, so the edge answers
-            # with the diagnosis instead of sl's bare "500 server error".
-            diagnosis = edge_diagnosis("meta_unreachable")
-            reason = "Service Unavailable - cannot reach Meta's SIP server"
-            self._log_diagnosis(f"BIC call-id={KSR.kx.get_callid()} ends with 503 {reason}",
-                                diagnosis)
-            KSR.hdr.append_to_reply(diagnosis.header_line())
-            if KSR.tm.t_reply(503, reason) < 0:
-                KSR.sl.send_reply(503, reason)
+            # Connect refused or no route: t_relay made the transaction but sent nothing, so the
+            # edge answers in it with the diagnosis instead of sl's bare "500 server error".
+            self._refuse_in_failure(503, "Service Unavailable - cannot reach Meta's SIP server",
+                                    "meta_unreachable")
 
     def _toward_meta(self) -> None:
         """Next hop Meta's server over TLS, with SNI = Meta's host name."""
@@ -479,7 +474,8 @@ class WhatsAppEdge:
         KSR.tm.t_reply(status, reason)
 
     def _refuse_in_failure(self, status: int, reason: str, code: str) -> None:
-        """Replace Meta's answer to FreeSWITCH with the edge's own (failure route)."""
+        """Answer FreeSWITCH in the BIC transaction with the edge's own reply and diagnosis
+        (failure route, or the request route after t_relay failed to send)."""
         diagnosis = edge_diagnosis(code)
         self._log_diagnosis(f"BIC call-id={KSR.kx.get_callid()} ends with {status} {reason}",
                             diagnosis)

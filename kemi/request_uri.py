@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-_DIGITS = re.compile(r"^[0-9]{7,15}$")
+# The digits of a +E164 number: a country code (no leading 0) and 7 to 15 digits in all.
+# Shared with kemi/bic.py, which normalizes what agents type into the same form.
+E164_DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")
 
 
 class RequestUriError(ValueError):
@@ -73,7 +75,7 @@ def parse_user_part(user: str) -> tuple[str, dict[str, str]]:
     number, *params = user.split(";")
     number = unquote(number)
     digits = number[1:] if number.startswith("+") else number
-    if not _DIGITS.match(digits) or digits.startswith("0"):
+    if not E164_DIGITS.match(digits):
         raise RequestUriError(404, "Not Found: request URI user is not a business number")
     parsed: dict[str, str] = {}
     for param in params:

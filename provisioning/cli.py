@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from provisioning.commands import register as register_graph_commands
 from provisioning.config import ConfigError, SiteConfig, load_config
@@ -32,9 +33,9 @@ def _load(config: Path) -> SiteConfig:
     try:
         return load_config(config)
     except ConfigError as error:
-        err.print(f"[bold red]config error[/] in {error.path}:")
+        err.print(f"[bold red]config error[/] in {escape(str(error.path))}:")
         for problem in error.problems:
-            err.print(f"  - {problem}")
+            err.print(f"  - {escape(problem)}")
         raise typer.Exit(EXIT_CONFIG) from None
 
 
@@ -53,7 +54,7 @@ def render(
                                                               probe_interval=probe_interval))
         fs_target = render_freeswitch(site, out_dir)
     except RenderError as error:
-        err.print(f"[bold red]render failed:[/] {error}")
+        err.print(f"[bold red]render failed:[/] {escape(str(error))}")
         raise typer.Exit(EXIT_FAILED) from None
     out.print(f"rendered the Kamailio edge into {target}")
     out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")

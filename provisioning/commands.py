@@ -4,8 +4,8 @@ Thin, as in kamcli: each command loads the config and the token, runs the work i
 named after it, and prints (rich tables for people, `--json` for machines). Exit codes:
 0 done and all well; 1 something failed (a number, the store, the Kamailio reload, a doctor
 check); 2 nothing was done (config, token or usage error); 3 done, but attention is needed
-(status found drift; sync found numbers with SIP disabled or without this app's server);
-130 interrupted.
+(status found drift or a stale store; sync found numbers with SIP disabled or without this
+app's server; rotate-password could not set SRTP back); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -72,7 +73,7 @@ class _Context:
         except TokenError as error:
             self.fail_config(str(error))
         for warning in warnings:
-            err.print(f"[yellow]warning:[/] {warning}")
+            err.print(f"[yellow]warning:[/] {escape(warning)}")
         self.numbers = self._select(numbers)
 
     def _select(self, wanted: list[str] | None) -> list[Number]:
@@ -85,9 +86,9 @@ class _Context:
         return [known[w] for w in wanted]
 
     def fail_config(self, message: str, details: list[str] | None = None) -> None:
-        err.print(f"[bold red]{message}[/]")
+        err.print(f"[bold red]{escape(message)}[/]")
         for line in details or []:
-            err.print(f"  - {line}")
+            err.print(f"  - {escape(line)}")
         raise typer.Exit(EXIT_CONFIG)
 
     def client(self) -> GraphClient:
@@ -98,11 +99,15 @@ class _Context:
         try:
             return open_credentials(self.cfg.credentials)
         except StoreError as error:
-            err.print(f"[bold red]credential store:[/] {self.clean(str(error))}")
+            err.print(f"[bold red]credential store:[/] {self.plain(str(error))}")
             raise typer.Exit(EXIT_FAILED) from None
 
     def clean(self, text: str) -> str:
         return redact(text, [self.token])
+
+    def plain(self, text: str) -> str:
+        """`text` from outside (Graph, the store, Kamailio), cleaned and safe to print as markup."""
+        return escape(self.clean(text))
 
     def emit_json(self, document: dict[str, Any]) -> None:
         sys.stdout.write(self.clean(json.dumps(document, indent=2, sort_keys=True)) + "\n")
@@ -122,7 +127,7 @@ async def _app_id(ctx: _Context, client: GraphClient) -> str:
     try:
         return await resolve_app_id(client, ctx.cfg.graph)
     except GraphError as error:
-        err.print(f"[bold red]cannot tell which app the token belongs to:[/] {ctx.clean(error.explain())}")
+        err.print(f"[bold red]cannot tell which app the token belongs to:[/] {ctx.plain(error.explain())}")
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -151,9 +156,10 @@ def _reload(ctx: _Context, sockets: list[Path]) -> list[dict[str, str]]:
 def _print_reload(reloads: list[dict[str, str]]) -> None:
     for entry in reloads:
         if entry["outcome"] == "reloaded":
-            out.print(f"Kamailio at {entry['rpc_socket']}: wa_creds reloaded")
+            out.print(f"Kamailio at {escape(entry['rpc_socket'])}: wa_creds reloaded")
         else:
-            err.print(f"[bold red]Kamailio reload failed[/] at {entry['rpc_socket']}: {entry['detail']} "
+            err.print(f"[bold red]Kamailio reload failed[/] at {escape(entry['rpc_socket'])}: "
+                      f"{escape(entry['detail'])} "
                       "(the store is written; run `kamcmd htable.reload wa_creds`)")
 
 
@@ -206,7 +212,7 @@ def sync(
         for result in results:
             style = {"error": "red", "updated": "green", "unchanged": ""}.get(result.outcome.value, "yellow")
             table.add_row(result.business_number, f"[{style}]{result.outcome.value}[/]" if style else
-                          result.outcome.value, ctx.clean(result.detail))
+                          result.outcome.value, ctx.plain(result.detail))
         out.print(table)
         out.print(", ".join(f"{k}: {v}" for k, v in counts.items() if v) +
                   f" (Graph requests {stats['requests']}, retries {stats['retries']})")
@@ -247,11 +253,12 @@ def apply(
             out.print(f"[bold]{result.business_number}[/] ({result.phone_number_id}): "
                       + (f"[{colour}]{result.outcome}[/]" if colour else result.outcome))
             for change in result.changes:
-                out.print(f"  {change.field}: [red]- {change.meta}[/]  [green]+ {change.wanted}[/]")
+                out.print(f"  {change.field}: [red]- {escape(change.meta)}[/]  "
+                          f"[green]+ {escape(change.wanted)}[/]")
             for warning in result.warnings:
-                err.print(f"  [yellow]warning:[/] {warning}")
+                err.print(f"  [yellow]warning:[/] {escape(warning)}")
             if result.outcome == "error":
-                err.print(f"  [red]{ctx.clean(result.detail)}[/]")
+                err.print(f"  [red]{ctx.plain(result.detail)}[/]")
         if dry_run:
             out.print("dry run: nothing was sent to Meta")
     if any(r.outcome == "error" for r in results):
@@ -289,7 +296,7 @@ def rotate_password_command(
     try:
         result = _run(work)
     except RotationError as error:
-        err.print(f"[bold red]rotation stopped ({error.stage}):[/] {ctx.clean(str(error))}")
+        err.print(f"[bold red]rotation stopped ({error.stage}):[/] {ctx.plain(str(error))}")
         raise typer.Exit(EXIT_FAILED) from None
     finally:
         store.close()
@@ -298,14 +305,16 @@ def rotate_password_command(
         ctx.emit_json({"command": "rotate-password", **result.as_dict(show_secrets), "reload": reloads})
     else:
         for step in result.steps:
-            out.print(f"  {step}")
+            out.print(f"  {escape(step)}")
         if show_secrets:
-            out.print(f"new SIP password: {result.new_password}")
+            out.print(f"new SIP password: {escape(result.new_password or '')}")
         if not rpc_socket:
             out.print("no --rpc-socket given: reload Kamailio now with `kamcmd htable.reload wa_creds`")
         _print_reload(reloads)
     if any(r["outcome"] == "error" for r in reloads):
         raise typer.Exit(EXIT_FAILED)
+    if result.problem:
+        raise typer.Exit(EXIT_ATTENTION)
 
 
 # ---- status -----------------------------------------------------------------------------------
@@ -337,7 +346,7 @@ def status(
         table = Table("number", "SIP", "server", "srtp", "store", "drift", title="provision status")
         for result in results:
             server = f"{result.server['hostname']}:{result.server['port']}" if result.server else "-"
-            drift = ctx.clean(result.error) if result.error else (
+            drift = ctx.plain(result.error) if result.error else escape(
                 "; ".join(f"{d.field}: {d.meta} -> {d.wanted}" for d in result.drift) or "none")
             table.add_row(result.business_number, result.sip_status, server, result.srtp or "(default)",
                           result.store, drift)
@@ -369,15 +378,15 @@ def doctor(
     try:
         cfg = load_config(config)
     except ConfigError as error:
-        err.print(f"[bold red]config error in {error.path}:[/]")
+        err.print(f"[bold red]config error in {escape(str(error.path))}:[/]")
         for problem in error.problems:
-            err.print(f"  - {problem}")
+            err.print(f"  - {escape(problem)}")
         raise typer.Exit(EXIT_CONFIG) from None
     try:
         host, port = (split_host_port(connect, 5061) if connect
                       else (cfg.site.sip_domain, cfg.graph.server_port))
     except ValueError as error:
-        err.print(f"[bold red]--connect:[/] {error}")
+        err.print(f"[bold red]--connect:[/] {escape(str(error))}")
         raise typer.Exit(EXIT_CONFIG) from None
     findings: list[Finding] = tls_findings(probe_tls(host, port, cfg.site.sip_domain, ca_file), expiry_days)
     if not skip_graph:
@@ -389,9 +398,9 @@ def doctor(
         colours = {Level.PASS: "green", Level.WARN: "yellow", Level.FAIL: "red"}
         for finding in findings:
             out.print(f"[{colours[finding.level]}]{finding.level.value:4}[/] {finding.check:24} "
-                      f"{finding.subject}: {finding.cause}")
+                      f"{escape(finding.subject)}: {escape(finding.cause)}")
             if finding.fix and finding.level is not Level.PASS:
-                out.print(f"     fix: {finding.fix}")
+                out.print(f"     fix: {escape(finding.fix)}")
     if worst(findings) is Level.FAIL:
         raise typer.Exit(EXIT_FAILED)
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from esl.settings import (
+    E164_PATTERN,
     SDES_SUITES,
     FreeswitchSettings,
     ListenSettings,
@@ -24,7 +25,7 @@ from esl.settings import (
 )
 from esl.settings import Route as ControllerRoute
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+E164 = re.compile(E164_PATTERN)
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )

@@ -34,12 +34,21 @@ def load_token(token_env: str, token_file: Path | None,
             warnings.append(f"token file {token_file} is readable by others: chmod 600 it")
         if not token:
             raise TokenError(f"token file {token_file} is empty")
+        _check_header_safe(token, f"token file {token_file}")
         return token, warnings
     token = (environ if environ is not None else os.environ).get(token_env, "").strip()
     if not token:
         raise TokenError(f"no Graph access token: set the environment variable {token_env} "
                          "or graph.token_file in the site config, or pass --token-file PATH")
+    _check_header_safe(token, f"environment variable {token_env}")
     return token, warnings
+
+
+def _check_header_safe(token: str, where: str) -> None:
+    """The token goes into an HTTP header: one word of printable ASCII (never quoted back)."""
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise TokenError(f"{where}: the token must be one line of printable ASCII without spaces "
+                         "(is it the right file or variable?)")
 
 
 def redact(text: str, secrets: list[str]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote
 
 import psycopg
 
@@ -20,9 +21,45 @@ from provisioning.templates_dir import templates_dir
 ADVISORY_LOCK_KEY = 0x7761_7369  # "wasi": serialises writers across nodes and runs
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&]*)")
+
+
+def _userinfo_end(url: str) -> int:
+    """Index of the '@' that ends USER[:PASSWORD] (the last one before the query), or -1."""
+    start = url.find("://") + 3 if "://" in url else 0
+    return url.rfind("@", start, len(url.split("?", 1)[0]))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password(s) in `url`, as written and percent-decoded, for scrubbing driver messages."""
+    found = [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
+    at = _userinfo_end(url)
+    if at >= 0:
+        userinfo = url[url.find("://") + 3 if "://" in url else 0:at]
+        if ":" in userinfo:
+            password = userinfo.split(":", 1)[1]
+            # libpq splits an unencoded '@' itself and quotes the rest as a host name
+            found += [password, *(part for part in password.split("@") if len(part) >= 3)]
+    return [text for secret in found if secret for text in {secret, unquote(secret)}]
+
+
 def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL without its password (in USER:PASSWORD@ or ?password=), for messages."""
+    at = _userinfo_end(url)
+    if at >= 0:
+        start = url.find("://") + 3 if "://" in url else 0
+        user, colon, _ = url[start:at].partition(":")
+        if colon:
+            url = f"{url[:start]}{user}:***{url[at:]}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def _problem(url: str, error: Exception) -> str:
+    """`error` as a StoreError message: the redacted URL and the driver's text without secrets."""
+    text = str(error).strip()
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return f"{redact_url(url)}: {text}"
 
 
 def postgres_schema() -> str:
@@ -36,6 +73,7 @@ class PostgresCredentialStore(SqlCredentialStore):
 
     def __init__(self, connection: psycopg.Connection[tuple[str, ...]], url: str) -> None:
         self._db = connection
+        self._url = url
         self.location = redact_url(url)
 
     def close(self) -> None:
@@ -48,7 +86,7 @@ class PostgresCredentialStore(SqlCredentialStore):
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
                 yield cursor
         except psycopg.Error as error:
-            raise StoreError(f"{self.location}: {str(error).strip()}") from None
+            raise StoreError(_problem(self._url, error)) from None
 
     @contextmanager
     def _reading(self) -> Iterator[psycopg.Cursor[tuple[str, ...]]]:
@@ -56,7 +94,7 @@ class PostgresCredentialStore(SqlCredentialStore):
             with self._db.cursor() as cursor:
                 yield cursor
         except psycopg.Error as error:
-            raise StoreError(f"{self.location}: {str(error).strip()}") from None
+            raise StoreError(_problem(self._url, error)) from None
 
 
 def open_postgres_store(url: str, connect_timeout: int = 10) -> PostgresCredentialStore:
@@ -65,7 +103,7 @@ def open_postgres_store(url: str, connect_timeout: int = 10) -> PostgresCredenti
         connection: psycopg.Connection[tuple[str, ...]] = psycopg.connect(
             url, autocommit=True, connect_timeout=connect_timeout)
     except psycopg.Error as error:
-        raise StoreError(f"{redact_url(url)}: {str(error).strip()}") from None
+        raise StoreError(_problem(url, error)) from None
     store = PostgresCredentialStore(connection, url)
     with store._transaction() as cursor:
         cursor.execute(postgres_schema().encode())  # our own file: several statements, no parameters

@@ -23,13 +23,13 @@ def render_freeswitch(cfg: SiteConfig, out: Path) -> Path:
     """Write OUT/freeswitch/{sofia_wa_edge.xml,dialplan_whatsapp.xml,...}; return the folder."""
     target = out.resolve() / "freeswitch"
     profile = cfg.freeswitch.profile
-    profile_port = profile.tls_port if profile.tls else profile.sip_port
+    profile_port, port_key = (profile.tls_port, "tls_port") if profile.tls else (profile.sip_port, "sip_port")
     stray = [node.uri for s in cfg.freeswitch.sets for node in s.nodes
              if _node_port(node.uri) != profile_port]
     if stray:
         raise RenderError(
             f"freeswitch.sets: nodes {', '.join(stray)} do not use the rendered profile's port "
-            f"{profile_port} (freeswitch.profile.sip_port); the edge would send calls nowhere")
+            f"{profile_port} (freeswitch.profile.{port_key}); the edge would send calls nowhere")
     try:
         context = freeswitch_context(controller_settings(cfg), freeswitch_site(cfg))
     except ValueError as error:

@@ -15,7 +15,7 @@ from provisioning.config import Number
 from provisioning.credential_store import StoreError, credential_for
 from provisioning.graph_client import GraphClient
 from provisioning.graph_errors import GraphError
-from provisioning.settings_model import ServerEntry, parse_settings
+from provisioning.settings_model import ServerEntry, SettingsFormatError, parse_settings
 from provisioning.store_backend import CredentialBackend
 
 WINDOW_ACCOUNT = (
@@ -42,10 +42,11 @@ class RotationResult:
     steps: list[str] = field(default_factory=list)
     new_password: str | None = None  # shown only with --show-secrets
     srtp_restored: bool = False
+    problem: str = ""  # the password was rotated, but something needs attention (exit code 3)
 
     def as_dict(self, show_secrets: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {"business_number": self.business_number, "steps": self.steps,
-                                 "srtp_restored": self.srtp_restored}
+                                 "srtp_restored": self.srtp_restored, "problem": self.problem}
         if show_secrets:
             entry["sip_user_password"] = self.new_password
         return entry
@@ -60,6 +61,8 @@ async def rotate_password(client: GraphClient, store: CredentialBackend, realm: 
         before = parse_settings(await client.get_settings(pnid, True))
     except GraphError as error:
         raise RotationError("not started", error.explain()) from None
+    except SettingsFormatError as error:
+        raise RotationError("not started", f"unexpected settings answer: {error}") from None
     ours = before.server_for(app_id)
     if ours is None or ours.password is None:
         raise RotationError("not started", f"no SIP server (or password) for app {app_id} on "
@@ -88,6 +91,9 @@ async def rotate_password(client: GraphClient, store: CredentialBackend, realm: 
     except GraphError as error:
         raise RotationError("enabled", f"step 3 (fetch) failed: {error.explain()}; run provision "
                             "sync to fetch the new password") from None
+    except SettingsFormatError as error:
+        raise RotationError("enabled", f"step 3 (fetch): unexpected settings answer: {error}; run "
+                            "provision sync to fetch the new password") from None
     new_entry = after.server_for(app_id)
     if new_entry is None or new_entry.password is None:
         raise RotationError("enabled", "step 3: Graph returned no password after re-enabling; "
@@ -104,7 +110,14 @@ async def rotate_password(client: GraphClient, store: CredentialBackend, realm: 
     result.steps.append("step 3: new password fetched; its HA1 pair written, the old one kept in history")
     result.new_password = new
     if before.srtp is not None and after.srtp != before.srtp:
-        await client.update_settings(pnid, {"srtp_key_exchange_protocol": before.srtp})
+        try:
+            await client.update_settings(pnid, {"srtp_key_exchange_protocol": before.srtp})
+        except GraphError as error:  # the new password is in the store: report, do not lose it
+            result.problem = (f"srtp_key_exchange_protocol is {after.srtp or 'not set'} on Meta, was "
+                              f"{before.srtp}; setting it back failed: {error.explain()}; run "
+                              "provision apply")
+            result.steps.append(result.problem)
+            return result
         result.srtp_restored = True
         result.steps.append(f"srtp_key_exchange_protocol set back to {before.srtp}")
     return result

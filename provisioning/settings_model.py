@@ -68,10 +68,14 @@ def parse_settings(answer: dict[str, Any]) -> CallingSettings:
             raise SettingsFormatError("a calling.sip.servers entry has no hostname")
         params = raw.get("request_uri_user_params") or {}
         password = raw.get("sip_user_password")
+        try:
+            port = int(raw.get("port") or 5061)
+        except (TypeError, ValueError):
+            raise SettingsFormatError(f"a calling.sip.servers entry has port {raw.get('port')!r}") from None
         servers.append(ServerEntry(
             app_id=str(raw.get("app_id", "")),
             hostname=str(raw["hostname"]).lower(),
-            port=int(raw.get("port") or 5061),
+            port=port,
             request_uri_user_params=(
                 {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}),
             password=SecretStr(str(password)) if password else None,

@@ -95,3 +95,39 @@ def test_originate_refuses_bad_number_before_connecting(tmp_path: Path) -> None:
     result = runner.invoke(app, ["originate", "-c", str(config), "--from", "123", "--to", "+15550200002"])
     assert result.exit_code == 2
     assert "+E164" in result.output
+
+
+def test_export_to_unwritable_path_is_a_clear_error_and_leaves_no_file(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "missing-dir" / "cdr.csv"
+    result = runner.invoke(app, ["cdr", "export", "--db", str(db), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "cannot write" in result.output and "Traceback" not in result.output
+    assert not out.parent.exists()
+
+
+def test_export_replaces_the_file_whole(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cdr.csv"
+    out.write_text("old contents that are longer than nothing\n" * 100)
+    result = runner.invoke(app, ["cdr", "export", "--db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("call_uuid,")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.sqlite3"
+    path.write_text("not a database\n" * 100)
+    result = runner.invoke(app, ["cdr", "list", "--db", str(path)])
+    assert result.exit_code == 2
+    assert "not a database" in result.output and "Traceback" not in result.output
+
+
+def test_brackets_in_messages_are_printed_not_taken_as_markup(tmp_path: Path) -> None:
+    db = tmp_path / "cdr.sqlite3"
+    store = CdrStore(db)
+    store.upsert(CallRecord(call_uuid="u3", direction="bic", diagnosis="add it to [esl.numbers]",
+                            state="ended"))
+    store.close()
+    result = runner.invoke(app, ["cdr", "list", "--db", str(db)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "[esl.numbers]" in result.output

@@ -67,6 +67,20 @@ def test_unreachable_database_is_a_store_error_without_password() -> None:
     assert redact_url(url) == url.replace("hunter2", "***")
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://wasip:hunt%ZZer2@127.0.0.1:{port}/wa",       # libpq quotes the bad escape back
+    "postgresql://wasip@127.0.0.1:{port}/wa?password=hunter2",  # password as a query parameter
+    "postgresql://wasip:hun@ter2x@127.0.0.1:{port}/wa",         # unencoded '@': libpq quotes a piece
+])
+def test_store_errors_hide_every_spelling_of_the_password(url: str) -> None:
+    url = url.format(port=free_port())
+    with pytest.raises(StoreError) as raised:
+        open_postgres_store(url, connect_timeout=2)
+    for fragment in ("hunter2", "hunt%ZZer2", "ter2x"):
+        assert fragment not in str(raised.value)
+    assert "***" in redact_url(url)
+
+
 def test_sync_and_status_with_a_postgres_store(clean_pg: str, standin: GraphStandin, tmp_path: Path) -> None:
     passwords = [standin.state.add_server(pnid, APP_ID, SIP_DOMAIN) for _, pnid in NUMBERS]
     config = site_toml(tmp_path, standin.base_url, graph=f'app_id = "{APP_ID}"', store=clean_pg)
