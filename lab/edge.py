@@ -22,6 +22,7 @@ from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
 from provisioning.config import SiteConfig
 from provisioning.credential_store import credential_for, open_store
+from provisioning.kamailio_binary import KamailioNotFound, kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 from provisioning.render import RenderOptions, render_kamailio
 
@@ -123,16 +124,20 @@ class EdgeLab:
         self.stop()
 
     def start(self) -> None:
-        for tool in ("kamailio", "sipp", "stunnel4"):
+        for tool in ("sipp", "stunnel4"):
             if shutil.which(tool) is None:
                 raise LabError(f"{tool} is not installed: run 'make lab' or 'make test' as root")
+        try:
+            kamailio_binary()
+        except KamailioNotFound as error:
+            raise LabError(str(error)) from None
         self.write_credentials(self.passwords)
         rendered = render_kamailio(self.config, self.folder / "out", RenderOptions(
             workers=2, probe_interval=0, log_level=self.log_level))
         run_dir = self.folder / "run"
         run_dir.mkdir(exist_ok=True)
         self.kamailio = ManagedProcess("kamailio", [
-            "kamailio", "-f", str(rendered / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
+            kamailio_binary(), "-f", str(rendered / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
             "-Y", str(run_dir), "-P", str(run_dir / "kamailio.pid")], self.folder / "kamailio.log")
         self.processes.append(self.kamailio.start())
         self._wait_for_kamailio()

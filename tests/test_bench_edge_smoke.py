@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from provisioning.kamailio_binary import kamailio_available
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = re.compile(r"^RESULT kemi_cps=(\d+) native_cps=(\d+) ceiling_cps=(\d+) "
                     r"ratio=(\d+\.\d+) p99_ms_at_500=(\d+\.\d+) failed=(\d+)$")
 
 pytestmark = pytest.mark.skipif(
-    any(shutil.which(tool) is None for tool in ("kamailio", "sipp", "stunnel4")),
+    not kamailio_available() or any(shutil.which(tool) is None for tool in ("sipp", "stunnel4")),
     reason="kamailio, sipp and stunnel4 are installed by 'make test'")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.processes import LabError, ManagedProcess
+from provisioning.kamailio_binary import kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 
 from .setups import Setup
@@ -63,7 +64,7 @@ class Kamailio:
         self.setup = setup
         self.run_dir = folder / f"run-{setup.name}"
         self.process = ManagedProcess(f"kamailio {setup.name}", [
-            "kamailio", "-f", str(setup.config), "-DD", "-E", "-m", str(SHM_MB), "-M", str(PKG_MB),
+            kamailio_binary(), "-f", str(setup.config), "-DD", "-E", "-m", str(SHM_MB), "-M", str(PKG_MB),
             "-Y", str(self.run_dir), "-P", str(self.run_dir / "kamailio.pid")],
             folder / f"kamailio-{setup.name}.log")
         self.main_pid = 0

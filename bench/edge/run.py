@@ -31,6 +31,7 @@ from pathlib import Path
 
 from lab.processes import LabError
 from lab.stunnel import stunnel_client
+from provisioning.kamailio_binary import kamailio_available
 
 from .kamailio import Kamailio, children_of, cpu_seconds_of
 from .load import Step, StepResult, run_step
@@ -195,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, _stop_on_term)
     plan = plan_from(args)
-    for tool in ("kamailio", "sipp", "stunnel4"):
+    if not kamailio_available():
+        print("bench-edge: no Kamailio 6 (make test installs it)", file=sys.stderr)
+        return 2
+    for tool in ("sipp", "stunnel4"):
         if shutil.which(tool) is None:
             print(f"bench-edge: {tool} is not installed (make test installs it)", file=sys.stderr)
             return 2

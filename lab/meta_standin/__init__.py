@@ -17,6 +17,7 @@ import jinja2
 from lab.certs import Leaf
 from lab.processes import LabError, ManagedProcess, wait_for_tcp
 from lab.stunnel import stunnel_server
+from provisioning.kamailio_binary import kamailio_binary
 
 HERE = Path(__file__).resolve().parent
 META_HOST = "wa.meta.vc"
@@ -123,7 +124,7 @@ class MetaStandin:
         run_dir = self.folder / "run"
         run_dir.mkdir(exist_ok=True)
         self.kamailio = ManagedProcess("meta stand-in kamailio", [
-            "kamailio", "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4", "-Y", str(run_dir),
+            kamailio_binary(), "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4", "-Y", str(run_dir),
             "-P", str(run_dir / "kamailio.pid")], self.folder / "kamailio.log").start()
         try:
             wait_for_tcp("127.0.0.1", self.ports.tcp, 20, "meta stand-in kamailio",

@@ -15,6 +15,7 @@ from lab.processes import ManagedProcess, free_port
 from provisioning.config import load_config
 from provisioning.credential_store import StoreError, WriteOutcome, credential_for
 from provisioning.graph_standin import GraphStandin
+from provisioning.kamailio_binary import kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 from provisioning.pg_store import open_postgres_store, redact_url
 from provisioning.render import RenderOptions, render_kamailio
@@ -115,7 +116,7 @@ def test_kamailio_loads_credentials_from_postgres(clean_pg: str, standin: GraphS
     assert f'"postgres://{clean_pg.split("://", 1)[1]}"' in text
     (tmp_path / "run").mkdir()
     kamailio = ManagedProcess("kamailio", [
-        "kamailio", "-f", str(rendered / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
+        kamailio_binary(), "-f", str(rendered / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
         "-Y", str(tmp_path / "run"), "-P", str(tmp_path / "run" / "kamailio.pid")], tmp_path / "kamailio.log")
     kamailio.start()
     rpc = rendered / "kamailio_rpc.sock"
