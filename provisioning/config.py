@@ -146,11 +146,70 @@ class AuthSection(Strict):
         return value
 
 
+# Shared memory one accepted TLS connection holds once its handshake is done (Kamailio 6.1.4,
+# OpenSSL 3, ssl_release_buffers on): 75.6 KB measured on loopback, rounded up. A raw TCP
+# connection still in its handshake holds about 17 KB.
+TLS_CONNECTION_SHM_KB = 80
+# Connections may take at most this share of shared memory: transactions, dialogs, the
+# credential table and the TLS contexts need the rest.
+CONNECTIONS_SHM_SHARE = 0.5
+
+
+class ConnectionLimits(Strict):
+    """Limits on the TLS connections the Meta-facing socket accepts (rendered as Kamailio core
+    and tls parameters). Meta holds a few long-lived connections per proxy address, so
+    anything idle before its first SIP message, or piling up from one address, is an attacker
+    spending the edge's shared memory; without limits about 750 idle connections from one
+    address filled 64 MB and every new handshake, Meta's included, failed."""
+
+    shared_memory_mb: Annotated[int, Field(ge=32, le=65536)] = Field(
+        default=64, description="Kamailio shared memory (shm_mem_size); the limits are sized from it.")
+    max_connections: Annotated[int, Field(ge=16, le=1000000)] | None = Field(
+        default=None, description="TLS connections at once, all sources; default: half of "
+        "shared_memory_mb at 80 KB per connection (409 for 64 MB).")
+    per_source: Annotated[int, Field(ge=1, le=100000)] = Field(
+        default=32, description="Connections at once from one IP address (tcp_accept_iplimit).")
+    first_message_timeout: Annotated[int, Field(ge=1, le=60)] = Field(
+        default=5, description="Seconds a new connection may take for its TLS handshake and "
+        "first complete SIP message before it is closed (tcp_msg_data_timeout).")
+    message_read_timeout: Annotated[int, Field(ge=1, le=60)] = Field(
+        default=5, description="Seconds to receive the rest of a SIP message once it has "
+        "started (tcp_msg_read_timeout): a trickled message is dropped.")
+    idle_timeout: Annotated[int, Field(ge=30, le=86400)] = Field(
+        default=600, description="Seconds a connection may stay idle between messages.")
+
+    @property
+    def connection_budget(self) -> int:
+        """How many TLS connections fit in the share of shared memory set aside for them."""
+        return int(self.shared_memory_mb * 1024 * CONNECTIONS_SHM_SHARE) // TLS_CONNECTION_SHM_KB
+
+    @property
+    def tls_max_connections(self) -> int:
+        return self.max_connections if self.max_connections is not None else self.connection_budget
+
+    @model_validator(mode="after")
+    def _fits(self) -> ConnectionLimits:
+        if self.tls_max_connections > self.connection_budget:
+            needed = -(-self.tls_max_connections * TLS_CONNECTION_SHM_KB
+                       // int(1024 * CONNECTIONS_SHM_SHARE))
+            raise ValueError(
+                f"max_connections {self.tls_max_connections} needs about "
+                f"{self.tls_max_connections * TLS_CONNECTION_SHM_KB // 1024} MB of shared memory "
+                f"at {TLS_CONNECTION_SHM_KB} KB each, more than half of shared_memory_mb "
+                f"{self.shared_memory_mb}: lower it to {self.connection_budget} or raise "
+                f"shared_memory_mb to {needed}")
+        if self.per_source > self.tls_max_connections:
+            raise ValueError(f"per_source {self.per_source} is more than max_connections "
+                             f"{self.tls_max_connections}")
+        return self
+
+
 class SecuritySection(Strict):
     allowed_sources: list[str] = Field(
         default_factory=list, description="CIDR prefixes allowed to send to the TLS socket; empty = any.")
     pike_requests_per_second: Annotated[int, Field(ge=0, le=100000)] = Field(
         default=100, description="Per-source request rate before pike blocks it; 0 disables pike.")
+    connections: ConnectionLimits = ConnectionLimits()
 
     @field_validator("allowed_sources")
     @classmethod
