@@ -20,6 +20,7 @@ from kemi.settings import EdgeSettings
 _VISUAL_SEPARATORS = re.compile(r"[\s\-.()/\[\]]")
 # A business-scoped user id (BSUID) may stand where a number would (uncertain): passed as is.
 _BSUID = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9._-]{1,64}$")
+_ALGORITHM = re.compile(r'(?:^|[\s,])algorithm\s*=\s*"?([A-Za-z0-9-]{1,32})', re.IGNORECASE)
 
 
 class BicRefusal(ValueError):
@@ -53,7 +54,14 @@ def normalize_number(text: str) -> str:
 
 @dataclass(frozen=True)
 class BicTarget:
-    """The WhatsApp user to call: +E164 (or a BSUID) and the request URI Meta wants."""
+    """The WhatsApp user to call: +E164 (or a BSUID) and the URIs Meta wants.
+
+    Request URI, To URI and (through uac, which takes the branch's request URI) the digest
+    `uri` are one and the same string. Meta refuses with `403 Proxy auth uri does not match SIP
+    "to" uri` a digest uri that carries `;transport=tls` while the To URI does not (jambonz's
+    trace), and accepted a To with `;transport=tls` (LiveKit's trace): identical URIs meet every
+    reading of that rule and RFC 3261 22.4 (digest uri = request URI) at once.
+    """
 
     user: str
     meta_host: str
@@ -64,7 +72,7 @@ class BicTarget:
 
     @property
     def to_uri(self) -> str:
-        return f"sip:{self.user}@{self.meta_host}"
+        return self.request_uri
 
 
 def parse_bic_request_uri(uri: str, host_is_local: bool, meta_host: str,
@@ -97,6 +105,16 @@ def parse_bic_request_uri(uri: str, host_is_local: bool, meta_host: str,
         return BicTarget(normalize_number(number_text), meta_host)
     except ValueError as error:
         raise BicRefusal(484, f"Address Incomplete - {error}", "bad_number") from None
+
+
+def challenge_algorithm(challenge: str) -> str:
+    """The algorithm of one WWW-/Proxy-Authenticate value; none named means MD5 (RFC 7616 3.3).
+
+    Meta's 407 carries a SHA-256 and an MD5 challenge; the edge logs which it was offered so
+    that a challenge Kamailio's uac cannot answer (it answers MD5 only) is named in the log.
+    """
+    match = _ALGORITHM.search(challenge)
+    return match[1].upper() if match else "MD5"
 
 
 def meta_accepts_from_domain(from_domain: str, sip_hostname: str) -> bool:

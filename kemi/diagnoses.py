@@ -82,6 +82,16 @@ META_ANSWERS: tuple[MetaAnswer, ...] = (
         "meta_internal", "Meta internal error", "retry later")),
 )
 
+# Meta's answers to the edge's own digest. Only the edge sends one (FreeSWITCH never does), so
+# these codes are the edge's, not esl/meta_errors.py's. Looked at before META_ANSWERS, whose 403
+# marker "does not match" would otherwise claim Meta's digest-uri refusal.
+DIGEST_ANSWERS: tuple[MetaAnswer, ...] = (
+    MetaAnswer(403, "proxy auth uri", Diagnosis(
+        "meta_auth_uri_mismatch", "Meta refused our digest: its uri does not match the To URI "
+        "(403 Proxy auth uri does not match SIP to uri)", "the edge sends request URI = To URI = "
+        "digest uri; a proxy between rewrote To, or Meta changed its rule: report the trace")),
+)
+
 # Refusals made by the edge itself, by code.
 EDGE_DIAGNOSES: dict[str, Diagnosis] = {d.code: d for d in (
     Diagnosis("untrusted_source", "the INVITE came from an address that may not originate calls",
@@ -107,8 +117,9 @@ EDGE_DIAGNOSES: dict[str, Diagnosis] = {d.code: d for d in (
               "no digest was sent", "check DNS and bic.meta_server: something else answers"),
     Diagnosis("meta_auth_rejected", "Meta challenged again after our digest: the SIP password "
               "is wrong or was reset", "run provision sync to fetch the current SIP password"),
-    Diagnosis("meta_auth_failed", "Meta's challenge could not be answered (realm or algorithm)",
-              "see the edge log for the challenge Meta sent"),
+    Diagnosis("meta_auth_failed", "Meta's challenge could not be answered: no MD5 challenge "
+              "for realm wa.meta.vc (Kamailio's uac answers MD5 only)",
+              "see the edge log for the challenges Meta offered"),
     Diagnosis("meta_unreachable", "no answer from Meta's SIP server", "check bic.meta_server, "
               "DNS, the firewall toward port 5061 and the CA bundle"),
     Diagnosis("reinvite_refused", "Meta refuses re-INVITE and UPDATE; the session is unchanged",
@@ -125,7 +136,7 @@ def edge_diagnosis(code: str) -> Diagnosis:
 def diagnose_meta_answer(status: int, reason: str) -> Diagnosis:
     """Meta's final answer as a diagnosis; an undocumented one keeps its own text as the cause."""
     lowered = reason.lower()
-    candidates = [a for a in META_ANSWERS if a.status == status]
+    candidates = [a for a in DIGEST_ANSWERS + META_ANSWERS if a.status == status]
     for answer in candidates:
         if answer.marker and answer.marker in lowered:
             return answer.diagnosis

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import KSR
 
-from kemi.bic import BicRefusal, bic_caller, parse_bic_request_uri
+from kemi.bic import BicRefusal, bic_caller, challenge_algorithm, parse_bic_request_uri
 from kemi.decisions import (
     AuthAction,
     InDialogAction,
@@ -41,6 +41,7 @@ STALE = 16
 HA1_PASSWORD = 1
 META_REALM = "wa.meta.vc"  # the realm of Meta's 407, for which ha1_meta was computed
 SOURCE_CACHE_SIZE = 1024  # allow-list decisions kept per worker (Meta's prefixes hold few hosts)
+MAX_CHALLENGES = 8  # challenge headers of one 401/407 looked at (Meta sends two)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,12 +312,28 @@ class WhatsAppEdge:
             return  # tm's own 408 on a timeout: the failure route names it
         status = int(KSR.kx.get_status())
         if status in (401, 407):
+            self.note_meta_challenges(status)
             self.check_meta_certificate(status)
         elif status >= 300:
             reason = str(KSR.pv.get("$rr") or "")
             diagnosis = diagnose_meta_answer(status, reason)
             KSR.hdr.append(diagnosis.header_line())
             self._log_diagnosis(f"Meta answered {status} {reason}", diagnosis)
+
+    def note_meta_challenges(self, status: int) -> None:
+        """Keep the algorithms Meta offered (e.g. "SHA-256,MD5") for the failure route's log.
+
+        uac answers the first challenge it can (MD5) and skips the others; when it can answer
+        none, the log and the diagnosis then say what Meta offered.
+        """
+        name = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
+        offered = []
+        for index in range(MAX_CHALLENGES):
+            value = KSR.pv.get(f"$(hdr({name})[{index}])")
+            if value is None:
+                break
+            offered.append(challenge_algorithm(str(value)))
+        KSR.pv.sets("$avp(wa_challenges)", ",".join(offered) or "none")
 
     def check_meta_certificate(self, status: int) -> None:
         """Mark the transaction when the peer that challenged us holds a certificate for Meta.
@@ -356,7 +373,12 @@ class WhatsAppEdge:
                                     "meta_unreachable")
 
     def answer_meta_challenge(self) -> None:
-        """Answer Meta's 407 once with uac (HA1 for realm wa.meta.vc), only to a checked peer."""
+        """Answer Meta's 407 once with uac (HA1 for realm wa.meta.vc), only to a checked peer.
+
+        Meta offers SHA-256 then MD5; 6.1.4's uac skips the SHA-256 challenge and answers the
+        MD5 one with its own nonce and opaque, which Meta accepts (MD5 is its documented
+        algorithm). The digest uri is the request URI, which is also the To URI (kemi/bic.py).
+        """
         if KSR.pv.get("$avp(wa_auth_sent)") == 1:
             self._refuse_in_failure(403, "Forbidden - Meta refused the SIP password "
                                     "(challenged again)", "meta_auth_rejected")
@@ -376,10 +398,13 @@ class WhatsAppEdge:
         KSR.pv.sets("$avp(wa_auth_ha1)", ha1)
         KSR.pv.sets("$avp(wa_auth_realm)", META_REALM)
         KSR.seturi(str(KSR.pv.get("$avp(wa_bic_ruri)")))
+        offered = str(KSR.pv.get("$avp(wa_challenges)") or "none")
         if KSR.uac.uac_auth_mode(HA1_PASSWORD) < 0:
-            self._refuse_in_failure(502, "Bad Gateway - cannot answer Meta's challenge",
-                                    "meta_auth_failed")
+            self._refuse_in_failure(502, f"Bad Gateway - cannot answer Meta's challenge (offered "
+                                    f"{offered}; this edge answers MD5)", "meta_auth_failed")
             return
+        KSR.info(f"wa-edge: BIC call-id={KSR.kx.get_callid()} Meta offered {offered}: "
+                 "answered with MD5\n")
         KSR.pv.seti("$avp(wa_auth_sent)", 1)
         self._toward_meta()
         KSR.tm.t_on_reply("ksr_onreply_meta")

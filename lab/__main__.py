@@ -49,7 +49,7 @@ def bic_ladder(freeswitch: list[TracedMessage], meta: list[StandinEvent],
             for m in freeswitch]
     rows += [(e.time, f"edge        {'──▶' if e.way == 'recv' else '◀──'} Meta        "
                       f"{e.first_line}  [{e.detail.rsplit(' call=', 1)[0]}]")
-             for e in meta if "side=user" not in e.detail]
+             for e in meta if "side=user" not in e.detail and e.way != "auth"]
     rows += [(m.time, f"Meta        {'◀──' if m.sent else '──▶'} WhatsApp    {m.first_line}")
              for m in whatsapp]
     return [f"  {time}  {text}" for time, text in sorted(rows)]

@@ -16,6 +16,7 @@ from esl.meta_errors import META_ERRORS_BY_KEY
 from kemi.bic import (
     BicRefusal,
     bic_caller,
+    challenge_algorithm,
     meta_accepts_from_domain,
     normalize_number,
     parse_bic_request_uri,
@@ -28,6 +29,15 @@ from lab.certs import make_test_ca
 from lab.edge import EXAMPLE_CONFIG
 from lab.meta_standin import META_ANSWERS as STANDIN_ANSWERS
 from lab.meta_standin import MetaAnswer
+from lab.meta_standin.digest_rules import (
+    CHALLENGE_ALGORITHMS,
+    Challenge,
+    answered_algorithm,
+    digest_uri_matches_to,
+    opaque_for,
+    parse_digest,
+    without_params,
+)
 from provisioning.config import ConfigError, load_config, parse_config
 from provisioning.render import edge_settings
 
@@ -80,7 +90,40 @@ def bic_refusal(uri: str, local: bool = False) -> BicRefusal:
 def test_request_uri_becomes_metas_form(uri: str, local: bool) -> None:
     target = parse_bic_request_uri(uri, local, "wa.meta.vc", OWN)
     assert target.request_uri == "sip:+15550123456@wa.meta.vc;transport=tls"
-    assert target.to_uri == "sip:+15550123456@wa.meta.vc"
+    # To = request URI (= uac's digest uri): Meta's 403 "Proxy auth uri does not match SIP to
+    # uri" came to a To without the ;transport=tls that the digest uri carried.
+    assert target.to_uri == target.request_uri
+
+
+def test_the_edges_uris_pass_metas_digest_uri_rule_and_the_failing_trace_does_not() -> None:
+    target = parse_bic_request_uri("sip:+15550123456@10.0.0.5", True, "wa.meta.vc", OWN)
+    # uac's digest uri is the branch's request URI.
+    assert digest_uri_matches_to(target.request_uri, target.to_uri)
+    # jambonz/sbc-outbound 186: To without the parameter, digest uri with it -> Meta's 403.
+    assert not digest_uri_matches_to("sip:+1234@wa.meta.vc;transport=tls", "sip:+1234@wa.meta.vc")
+    # LiveKit PR 686 (accepted): To with the parameter, digest uri without it.
+    assert digest_uri_matches_to("sip:+1234@wa.meta.vc", "sip:+1234@wa.meta.vc;transport=tls")
+    # Another number's uri, or another host, is no match.
+    assert not digest_uri_matches_to("sip:+1235@wa.meta.vc;transport=tls",
+                                     "sip:+1234@wa.meta.vc;transport=tls")
+    assert not digest_uri_matches_to("sip:+1234@wa.meta.vc;transport=tcp",
+                                     "sip:+1234@wa.meta.vc;transport=tls")
+
+
+def test_stand_in_variant_accepting_only_the_bare_uri_refuses_the_edges_form() -> None:
+    uri = "sip:+1234@wa.meta.vc;transport=tls"
+    assert not digest_uri_matches_to(uri, uri, ("to-without-params",))
+    assert digest_uri_matches_to("sip:+1234@wa.meta.vc", uri, ("to-without-params",))
+
+
+@pytest.mark.parametrize(("uri", "bare"), [
+    ("sip:+1234@wa.meta.vc;transport=tls", "sip:+1234@wa.meta.vc"),
+    ("sip:+1234@wa.meta.vc:5061;transport=tls;ob?x=y", "sip:+1234@wa.meta.vc:5061"),
+    ("sip:+1234;tgrp=a@wa.meta.vc", "sip:+1234;tgrp=a@wa.meta.vc"),
+    ("sip:wa.meta.vc;lr", "sip:wa.meta.vc"),
+])
+def test_uri_without_params_keeps_the_user_part(uri: str, bare: str) -> None:
+    assert without_params(uri) == bare
 
 
 def test_business_scoped_user_id_passes_unchanged() -> None:
@@ -155,6 +198,62 @@ def test_rewrite_mode_rewrites_instead(settings: EdgeSettings) -> None:
         bic_caller("alice", "sip.example.com", False, without_default)
 
 
+# ---- Meta's two challenges (the stand-in's rules and the edge's reading of them) -------------
+
+SECRET = b"k" * 32
+# The header uac sends (testing-recipes.md), answering the MD5 challenge.
+UAC_ANSWER = ('Digest username="15550100001", realm="wa.meta.vc", nonce="{nonce}", '
+              'uri="sip:+15550123456@wa.meta.vc;transport=tls", opaque="{opaque}", qop=auth, '
+              'nc=00000001, cnonce="ab12", response="{response}", algorithm={algorithm}')
+
+
+def answer_fields(nonce: str, opaque: str, algorithm: str = "MD5") -> dict[str, str]:
+    fields = parse_digest(UAC_ANSWER.format(nonce=nonce, opaque=opaque, algorithm=algorithm,
+                                            response="0" * 32))
+    assert fields is not None
+    return fields
+
+
+def test_challenges_are_laid_out_as_in_metas_trace() -> None:
+    sha = Challenge("SHA-256", "47cd", opaque_for(SECRET, "47cd", "SHA-256"))
+    assert sha.header("wa.meta.vc") == (
+        f'Proxy-Authenticate: Digest realm="wa.meta.vc",nonce="47cd",opaque="{sha.opaque}",'
+        'algorithm=SHA-256,qop="auth"\r\n')
+    assert CHALLENGE_ALGORITHMS == ("SHA-256", "MD5")
+    assert challenge_algorithm(sha.header("wa.meta.vc")) == "SHA-256"
+    assert challenge_algorithm('Digest realm="wa.meta.vc", algorithm="md5", qop="auth"') == "MD5"
+    assert challenge_algorithm('Digest realm="x", nonce="algorithm=SHA-256"') == "MD5"
+
+
+def test_an_answer_must_use_one_challenge_with_its_own_nonce_opaque_and_algorithm() -> None:
+    md5 = ("md5nonce", opaque_for(SECRET, "md5nonce", "MD5"))
+    sha = ("shanonce", opaque_for(SECRET, "shanonce", "SHA-256"))
+    assert answered_algorithm(answer_fields(*md5), SECRET) == ("MD5", "ok")
+    assert answered_algorithm(answer_fields(*sha, algorithm="SHA-256"), SECRET) == ("SHA-256", "ok")
+    refused = [
+        answer_fields(md5[0], sha[1]),  # MD5 nonce, the SHA-256 challenge's opaque
+        answer_fields(sha[0], md5[1]),  # SHA-256 nonce, the MD5 challenge's opaque
+        answer_fields(*sha),  # the SHA-256 challenge answered as MD5
+        answer_fields(*md5, algorithm="SHA-256"),  # and the reverse
+        answer_fields(md5[0], opaque_for(b"other secret" * 3, md5[0], "MD5")),
+        answer_fields(*md5, algorithm="SHA-512"),
+    ]
+    for fields in refused:
+        assert answered_algorithm(fields, SECRET)[0] is None, fields
+    without_opaque = {k: v for k, v in answer_fields(*md5).items() if k != "opaque"}
+    assert answered_algorithm(without_opaque, SECRET) == (None, "no opaque")
+    without_qop = {k: v for k, v in answer_fields(*md5).items() if k != "qop"}
+    assert answered_algorithm(without_qop, SECRET)[0] is None
+
+
+def test_answer_parsing_takes_uacs_header_and_refuses_what_is_not_a_digest() -> None:
+    fields = answer_fields("n", "o")
+    assert fields["uri"] == "sip:+15550123456@wa.meta.vc;transport=tls"
+    assert (fields["qop"], fields["nc"], fields["algorithm"]) == ("auth", "00000001", "MD5")
+    for value in ("Digest", "Basic dXNlcjpwYXNz", 'Digest nonce="a", nonce="b"', 'Digest x="'):
+        assert parse_digest(value) is None, value
+
+
 # ---- diagnoses --------------------------------------------------------------------------------
 
 
@@ -168,6 +267,16 @@ def test_meta_codes_match_the_esl_controllers_names() -> None:
     for answer in META_ANSWERS:
         assert answer.diagnosis.code in META_ERRORS_BY_KEY
         assert META_ERRORS_BY_KEY[answer.diagnosis.code].status == answer.status
+
+
+def test_metas_digest_uri_refusal_is_not_a_sip_server_mismatch() -> None:
+    """Both 403s say "does not match": the digest one must get its own code and hint."""
+    diagnosis = diagnose_meta_answer(403, 'Proxy auth uri does not match SIP "to" uri')
+    assert diagnosis.code == "meta_auth_uri_mismatch"
+    assert "To URI" in diagnosis.cause and "digest uri" in diagnosis.fix
+    assert diagnose_meta_answer(403, "SIP server x.example from INVITE does not match any SIP "
+                                "server configured for phone number id [1]").code \
+        == "sip_server_mismatch"
 
 
 def test_unknown_answer_keeps_its_text() -> None:

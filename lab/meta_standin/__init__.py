@@ -2,8 +2,11 @@
 `wa.meta.vc`) in front of a second Kamailio running `standin.py`.
 
 Debian's SIPp cannot judge a digest (its `verifyauth` refuses the correct header uac_auth
-sends), so Meta is a Kamailio whose auth module checks the edge's answer to the 407 exactly as
-Meta documents it. The WhatsApp user behind it is a SIPp UAS started per call.
+sends), so Meta is a Kamailio whose auth module checks the edge's answer to the 407. It is as
+strict as Meta's field traces show Meta to be: two challenges (SHA-256 first, then MD5, each with
+its own nonce and opaque), an answer that must use one of them with that one's nonce, opaque and
+algorithm, and Meta's 403 when the digest uri is not the To URI (digest_rules.py). The WhatsApp
+user behind it is a SIPp UAS started per call.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ META_ANSWERS: tuple[MetaAnswer, ...] = (
 )
 META_ANSWERS_BY_FLOW = {answer.flow: answer for answer in META_ANSWERS}
 
+# Meta as one reading of LiveKit's accepted trace would have it: calling this number, the digest
+# uri must be the To URI *without* its parameters, so the edge's form (digest uri = To URI =
+# request URI) gets Meta's 403 "Proxy auth uri does not match SIP "to" uri". Every other number
+# accepts both forms the field traces allow (digest_rules.URI_FORMS).
+BARE_URI_ONLY_NUMBER = "+15559995403"
+DIGEST_URI_FORMS: dict[str, tuple[str, ...]] = {BARE_URI_ONLY_NUMBER: ("to-without-params",)}
+
 
 @dataclass(frozen=True)
 class StandinPorts:
@@ -97,6 +107,7 @@ class MetaStandin:
                                      "sip_hostname": sip_hostname}
                         for number, number_id in numbers.items()},
             "answers": {a.called_number: [a.status, a.reason] for a in META_ANSWERS},
+            "digest_uri_forms": {number: list(forms) for number, forms in DIGEST_URI_FORMS.items()},
             "whatsapp_user": f"sip:127.0.0.1:{ports.whatsapp_user}",
             "record_route": f"127.0.0.1:{ports.public};transport=tls",
             "events": str(self.events_file),

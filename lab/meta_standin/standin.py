@@ -1,8 +1,12 @@
 """Meta's SIP edge as the lab plays it: a second Kamailio running this KEMI script.
 
-It behaves as shared/spec/meta-sip.md documents Meta on business-initiated calls: a 407 with
-`realm="wa.meta.vc"`, `qop="auth"` to an INVITE without credentials, the digest checked by
-Kamailio's auth module with the number's SIP password (user = digits, no '+'), then the From
+It behaves as shared/spec/meta-sip.md documents Meta on business-initiated calls, field reports
+included: a 407 with two challenges (`algorithm=SHA-256` first, then `MD5`, each with its own
+nonce and opaque, `realm="wa.meta.vc"`, `qop="auth"`) to an INVITE without a correct answer;
+Meta's `403 Proxy auth uri does not match SIP "to" uri` when the digest uri is neither the To URI
+nor the To URI without its parameters; an answer that must use one challenge with that
+challenge's own nonce, opaque and algorithm, its response checked by Kamailio's auth module (set
+to that algorithm) with the number's SIP password (user = digits, no '+'); then the From
 rules (400 "Asset not found" for an unknown number, 403 "SIP server X ... does not match" for a
 From domain the sub-domain rule refuses), a 404 for a request URI that is not
 `+E164@wa.meta.vc`, 500 to a re-INVITE. Error answers come on demand: the called number picks
@@ -12,8 +16,10 @@ stunnel in front of it holds the TLS (with a `wa.meta.vc` certificate from the t
 stand-in itself listens on plain TCP; requests toward the edge go back over the connection the
 edge opened, as the stored source of each call's INVITE.
 
-Every request received and every reply sent is appended to an events file (one line each,
-`time|recv|...` / `time|sent|...`): the lab's ladder and the tests read what Meta saw there.
+Every request received, every reply sent and every verdict on a digest is appended to an events
+file (one line each, `time|recv|...` / `time|sent|...` / `time|auth|...`; a 407's line lists its
+challenges, an accepted digest's line the nonce, opaque and uri it echoed): the lab's ladder and
+the tests read what Meta saw there.
 Standard library and KSR only: this runs in Kamailio's embedded Python.
 """
 
@@ -21,11 +27,18 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import KSR
+
+if TYPE_CHECKING:
+    from lab.meta_standin import digest_rules
+else:  # inside Kamailio the entry script puts this folder, not the project, on sys.path
+    import digest_rules
 
 DONE = 1
 QOP_AUTH = 1
@@ -44,6 +57,12 @@ class MetaStandin:
         self.whatsapp_user = str(settings["whatsapp_user"])
         self.record_route = str(settings["record_route"])
         self.events = Path(str(settings["events"]))
+        uri_forms = settings.get("digest_uri_forms", {})
+        assert isinstance(uri_forms, dict)
+        # called number -> the digest uri forms Meta accepts for it (default: both)
+        self.uri_forms: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in uri_forms.items()}
+        # Made in mod_init, before Kamailio forks: every worker binds opaques with the same key.
+        self.secret = secrets.token_bytes(32)
 
     def child_init(self, rank: int) -> int:
         return 0
@@ -133,14 +152,8 @@ class MetaStandin:
         if host != self.host_name or not re.fullmatch(r"\+[1-9][0-9]{6,14}", user):
             self.reply(404, "Not Found")
             return
-        auth_user = str(KSR.kx.get_au() or "")
-        number = self.numbers.get(auth_user)
-        if number is None or KSR.auth.pv_auth_check(self.realm, number["password"], 0, 0) != 1:
-            self.event("sent", "407 Proxy Authentication Required",
-                       f"realm={self.realm} (digest user {auth_user or 'none'})")
-            KSR.auth.auth_challenge(self.realm, QOP_AUTH)
+        if not self.authenticated(user):
             return
-        KSR.auth.consume_credentials()
         from_user = str(KSR.kx.get_fuser())
         from_host = str(KSR.kx.get_fhost()).lower()
         caller = self.numbers.get(from_user.removeprefix("+")) if from_user.startswith("+") \
@@ -162,6 +175,70 @@ class MetaStandin:
         KSR.rr.record_route_preset_one(self.record_route)
         KSR.setdsturi(self.whatsapp_user)
         KSR.tm.t_relay()
+
+    # ---- Meta's digest ----------------------------------------------------------------------
+
+    def authenticated(self, called: str) -> bool:
+        """Meta's digest rules; False when a 407 or 403 was sent.
+
+        The digest uri must be the To URI or the To URI without its parameters (else Meta's
+        403); the answer must use one of the two challenges with that challenge's own nonce,
+        opaque and algorithm, and qop=auth; then Kamailio's auth module, set to that algorithm,
+        checks the nonce (its own, unexpired, nonce count) and the response.
+        """
+        value = KSR.hdr.get("Proxy-Authorization")
+        if value is None:
+            self.challenge("no credentials")
+            return False
+        fields = digest_rules.parse_digest(str(value))
+        if fields is None:
+            self.challenge("credentials are not a digest")
+            return False
+        to_uri = str(KSR.kx.get_turi())
+        forms = self.uri_forms.get(called, digest_rules.URI_FORMS)
+        if not digest_rules.digest_uri_matches_to(fields.get("uri", ""), to_uri, forms):
+            self.event("auth", "refused: digest uri is not the To URI",
+                       f"uri={fields.get('uri')} to={to_uri} accepts={','.join(forms)}")
+            self.reply(403, digest_rules.FORBIDDEN_URI)
+            return False
+        algorithm, why = digest_rules.answered_algorithm(fields, self.secret)
+        user = fields.get("username", "")
+        number = self.numbers.get(user)
+        if algorithm is None or number is None or fields.get("realm") != self.realm:
+            self.challenge(why if algorithm is None else f"unknown user {user!r} or realm")
+            return False
+        KSR.auth.auth_algorithm(algorithm)
+        result = KSR.auth.pv_auth_check(self.realm, number["password"], 0, 0)
+        if result != 1:
+            self.challenge(f"{algorithm} answer refused by the auth module ({result})")
+            return False
+        KSR.auth.consume_credentials()
+        self.event("auth", f"accepted {algorithm}",
+                   f"nonce={fields.get('nonce')} opaque={fields.get('opaque')} "
+                   f"uri={fields.get('uri')} to={to_uri} nc={fields.get('nc')}")
+        return True
+
+    def challenge(self, why: str) -> None:
+        """Meta's 407: a SHA-256 then an MD5 challenge, each with its own nonce and opaque.
+
+        The nonces come from Kamailio's auth module (nonce_count on, so each is unique and can
+        be answered once per count); the opaques bind each nonce to its algorithm.
+        """
+        challenges = []
+        for algorithm in digest_rules.CHALLENGE_ALGORITHMS:
+            KSR.auth.auth_algorithm(algorithm)
+            if KSR.auth.auth_get_www_authenticate(self.realm, QOP_AUTH, "$var(challenge)") < 0:
+                raise RuntimeError("auth module made no challenge")
+            nonce = re.search(r'nonce="([^"]+)"', str(KSR.pv.get("$var(challenge)")))
+            if nonce is None:
+                raise RuntimeError("no nonce in the auth module's challenge")
+            challenges.append(digest_rules.Challenge(
+                algorithm, nonce[1], digest_rules.opaque_for(self.secret, nonce[1], algorithm)))
+        self.event("sent", "407 Proxy Authentication Required",
+                   f"cseq={KSR.pv.get('$cs')} why={why.replace(' ', '_')} challenges="
+                   + ",".join(c.summary() for c in challenges))
+        KSR.hdr.append_to_reply("".join(c.header(self.realm) for c in challenges))
+        KSR.sl.send_reply(407, "Proxy Authentication Required")
 
     # ---- helpers --------------------------------------------------------------------------
 
