@@ -9,18 +9,71 @@ Meta starts refusing re-INVITEs).
 
 from __future__ import annotations
 
+import posixpath
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from esl.settings import ControllerSettings
 
 TEMPLATES = (
-    "sofia_wa_edge.xml",
-    "dialplan_whatsapp.xml",
-    "acl.conf.xml",
-    "event_socket.conf.xml",
-    "modules.conf.xml",
+    "freeswitch.xml",
+    "vars.xml",
+    "autoload_configs/switch.conf.xml",
+    "autoload_configs/modules.conf.xml",
+    "autoload_configs/console.conf.xml",
+    "autoload_configs/logfile.conf.xml",
+    "autoload_configs/acl.conf.xml",
+    "autoload_configs/event_socket.conf.xml",
+    "autoload_configs/sofia.conf.xml",
+    "autoload_configs/opus.conf.xml",
+    "sip_profiles/wa-edge.xml",
+    "dialplan/whatsapp.xml",
 )
+"""The rendered configuration folder, as FreeSWITCH's own conf/ lays it out; ``freeswitch.xml``
+includes every other file by name (``-conf DIR`` is all FreeSWITCH needs)."""
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    why: str
+
+
+BASE_MODULES = (
+    Module("mod_console", "log to the console when run in the foreground (-nf)"),
+    Module("mod_logfile", "freeswitch.log in the -log folder"),
+    Module("mod_event_socket", "the Event Socket wa-esl connects to"),
+    Module("mod_sofia", "SIP: the wa-edge profile and gateway"),
+    Module("mod_commands", "API commands wa-esl uses (originate, uuid_exists, uuid_kill, ...)"),
+    Module("mod_dptools", "dialplan applications (socket, answer, park, bridge, silence_stream://)"),
+    Module("mod_dialplan_xml", "the whatsapp dialplan context"),
+    Module("mod_opus", "OPUS 48 kHz: Meta offers and expects it on every call"),
+)
+IVR_MODULES = (
+    Module("mod_sndfile", "IVR routes: playback of WAV files"),
+    Module("mod_tone_stream", "IVR routes: tone_stream:// prompts"),
+)
+CODEC_MODULES = {"OPUS": "mod_opus"}  # PCMU/PCMA are built into the core
+
+
+def required_modules(settings: ControllerSettings) -> list[Module]:
+    """The modules the site's settings need, and only those (ivr routes add file formats)."""
+    modules = list(BASE_MODULES)
+    if any(route.target.action == "ivr" for route in settings.routes):
+        modules += IVR_MODULES
+    return modules
+
+
+CORE_DEFAULTS: dict[str, object] = {
+    "loglevel": "info",
+    "logfile_levels": "info,notice,warning,err,crit,alert",
+    "max_sessions": 1000,
+    "sessions_per_second": 200,
+    "rtp_start_port": 16384,
+    "rtp_end_port": 32768,
+}
+"""switch.conf values: enough sessions per second for bench-esl's real-switch phase."""
 
 SOFIA_PROFILE_PARAMS = frozenset(
     {
@@ -33,6 +86,7 @@ SOFIA_PROFILE_PARAMS = frozenset(
         "rtp-timeout-sec", "rtp-hold-timeout-sec", "tls", "tls-only", "tls-sip-port",
         "tls-cert-dir", "tls-version", "tls-verify-policy", "tls-verify-in-subjects",
         "tls-verify-date", "tls-verify-depth", "sip-trace", "debug", "manage-presence",
+        "rtcp-audio-interval-msec",
         "challenge-realm", "nonce-ttl", "accept-blind-reg", "caller-id-type",
     }
 )
@@ -70,6 +124,8 @@ class FreeswitchSite:
 def freeswitch_context(settings: ControllerSettings, site: FreeswitchSite) -> dict[str, object]:
     """The Jinja context of every ``templates/freeswitch`` template."""
     return {
+        "modules": required_modules(settings),
+        "core": CORE_DEFAULTS,
         "gateway_name": settings.freeswitch.gateway,
         "edge_proxy": site.edge_proxy,
         "sip_ip": site.sip_ip,
@@ -92,13 +148,33 @@ def freeswitch_context(settings: ControllerSettings, site: FreeswitchSite) -> di
     }
 
 
+_INCLUDE = re.compile(r'<X-PRE-PROCESS\s+cmd="include"\s+data="([^"]+)"')
+
+
+def check_complete(files: dict[str, str]) -> list[str]:
+    """Problems with the folder as a whole: an include that names no rendered file.
+
+    FreeSWITCH only logs "No files to include" and starts without it, e.g. without the profile.
+    """
+    problems = []
+    for name, text in files.items():
+        folder = posixpath.dirname(name)
+        for target in _INCLUDE.findall(text):
+            path = posixpath.normpath(posixpath.join(folder, target))
+            if path not in files:
+                problems.append(f"{name}: includes {target}, which is not rendered")
+    return problems
+
+
 def check_rendered_xml(name: str, text: str) -> list[str]:
     """Problems in one rendered file: XML syntax, unknown sofia parameter names."""
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
         return [f"{name}: not well-formed XML: {exc}"]
-    problems = []
+    problems: list[str] = []
+    if root.tag == "configuration" and root.get("name") != "sofia.conf":
+        return problems  # other modules' <profile>s (logfile.conf) have their own params
     for profile in root.iter("profile"):
         for param in profile.iterfind("settings/param"):
             param_name = param.get("name", "")

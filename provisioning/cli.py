@@ -58,8 +58,8 @@ def render(
         raise typer.Exit(EXIT_FAILED) from None
     out.print(f"rendered the Kamailio edge into {target}")
     out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")
-    out.print(f"rendered the FreeSWITCH side into {fs_target}: put sofia_wa_edge.xml in "
-              "sip_profiles/, dialplan_whatsapp.xml in dialplan/, the *.conf.xml in autoload_configs/")
+    out.print(f"rendered the FreeSWITCH configuration into {fs_target}: start FreeSWITCH with "
+              f"-conf {fs_target} (it includes nothing else)")
 
 
 # apply, sync, rotate-password, status, doctor: the Graph-facing commands (commands.py).

@@ -128,10 +128,12 @@ def replace_folder(target: Path, files: dict[str, str], private: frozenset[str] 
         try:
             for name, text in files.items():
                 path = staging / name
+                path.parent.mkdir(parents=True, exist_ok=True)  # names may hold sub-folders
                 path.write_text(text, encoding="utf-8")
                 os.chmod(path, 0o600 if name in private else 0o640)
             target.mkdir(exist_ok=True)
             for name in files:
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging / name, target / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Render the FreeSWITCH side of the bundle from templates/freeswitch/ into OUT/freeswitch/.
 
-Same contract as the Kamailio side: everything renders and passes the checks (well-formed XML,
+A complete configuration folder: `freeswitch -conf OUT/freeswitch` starts a stock FreeSWITCH
+with it and nothing else. Same contract as the Kamailio side: everything renders and passes the checks (well-formed XML,
 only sofia parameter names FreeSWITCH knows) before any file is swapped in. The Event Socket
 file holds the ESL password, so it is written 0600.
 """
@@ -11,16 +12,17 @@ from pathlib import Path
 
 import jinja2
 
-from esl.fsconfig import TEMPLATES, check_rendered_xml, freeswitch_context
+from esl.fsconfig import TEMPLATES, check_complete, check_rendered_xml, freeswitch_context
 from esl.site import controller_settings, freeswitch_site
 from provisioning.config import SiteConfig, split_host_port
 from provisioning.render import RenderError, replace_folder, template_environment
 
-SECRET_FILES = frozenset({"event_socket.conf.xml"})
+SECRET_FILES = frozenset({"autoload_configs/event_socket.conf.xml"})
 
 
 def render_freeswitch(cfg: SiteConfig, out: Path) -> Path:
-    """Write OUT/freeswitch/{sofia_wa_edge.xml,dialplan_whatsapp.xml,...}; return the folder."""
+    """Write the whole configuration folder OUT/freeswitch/ (freeswitch.xml and what it
+    includes, see esl.fsconfig.TEMPLATES); return the folder."""
     target = out.resolve() / "freeswitch"
     profile = cfg.freeswitch.profile
     profile_port, port_key = (profile.tls_port, "tls_port") if profile.tls else (profile.sip_port, "sip_port")
@@ -42,6 +44,7 @@ def render_freeswitch(cfg: SiteConfig, out: Path) -> Path:
         except jinja2.TemplateError as error:
             raise RenderError(f"template freeswitch/{name}.j2: {error}") from None
     problems = [p for name, text in files.items() for p in check_rendered_xml(name, text)]
+    problems += check_complete(files)
     if problems:
         raise RenderError("rendered FreeSWITCH files failed their checks: " + "; ".join(problems))
     replace_folder(target, files, private=SECRET_FILES)

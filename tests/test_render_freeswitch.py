@@ -47,20 +47,21 @@ def params(path: Path) -> dict[str, str]:
 def test_render_writes_every_file_and_keeps_the_esl_password_private(tmp_path: Path) -> None:
     cfg = example_with({"esl": {"freeswitch": {"password": "s3cret-esl"}}})
     target = render_freeswitch(cfg, tmp_path)
-    assert sorted(p.name for p in target.iterdir()) == sorted(TEMPLATES)
-    socket_file = target / "event_socket.conf.xml"
+    written = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert written == sorted(TEMPLATES)
+    socket_file = target / "autoload_configs/event_socket.conf.xml"
     assert stat.S_IMODE(socket_file.stat().st_mode) == 0o600
     assert params(socket_file)["password"] == "s3cret-esl"
-    assert stat.S_IMODE((target / "sofia_wa_edge.xml").stat().st_mode) == 0o640
+    assert stat.S_IMODE((target / "sip_profiles/wa-edge.xml").stat().st_mode) == 0o640
 
 
 def test_profile_faces_the_edges_internal_socket(tmp_path: Path) -> None:
     target = render_freeswitch(load_config(EXAMPLE_CONFIG), tmp_path)
-    profile = params(target / "sofia_wa_edge.xml")
+    profile = params(target / "sip_profiles/wa-edge.xml")
     assert profile["proxy"] == "10.0.0.5:5060"  # listen.internal of the example
     assert profile["sip-port"] == "5080"
     assert profile["apply-candidate-acl"] == "wan.auto"
-    acl = ET.parse(target / "acl.conf.xml").getroot()
+    acl = ET.parse(target / "autoload_configs/acl.conf.xml").getroot()
     edge_list = next(x for x in acl.iter("list") if x.get("name") == "wa-edge")
     assert [n.get("cidr") for n in edge_list] == ["10.0.0.5/32"]
 
@@ -68,13 +69,13 @@ def test_profile_faces_the_edges_internal_socket(tmp_path: Path) -> None:
 def test_candidate_networks_make_their_own_list(tmp_path: Path) -> None:
     cfg = example_with({"freeswitch": {"profile": {"candidate_networks": ["157.240.0.0/16"]}}})
     target = render_freeswitch(cfg, tmp_path)
-    assert params(target / "sofia_wa_edge.xml")["apply-candidate-acl"] == "wa-candidates"
-    assert 'cidr="157.240.0.0/16"' in (target / "acl.conf.xml").read_text()
+    assert params(target / "sip_profiles/wa-edge.xml")["apply-candidate-acl"] == "wa-candidates"
+    assert 'cidr="157.240.0.0/16"' in (target / "autoload_configs/acl.conf.xml").read_text()
 
 
 def test_each_number_gets_its_srtp_mode_from_the_numbers_table(tmp_path: Path) -> None:
     target = render_freeswitch(two_numbers(), tmp_path)
-    dialplan = (target / "dialplan_whatsapp.xml").read_text()
+    dialplan = (target / "dialplan/whatsapp.xml").read_text()
     assert "rtp_secure_media_inbound=mandatory:AES_CM_128_HMAC_SHA1_80:AEAD_AES_256_GCM" in dialplan
     assert "wa_srtp_mode=DTLS" in dialplan and "wa_srtp_mode=SDES" in dialplan
 
@@ -119,7 +120,7 @@ def test_cli_render_writes_both_sides(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["render", "-c", str(EXAMPLE_CONFIG), "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "kamailio" / "kamailio.cfg").is_file()
-    assert (tmp_path / "freeswitch" / "dialplan_whatsapp.xml").is_file()
+    assert (tmp_path / "freeswitch" / "dialplan/whatsapp.xml").is_file()
 
 
 def test_cli_render_failure_exits_1_and_names_the_problem(tmp_path: Path) -> None:

@@ -8,13 +8,20 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from esl.fsconfig import TEMPLATES, FreeswitchSite, check_rendered_xml, freeswitch_context
+from esl.fsconfig import (
+    TEMPLATES,
+    FreeswitchSite,
+    check_complete,
+    check_rendered_xml,
+    freeswitch_context,
+)
 from esl.settings import ControllerSettings
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "freeswitch"
 
 
-def render_all(tls: bool = False, password: str = "p<&>\"'") -> dict[str, str]:
+def render_all(tls: bool = False, password: str = "p<&>\"'",
+               routes: list[dict[str, object]] | None = None) -> dict[str, str]:
     settings = ControllerSettings.model_validate(
         {
             "freeswitch": {"password": password, "gateway": "wa-edge"},
@@ -23,6 +30,7 @@ def render_all(tls: bool = False, password: str = "p<&>\"'") -> dict[str, str]:
                 {"business_number": "+15550100001", "srtp_mode": "SDES"},
                 {"business_number": "+15550100002", "srtp_mode": "DTLS"},
             ],
+            "routes": routes or [],
         }
     )
     site = FreeswitchSite(
@@ -54,18 +62,20 @@ def params(text: str) -> dict[str, str]:
 
 
 def test_profile_sets_what_meta_requires() -> None:
-    profile = params(render_all()["sofia_wa_edge.xml"])
+    profile = params(render_all()["sip_profiles/wa-edge.xml"])
     assert profile["enable-timer"] == "false"
     assert profile["disable-hold"] == "true"
     assert profile["codec-prefs"].startswith("OPUS")
     assert profile["inbound-late-negotiation"] == "true"
+    # without a timer a playback blocks on the peer's RTP and the BYE waits behind it
+    assert profile["rtp-timer-name"] == "soft"
     assert profile["apply-candidate-acl"] == "wa-candidates"
     assert "tls" not in profile
-    assert params(render_all(tls=True)["sofia_wa_edge.xml"])["tls-version"] == "tlsv1.2,tlsv1.3"
+    assert params(render_all(tls=True)["sip_profiles/wa-edge.xml"])["tls-version"] == "tlsv1.2,tlsv1.3"
 
 
 def test_dialplan_hands_calls_to_the_controller_with_per_number_srtp() -> None:
-    root = ET.fromstring(render_all()["dialplan_whatsapp.xml"])
+    root = ET.fromstring(render_all()["dialplan/whatsapp.xml"])
     extensions = {e.get("name"): e for e in root.iter("extension")}
     sdes = [a.get("data") for a in extensions["wa-15550100001"].iter("action")]
     dtls = [a.get("data") for a in extensions["wa-15550100002"].iter("action")]
@@ -77,7 +87,7 @@ def test_dialplan_hands_calls_to_the_controller_with_per_number_srtp() -> None:
 
 
 def test_password_with_xml_characters_is_escaped() -> None:
-    assert params(render_all()["event_socket.conf.xml"])["password"] == "p<&>\"'"
+    assert params(render_all()["autoload_configs/event_socket.conf.xml"])["password"] == "p<&>\"'"
 
 
 def test_checker_reports_typos_and_broken_xml() -> None:
@@ -91,3 +101,30 @@ def test_checker_reports_typos_and_broken_xml() -> None:
         "s.xml: unknown sofia gateway param 'proxi'",
     ]
     assert check_rendered_xml("b.xml", "<a>")[0].startswith("b.xml: not well-formed XML")
+
+
+def test_the_root_includes_every_rendered_file_and_nothing_missing() -> None:
+    files = render_all()
+    assert check_complete(files) == []
+    root = files["freeswitch.xml"]
+    for name in TEMPLATES:
+        if name.startswith("autoload_configs/") or name.startswith("dialplan/") or name == "vars.xml":
+            assert f'data="{name}"' in root, name
+    assert 'data="../sip_profiles/wa-edge.xml"' in files["autoload_configs/sofia.conf.xml"]
+    del files["autoload_configs/opus.conf.xml"]
+    assert check_complete(files) == [
+        "freeswitch.xml: includes autoload_configs/opus.conf.xml, which is not rendered"]
+
+
+def loaded_modules(files: dict[str, str]) -> list[str]:
+    root = ET.fromstring(files["autoload_configs/modules.conf.xml"])
+    return [m.get("module", "") for m in root.iter("load")]
+
+
+def test_only_the_modules_the_site_needs_are_loaded() -> None:
+    plain = loaded_modules(render_all(routes=[{"name": "p", "target": {"action": "park"}}]))
+    assert "mod_opus" in plain and "mod_sofia" in plain and "mod_event_socket" in plain
+    assert "mod_sndfile" not in plain and "mod_loopback" not in plain
+    ivr = loaded_modules(render_all(routes=[
+        {"name": "menu", "target": {"action": "ivr", "destination": "playback /srv/menu.wav"}}]))
+    assert "mod_sndfile" in ivr and "mod_tone_stream" in ivr
