@@ -1,8 +1,9 @@
 """Render the FreeSWITCH side of the bundle from templates/freeswitch/ into OUT/freeswitch/.
 
 A complete configuration folder: `freeswitch -conf OUT/freeswitch` starts a stock FreeSWITCH
-with it and nothing else. Same contract as the Kamailio side: everything renders and passes the checks (well-formed XML,
-only sofia parameter names FreeSWITCH knows) before any file is swapped in. The Event Socket
+with it and nothing else. Same contract as the Kamailio side: everything renders and passes the
+checks (well-formed XML, every include rendered, only sofia parameter names FreeSWITCH knows)
+before any file is swapped in. The Event Socket
 file holds the ESL password, so it is written 0600.
 """
 
