@@ -69,6 +69,10 @@ META_ANSWERS_BY_FLOW = {answer.flow: answer for answer in META_ANSWERS}
 # accepts both forms the field traces allow (digest_rules.URI_FORMS).
 BARE_URI_ONLY_NUMBER = "+15559995403"
 DIGEST_URI_FORMS: dict[str, tuple[str, ...]] = {BARE_URI_ONLY_NUMBER: ("to-without-params",)}
+# Meta as it would be if it dropped MD5: calling this number, the 407 offers SHA-256 only, which
+# Kamailio's uac cannot answer. Every other number gets both challenges, SHA-256 first.
+SHA256_ONLY_NUMBER = "+15559996407"
+CHALLENGE_ALGORITHMS: dict[str, tuple[str, ...]] = {SHA256_ONLY_NUMBER: ("SHA-256",)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class MetaStandin:
                         for number, number_id in numbers.items()},
             "answers": {a.called_number: [a.status, a.reason] for a in META_ANSWERS},
             "digest_uri_forms": {number: list(forms) for number, forms in DIGEST_URI_FORMS.items()},
+            "challenge_algorithms": {number: list(algorithms)
+                                     for number, algorithms in CHALLENGE_ALGORITHMS.items()},
             "whatsapp_user": f"sip:127.0.0.1:{ports.whatsapp_user}",
             "record_route": f"127.0.0.1:{ports.public};transport=tls",
             "events": str(self.events_file),

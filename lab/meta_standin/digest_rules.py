@@ -42,7 +42,8 @@ class Challenge:
                 f'opaque="{self.opaque}",algorithm={self.algorithm},qop="auth"\r\n')
 
     def summary(self) -> str:
-        return f"{self.algorithm}:{self.nonce}/{self.opaque}"
+        """`ALGORITHM:nonce:opaque` for the events file (':' is in neither base64 nor hex)."""
+        return f"{self.algorithm}:{self.nonce}:{self.opaque}"
 
 
 def opaque_for(secret: bytes, nonce: str, algorithm: str) -> str:

@@ -61,6 +61,10 @@ class MetaStandin:
         assert isinstance(uri_forms, dict)
         # called number -> the digest uri forms Meta accepts for it (default: both)
         self.uri_forms: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in uri_forms.items()}
+        algorithms = settings.get("challenge_algorithms", {})
+        assert isinstance(algorithms, dict)
+        # called number -> the challenges its 407 carries (default: SHA-256 then MD5)
+        self.algorithms: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in algorithms.items()}
         # Made in mod_init, before Kamailio forks: every worker binds opaques with the same key.
         self.secret = secrets.token_bytes(32)
 
@@ -188,11 +192,11 @@ class MetaStandin:
         """
         value = KSR.hdr.get("Proxy-Authorization")
         if value is None:
-            self.challenge("no credentials")
+            self.challenge(called, "no credentials")
             return False
         fields = digest_rules.parse_digest(str(value))
         if fields is None:
-            self.challenge("credentials are not a digest")
+            self.challenge(called, "credentials are not a digest")
             return False
         to_uri = str(KSR.kx.get_turi())
         forms = self.uri_forms.get(called, digest_rules.URI_FORMS)
@@ -205,12 +209,12 @@ class MetaStandin:
         user = fields.get("username", "")
         number = self.numbers.get(user)
         if algorithm is None or number is None or fields.get("realm") != self.realm:
-            self.challenge(why if algorithm is None else f"unknown user {user!r} or realm")
+            self.challenge(called, why if algorithm is None else f"unknown user {user!r} or realm")
             return False
         KSR.auth.auth_algorithm(algorithm)
         result = KSR.auth.pv_auth_check(self.realm, number["password"], 0, 0)
         if result != 1:
-            self.challenge(f"{algorithm} answer refused by the auth module ({result})")
+            self.challenge(called, f"{algorithm} answer refused by the auth module ({result})")
             return False
         KSR.auth.consume_credentials()
         self.event("auth", f"accepted {algorithm}",
@@ -218,14 +222,14 @@ class MetaStandin:
                    f"uri={fields.get('uri')} to={to_uri} nc={fields.get('nc')}")
         return True
 
-    def challenge(self, why: str) -> None:
+    def challenge(self, called: str, why: str) -> None:
         """Meta's 407: a SHA-256 then an MD5 challenge, each with its own nonce and opaque.
 
         The nonces come from Kamailio's auth module (nonce_count on, so each is unique and can
         be answered once per count); the opaques bind each nonce to its algorithm.
         """
         challenges = []
-        for algorithm in digest_rules.CHALLENGE_ALGORITHMS:
+        for algorithm in self.algorithms.get(called, digest_rules.CHALLENGE_ALGORITHMS):
             KSR.auth.auth_algorithm(algorithm)
             if KSR.auth.auth_get_www_authenticate(self.realm, QOP_AUTH, "$var(challenge)") < 0:
                 raise RuntimeError("auth module made no challenge")
