@@ -3,6 +3,7 @@ for until they listen, and always stopped (process group, TERM then KILL)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -89,6 +90,15 @@ class ManagedProcess:
             process.wait(timeout=grace)
         except ProcessLookupError:
             pass
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """SIGKILL at once (a crash, for tests that restart a component)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -1,0 +1,49 @@
+"""A real FreeSWITCH on loopback, rendered by `provision render`'s own code from the example
+site config; skipped only where none is installed (`make test` installs it, so CI runs them)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.edge import EXAMPLE_CONFIG, merge
+from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate, loopback_overrides
+from lab.processes import free_port
+from provisioning.config import SiteConfig
+from provisioning.freeswitch_binary import freeswitch_available
+
+ESL_PASSWORD = "esl-Secret-42"
+
+pytestmark = pytest.mark.skipif(not freeswitch_available(),
+                                reason="no FreeSWITCH: run scripts/install-freeswitch")
+
+
+def site_config(ports: FreeswitchPorts, edge: str, changes: dict[str, Any] | None = None) -> SiteConfig:
+    raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    raw = merge(raw, loopback_overrides(ports, edge, ESL_PASSWORD))
+    return SiteConfig.model_validate(merge(raw, changes or {}))
+
+
+@pytest.fixture(scope="session")
+def dtls_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One RSA-4096 DTLS certificate for every FreeSWITCH of the session (saves ~10 s each)."""
+    return dtls_certificate(tmp_path_factory.mktemp("fs-dtls") / "dtls-srtp.pem")
+
+
+@pytest.fixture(scope="module")
+def edge_port() -> int:
+    """Where the (absent) edge would listen: the profile's only allowed source is 127.0.0.1."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def freeswitch(tmp_path_factory: pytest.TempPathFactory, dtls_pem: Path,
+               edge_port: int) -> Iterator[FreeswitchLab]:
+    ports = FreeswitchPorts()
+    config = site_config(ports, f"127.0.0.1:{edge_port}")
+    with FreeswitchLab(tmp_path_factory.mktemp("freeswitch"), config, dtls_pem) as lab:
+        yield lab
