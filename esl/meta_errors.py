@@ -27,6 +27,15 @@ META_ERRORS: tuple[MetaError, ...] = (
         "From number is not a registered WhatsApp business number: correct the number",
         "asset not found",
     ),
+    # Before sip_server_mismatch: both phrases hold "does not match".
+    MetaError(
+        "meta_auth_uri_mismatch",
+        403,
+        'Proxy auth uri does not match SIP "to" uri',
+        "Meta refused the edge's digest answer: its uri is not the To URI (the edge sends "
+        "request URI = To = digest uri; a proxy between may rewrite To): report the trace",
+        "proxy auth uri",
+    ),
     MetaError(
         "sip_server_mismatch",
         403,

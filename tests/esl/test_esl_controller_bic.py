@@ -158,3 +158,12 @@ async def test_originate_without_freeswitch_fails_clearly(tmp_path: Path) -> Non
 )
 def test_edge_diagnosis_header_is_parsed_strictly(header: str | None, expected: str | None) -> None:
     assert edge_diagnosis(header) == expected
+
+
+def test_meta_digest_uri_refusal_is_not_taken_for_a_from_domain_mismatch() -> None:
+    """Both of Meta's 403 phrases hold "does not match"; without the edge's X-WA-Diagnosis the
+    fallback table must still tell Meta's refusal of our digest uri from a From-domain error."""
+    diagnosis = diagnose_sip_failure(403, 'Proxy auth uri does not match SIP "to" uri')
+    assert diagnosis == META_ERRORS_BY_KEY["meta_auth_uri_mismatch"].diagnosis
+    assert diagnose_sip_failure(403, META_ERRORS_BY_KEY["sip_server_mismatch"].phrase) == \
+        META_ERRORS_BY_KEY["sip_server_mismatch"].diagnosis
