@@ -29,6 +29,7 @@ from esl.controller import Controller
 from esl.errors import EslError
 from esl.event import Event
 from esl.gctune import tune_gc
+from esl.prometheus import MetricsListenError
 from esl.settings import ControllerSettings, SettingsError
 from esl.site import load_controller_settings
 
@@ -79,6 +80,9 @@ async def _run(settings: ControllerSettings) -> None:
             loop.add_signal_handler(signum, stop.set)
     try:
         await controller.start()
+    except MetricsListenError as exc:
+        await controller.stop()
+        raise _fail("esl.metrics_listen", exc, 1) from exc
     except OSError as exc:
         raise _fail(f"cannot listen on {settings.listen.host}:{settings.listen.port}", exc, 1) from exc
     tune_gc()

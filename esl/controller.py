@@ -19,7 +19,9 @@ from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.client import EslConnection, connect_inbound, serve_outbound
 from esl.errors import ConnectionClosed, EslError
 from esl.event import Event
+from esl.listen_address import parse_listen_address
 from esl.metrics import LatencySamples
+from esl.prometheus import ControllerMetrics, MeteredCdrStore, MetricsEndpoint, metered_uic
 from esl.settings import ControllerSettings
 from esl.uic import UicHandler
 
@@ -35,7 +37,9 @@ MISSED_DIAGNOSIS = (
 class Controller:
     def __init__(self, settings: ControllerSettings, store: CdrStore | None = None) -> None:
         self.settings = settings
-        self.store = store or CdrStore(settings.cdr_db)
+        self.metrics = ControllerMetrics()
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self.store = store or MeteredCdrStore(settings.cdr_db, self.metrics)
         self.latency = LatencySamples()
         self.uic = UicHandler(settings, self.store, self.latency)
         self.inbound: EslConnection | None = None
@@ -47,10 +51,14 @@ class Controller:
 
     async def start(self, *, inbound: bool = True) -> None:
         listen = self.settings.listen
-        self._server = await serve_outbound(self.uic, listen.host, listen.port)
+        self._server = await serve_outbound(metered_uic(self.uic, self.metrics), listen.host,
+                                            listen.port)
         self.listen_port = self._server.sockets[0].getsockname()[1]
         log.info("listening for FreeSWITCH outbound sockets on %s:%s", listen.host,
                  self.listen_port)
+        if self.settings.metrics_listen is not None:
+            self.metrics_endpoint = self.metrics.serve(
+                *parse_listen_address(self.settings.metrics_listen, any_port=True))
         if inbound:
             self._inbound_task = asyncio.get_running_loop().create_task(self._keep_inbound())
 
@@ -65,6 +73,9 @@ class Controller:
             self._server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+            self.metrics_endpoint = None
 
     async def _keep_inbound(self) -> None:
         backoff = Backoff(self.settings.reconnect.initial_s, self.settings.reconnect.max_s)
@@ -81,14 +92,17 @@ class Controller:
                 self.inbound = connection
                 self.inbound_connects += 1
                 self.inbound_ready.set()
+                self.metrics.esl_up()
                 backoff.reset()
                 log.info("inbound ESL connection to %s:%s up", fs.host, fs.port)
                 await connection.closed
                 log.warning("inbound ESL connection to %s:%s lost", fs.host, fs.port)
             except EslError as exc:
                 log.warning("inbound ESL connection to %s:%s: %s", fs.host, fs.port, exc)
+                self.metrics.esl_connect_failures.inc()
             finally:
                 self.inbound_ready.clear()
+                self.metrics.esl_down()
             await asyncio.sleep(backoff.next_delay())
 
     async def _reconcile(self, connection: EslConnection) -> None:
@@ -110,6 +124,8 @@ class Controller:
     def _on_inbound_event(self, event: Event) -> None:
         if event.name == "CHANNEL_HANGUP_COMPLETE" and is_whatsapp_call(event):
             self.store.upsert(record_from_hangup(event))
+            if event.variable("wa_direction") == "bic":
+                self.metrics.bic_hangup(event)
 
     async def originate(self, request: BicRequest, *, ready_timeout: float = 10.0) -> BicResult:
         """Place a BIC over the inbound connection (waits briefly for it to be up)."""
@@ -118,4 +134,6 @@ class Controller:
         except TimeoutError as exc:
             raise ConnectionClosed("no inbound ESL connection to FreeSWITCH") from exc
         assert self.inbound is not None
-        return await place_bic(self.inbound, request, self.settings, self.store)
+        result = await place_bic(self.inbound, request, self.settings, self.store)
+        self.metrics.bic_result(result.call_uuid, result.answered)
+        return result

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from esl.listen_address import parse_listen_address
+
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 """A '+', then 7 to 15 digits (the settings and ``esl.bic``; provisioning.config can import it)."""
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
@@ -163,6 +165,15 @@ class ControllerSettings(_Model):
     media: MediaSettings = MediaSettings()
     reconnect: ReconnectSettings = ReconnectSettings()
     linger_s: int = Field(default=30, ge=1)
+    metrics_listen: str | None = None
+    """``address:port`` of the Prometheus endpoint (``/metrics``); None: not served."""
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen_address(value, any_port=True)
+        return value
 
     @field_validator("numbers")
     @classmethod

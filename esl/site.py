@@ -30,6 +30,7 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
         media=esl.media,
         reconnect=esl.reconnect,
         linger_s=esl.linger_s,
+        metrics_listen=esl.metrics_listen,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from esl.listen_address import parse_listen_address
 from esl.settings import (
     E164_PATTERN,
     SDES_SUITES,
@@ -129,21 +130,13 @@ class AuthSection(Strict):
     mode: Literal["challenge", "none"] = Field(
         default="challenge",
         description="'none' is Meta's documented unauthenticated mode: use only with allowed_sources.")
-    challenge_code: Literal[401, 407] = 407
+    challenge_code: Literal[401, 407] = Field(
+        default=407, description="407 (Proxy-Authenticate) or 401 (WWW-Authenticate): Meta "
+        "answers both; the edge then checks Proxy-Authorization or Authorization.")
     nonce_expire: Annotated[int, Field(ge=5, le=3600)] = 30
     failure_limit: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=10, description="Failed digests from one source address before it is locked out.")
     lockout_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
-
-    @field_validator("challenge_code")
-    @classmethod
-    def _code(cls, value: int) -> int:
-        if value == 401:
-            raise ValueError(
-                "401 is not available with Kamailio 5.6: its KEMI exports no check of the "
-                "Authorization header on INVITE (pv_www_authenticate takes 3 parameters, "
-                "KSR.x.modf passes at most 2); use 407, which Meta answers the same way")
-        return value
 
 
 # Shared memory one accepted TLS connection holds once its handshake is done (Kamailio 6.1.4,
@@ -473,6 +466,15 @@ class EslSection(Strict):
     media: MediaSettings = MediaSettings()
     reconnect: ReconnectSettings = ReconnectSettings()
     linger_s: Annotated[int, Field(ge=1)] = 30
+    metrics_listen: str | None = Field(
+        default=None, description="Prometheus endpoint of wa-esl (address:port); unset: off.")
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen_address(value)
+        return value
 
 
 class SiteConfig(Strict):

@@ -1,0 +1,227 @@
+"""The controller's Prometheus metrics, and the HTTP endpoint that serves them.
+
+Not to be confused with esl/metrics.py (latency samples the benchmark reads). One registry per
+controller, so two controllers in one process (tests) never share counters. Labels take values
+from closed sets only: ``direction`` is ``uic`` or ``bic`` and ``outcome`` / ``diagnosis`` come
+from esl/call_outcome.py. Never a number, a call id or a payload: each distinct label value is
+a time series Prometheus keeps, and numbers are personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from esl.call_outcome import ANSWERED, outcome_code
+from esl.cdr import CallRecord, CdrStore
+from esl.client import OutboundSession
+from esl.event import Event
+
+log = logging.getLogger(__name__)
+
+SETUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""CHANNEL_DATA to answer is a few milliseconds when healthy; Meta gives up after seconds."""
+MEDIA_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PENDING_BIC_LIMIT = 10_000
+"""BIC outcomes seen on the hangup event but not yet claimed by their originate (bounded)."""
+
+
+class MetricsListenError(OSError):
+    """The metrics address cannot be bound (taken, not local): the message names it."""
+
+
+class ControllerMetrics:
+    """Every metric ``wa-esl`` exports, with one method per thing that happens."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.calls_active = Gauge(
+            "wasip_esl_calls_active", "WhatsApp calls in progress on FreeSWITCH.",
+            ["direction"], registry=r)
+        self.calls = Counter(
+            "wasip_esl_calls", "Finished call setups: answered, or the diagnosis code why not.",
+            ["direction", "outcome"], registry=r)
+        self.setup_latency = Histogram(
+            "wasip_esl_uic_setup_seconds", "User-initiated calls: CHANNEL_DATA received to "
+            "CHANNEL_ANSWER received.", registry=r, buckets=SETUP_BUCKETS)
+        self.first_media = Histogram(
+            "wasip_esl_first_media_seconds", "Answer to the first media FreeSWITCH sends "
+            "(the silence playback Meta waits for).", ["direction"], registry=r,
+            buckets=MEDIA_BUCKETS)
+        self.media_timeouts = Counter(
+            "wasip_esl_media_timeouts", "Calls FreeSWITCH ended for lack of media.",
+            ["direction"], registry=r)
+        self.originates = Counter(
+            "wasip_esl_originate", "Business-initiated originate results by diagnosis code.",
+            ["diagnosis"], registry=r)
+        self.cdr_writes = Counter(
+            "wasip_esl_cdr_writes", "CDR rows written (inserted or merged).", registry=r)
+        self.cdr_write_failures = Counter(
+            "wasip_esl_cdr_write_failures", "CDR writes that failed.", registry=r)
+        self.esl_connected = Gauge(
+            "wasip_esl_connected", "1 while the inbound Event Socket connection is up.",
+            registry=r)
+        self.esl_reconnects = Counter(
+            "wasip_esl_reconnects", "Inbound Event Socket connections made after the first.",
+            registry=r)
+        self.esl_connect_failures = Counter(
+            "wasip_esl_connect_failures", "Inbound Event Socket connection attempts that failed.",
+            registry=r)
+        for direction in ("uic", "bic"):
+            self.calls_active.labels(direction)  # exported as 0 from the start
+        self._connects = 0
+        self._active_bic: set[str] = set()
+        self._ended_bic: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()  # the HTTP thread only reads; this guards our own sets
+
+    # ---- Event Socket -----------------------------------------------------------------
+
+    def esl_up(self) -> None:
+        self._connects += 1
+        if self._connects > 1:
+            self.esl_reconnects.inc()
+        self.esl_connected.set(1)
+
+    def esl_down(self) -> None:
+        self.esl_connected.set(0)
+
+    # ---- calls ------------------------------------------------------------------------
+
+    def uic_ended(self, outcome: str, *, answered: bool) -> None:
+        self.calls.labels("uic", outcome).inc()
+        if answered:
+            self.calls_active.labels("uic").dec()
+
+    def bic_hangup(self, event: Event) -> None:
+        """A BIC leg ended: an answered one leaves the active set, a refused one waits for
+        its originate to claim the diagnosis (FreeSWITCH sends the hangup before the job)."""
+        call_uuid = event.unique_id
+        with self._lock:
+            if call_uuid in self._active_bic:
+                self._active_bic.discard(call_uuid)
+                self.calls_active.labels("bic").dec()
+                return
+            self._ended_bic[call_uuid] = outcome_code(event)
+            while len(self._ended_bic) > PENDING_BIC_LIMIT:
+                self._ended_bic.popitem(last=False)
+
+    def bic_result(self, call_uuid: str, answered: bool) -> None:
+        with self._lock:
+            ended = self._ended_bic.pop(call_uuid, None)
+            if answered:
+                outcome = ANSWERED
+                if ended is None:
+                    self._active_bic.add(call_uuid)
+                    self.calls_active.labels("bic").inc()
+            else:
+                outcome = ended if ended not in (None, ANSWERED) else "not_answered"
+        self.originates.labels(outcome).inc()
+        self.calls.labels("bic", outcome).inc()
+
+    def record_written(self, record: CallRecord) -> None:
+        self.cdr_writes.inc()
+        if record.state != "ended" or record.direction not in ("uic", "bic"):
+            return
+        if record.media_timeout:
+            self.media_timeouts.labels(record.direction).inc()
+        if record.first_media_ms is not None:
+            self.first_media.labels(record.direction).observe(record.first_media_ms / 1000)
+
+    # ---- the endpoint -----------------------------------------------------------------
+
+    def serve(self, host: str, port: int) -> MetricsEndpoint:
+        """Serve ``/metrics`` on host:port from a thread; MetricsListenError if it cannot."""
+        try:
+            server, thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise MetricsListenError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+        endpoint = MetricsEndpoint(server, thread)
+        log.info("Prometheus metrics on http://%s:%s/metrics", host, endpoint.port)
+        return endpoint
+
+
+class MetricsEndpoint:
+    """The running HTTP endpoint (prometheus_client's WSGI server in a daemon thread)."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self.port: int = server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class MeteredCdrStore(CdrStore):
+    """The CDR store, counting what it writes and what fails to be written."""
+
+    def __init__(self, path: Path, metrics: ControllerMetrics) -> None:
+        super().__init__(path)
+        self.metrics = metrics
+
+    def upsert(self, record: CallRecord) -> None:
+        try:
+            super().upsert(record)
+        except Exception:
+            self.metrics.cdr_write_failures.inc()
+            raise
+        self.metrics.record_written(record)
+
+
+class TimedOutboundSession(OutboundSession):
+    """An outbound session that notes when CHANNEL_DATA arrived (the setup clock's start)."""
+
+    channel_data_at: float | None = None
+
+    async def connect(self, *, timeout: float = 5.0) -> Event:
+        channel_data = await super().connect(timeout=timeout)
+        self.channel_data_at = time.monotonic()
+        return channel_data
+
+
+def metered_uic(
+    handler: Callable[[OutboundSession], Awaitable[None]], metrics: ControllerMetrics
+) -> Callable[[OutboundSession], Awaitable[None]]:
+    """Wrap the UIC handler: setup latency, active calls, outcome; the handler is unchanged.
+
+    The session's own events (CHANNEL_ANSWER, CHANNEL_HANGUP_COMPLETE, subscribed by the
+    handler) tell the outcome; a socket that closes before the hangup event counts as
+    ``socket_lost`` (its CDR is then written by the inbound connection).
+    """
+
+    async def handle(session: OutboundSession) -> None:
+        timed = TimedOutboundSession(session.connection)
+        answered = False
+        outcome: str | None = None
+
+        def on_event(event: Event) -> None:
+            nonlocal answered, outcome
+            if event.unique_id != timed.uuid:
+                return
+            if event.name == "CHANNEL_ANSWER" and not answered:
+                answered = True
+                metrics.calls_active.labels("uic").inc()
+                if timed.channel_data_at is not None:
+                    metrics.setup_latency.observe(time.monotonic() - timed.channel_data_at)
+            elif event.name == "CHANNEL_HANGUP_COMPLETE" and outcome is None:
+                outcome = outcome_code(event)
+
+        session.connection.on_event(on_event)
+        try:
+            await handler(timed)
+        finally:
+            if timed.channel_data_at is not None:
+                metrics.uic_ended(outcome or "socket_lost", answered=answered)
+
+    return handle
