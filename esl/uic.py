@@ -4,7 +4,8 @@ The plan is a list of applications sent as pipelined ``sendmsg`` commands the mo
 CHANNEL_DATA arrives: ``multiset`` (SRTP for the number's mode, OPUS first, no timers/hold,
 silence when idle, media timeout, our ``wa_*`` tags for the CDR), ``answer``, a short
 ``playback`` of silence (Meta waits for the business's first SRTP packet), then the route's
-target. Calls that cannot be routed are tagged with a diagnosis code and hung up.
+target (``bridge``, an IVR application, or nothing for ``park``: the async socket holds the
+call parked already). Calls that cannot be routed are tagged with a diagnosis code and hung up.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def plan_uic(call: WhatsAppCall, settings: ControllerSettings) -> UicPlan:
     elif target.action == "ivr":
         app, _, arg = target.destination.strip().partition(" ")
         apps.append((app, arg))
-    else:
-        apps.append(("park", ""))
+    # "park": nothing to send. The dialplan's `socket ... async` already parks the channel
+    # while we control it, and FreeSWITCH refuses a second park ("Cannot park channels that
+    # are under control already"); the call stays parked until it ends or we send more.
     return UicPlan(apps=apps, route=route, srtp_mode=number.srtp_mode)
 
 
@@ -156,6 +158,25 @@ def initial_record(call: WhatsAppCall, plan: UicPlan) -> CallRecord:
     )
 
 
+def outcome_line(record: CallRecord) -> str:
+    """One log line per ended call: what an operator greps for (no payloads: they are
+    untrusted text and may be personal)."""
+    duration = f"{record.fs_duration_s:.1f}s" if record.fs_duration_s is not None else "-"
+    parts = [
+        f"{record.direction or 'call'} {record.call_uuid} ended: {record.hangup_cause or '-'}",
+        f"wacid={record.wacid if record.wacid and _SAFE_TAG.match(record.wacid) else '-'}",
+        f"business={record.business_number or '-'}",
+        f"route={record.route or '-'}",
+        f"srtp={record.srtp_mode or '-'}",
+        f"duration={duration}",
+    ]
+    if record.sip_status:
+        parts.append(f"sip={record.sip_status}")
+    if record.diagnosis:
+        parts.append(f"diagnosis={record.diagnosis!r}")
+    return " ".join(parts)
+
+
 class UicHandler:
     """Runs one outbound socket session per user-initiated call."""
 
@@ -205,10 +226,15 @@ class UicHandler:
         finally:
             finished.cancel()
         if tracker.hangup_complete is not None:
-            record = record_from_hangup(tracker.hangup_complete)
-            self.store.upsert(replace(record, first_media_ms=tracker.first_media_ms))
+            record = replace(record_from_hangup(tracker.hangup_complete),
+                             first_media_ms=tracker.first_media_ms)
+            self.store.upsert(record)
+            log.info("%s", outcome_line(record))
         elif plan.hangup_cause is None:
             raise EslError(f"call {session.uuid}: socket closed before the call ended")
+        else:
+            log.info("uic %s refused: %s (%s)", session.uuid, plan.diagnosis_code,
+                     plan.hangup_cause)
 
     def _warn_not_full(self, session: OutboundSession) -> None:
         if not self._warned_not_full:

@@ -47,3 +47,33 @@ def freeswitch(tmp_path_factory: pytest.TempPathFactory, dtls_pem: Path,
     config = site_config(ports, f"127.0.0.1:{edge_port}")
     with FreeswitchLab(tmp_path_factory.mktemp("freeswitch"), config, dtls_pem) as lab:
         yield lab
+
+
+SDES_NUMBER = "+15550100001"
+DTLS_NUMBER = "+15550100002"
+META_USER = "+15550123456"
+
+
+def two_numbers(cdr_db: Path) -> dict[str, Any]:
+    """An SDES and a DTLS number, CDRs in the test's folder, the example's routes (park)."""
+    return {
+        "numbers": [
+            {"business_number": SDES_NUMBER, "phone_number_id": "100000000000001",
+             "srtp_mode": "SDES"},
+            {"business_number": DTLS_NUMBER, "phone_number_id": "100000000000002",
+             "srtp_mode": "DTLS"},
+        ],
+        "esl": {"cdr_db": str(cdr_db), "linger_s": 5,
+                "reconnect": {"initial_s": 0.05, "max_s": 0.5}},
+    }
+
+
+@pytest.fixture(scope="module")
+def switch(tmp_path_factory: pytest.TempPathFactory, dtls_pem: Path) -> Iterator[FreeswitchLab]:
+    """A FreeSWITCH whose dialplan hands calls to a wa-esl on `switch.config.esl.listen`; the
+    SIPp that plays the edge sends from 127.0.0.1, the profile's only allowed source."""
+    folder = tmp_path_factory.mktemp("switch")
+    ports = FreeswitchPorts()
+    config = site_config(ports, f"127.0.0.1:{free_port()}", two_numbers(folder / "cdr.sqlite3"))
+    with FreeswitchLab(folder, config, dtls_pem) as lab:
+        yield lab
