@@ -9,6 +9,9 @@ FreeSWITCH delivers before the BACKGROUND_JOB result.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -16,13 +19,18 @@ from dataclasses import dataclass
 from esl.cdr import CdrStore
 from esl.client import EslConnection
 from esl.diagnosis import diagnose
+from esl.errors import EslError
 from esl.media import common_variables, dial_variables, srtp_variables
 from esl.settings import E164_PATTERN, ControllerSettings
 
 E164 = re.compile(E164_PATTERN)
 BSUID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 AGENT_DIALSTRING = re.compile(r"^[A-Za-z0-9_.:@/+=;-]{1,256}$")
-ORIGINATE_TIMEOUT_S = 90.0
+RESULT_MARGIN_S = 15.0
+"""FreeSWITCH reports an originate after its own ``originate_timeout``; we wait that much
+longer before we give up on the result and cancel the call ourselves."""
+
+log = logging.getLogger(__name__)
 
 
 class BicRequestError(ValueError):
@@ -53,8 +61,13 @@ class BicResult:
     diagnosis: str = ""
 
 
-def originate_command(request: BicRequest, settings: ControllerSettings, call_uuid: str) -> str:
-    """The ``originate`` API arguments for one BIC (validated, nothing untrusted inside)."""
+def originate_command(request: BicRequest, settings: ControllerSettings, call_uuid: str,
+                      ring_s: float | None = None) -> str:
+    """The ``originate`` API arguments for one BIC (validated, nothing untrusted inside).
+
+    ``ring_s`` (default: the settings' ``originate_timeout_s``) bounds the ringing: FreeSWITCH
+    cancels the INVITE after it and reports the call unanswered.
+    """
     request.validate()
     number = settings.number(request.business_number)
     if number is None:
@@ -63,6 +76,7 @@ def originate_command(request: BicRequest, settings: ControllerSettings, call_uu
         )
     variables = [
         ("origination_uuid", call_uuid),
+        ("originate_timeout", str(math.ceil(ring_s or settings.freeswitch.originate_timeout_s))),
         ("origination_caller_id_number", request.business_number),
         ("origination_caller_id_name", request.business_number),
         ("sip_h_X-WA-Business-Number", request.business_number),
@@ -84,13 +98,41 @@ async def place_bic(
     settings: ControllerSettings,
     store: CdrStore | None = None,
     *,
-    timeout: float = ORIGINATE_TIMEOUT_S,
+    timeout: float | None = None,
+    result_timeout: float | None = None,
 ) -> BicResult:
-    """Originate and report: answered, or why not (SIP status, cause, diagnosis)."""
+    """Originate and report: answered, or why not (SIP status, cause, diagnosis).
+
+    ``timeout``: seconds the call may ring (default: settings' ``originate_timeout_s``).
+    ``result_timeout``: how long to wait for FreeSWITCH's result (default: ring time plus
+    RESULT_MARGIN_S). If it passes, the call is killed by the UUID we chose (``uuid_kill``:
+    CANCEL toward the edge) so nothing keeps ringing, and EslError says so.
+    """
     call_uuid = str(uuid.uuid4())
-    command = originate_command(request, settings, call_uuid)
-    job = await connection.bgapi(command, timeout=timeout)
-    output = job.body.strip()
+    ring_s = timeout or settings.freeswitch.originate_timeout_s
+    command = originate_command(request, settings, call_uuid, ring_s)
+    wait_s = result_timeout if result_timeout is not None else ring_s + RESULT_MARGIN_S
+    try:
+        job = await connection.bgapi(command, timeout=wait_s)
+    except EslError as error:
+        if connection.is_closed:
+            raise
+        with contextlib.suppress(EslError):
+            await connection.api(f"uuid_kill {call_uuid}", timeout=5)
+        log.warning("bic %s from %s to %s: no originate result within %gs; call killed",
+                    call_uuid, request.business_number, request.user, wait_s)
+        raise EslError(f"no originate result from FreeSWITCH within {wait_s:g}s ({error}); "
+                       f"call {call_uuid} was killed (uuid_kill) so it does not ring on") from None
+    result = _result(call_uuid, job.body.strip(), store)
+    status = f" SIP {result.sip_status}" if result.sip_status else ""
+    log.info("bic %s from %s to %s: %s%s%s", call_uuid, request.business_number, request.user,
+             "answered" if result.answered else f"not answered: {result.hangup_cause}", status,
+             "" if result.answered else f"; {result.diagnosis}")
+    return result
+
+
+def _result(call_uuid: str, output: str, store: CdrStore | None) -> BicResult:
+    """The BACKGROUND_JOB output (``+OK <uuid>`` or ``-ERR <CAUSE>``) as a result."""
     if output.startswith("+OK"):
         return BicResult(call_uuid, answered=True, diagnosis="answered")
     cause = output.removeprefix("-ERR").strip() or "NORMAL_UNSPECIFIED"

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from esl.bic import ORIGINATE_TIMEOUT_S, BicRequest, BicRequestError, BicResult, place_bic
+from esl.bic import BicRequest, BicRequestError, BicResult, place_bic
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.cdr_export import to_csv, to_json
 from esl.client import connect_inbound
@@ -97,9 +97,9 @@ def originate(
     business_number: Annotated[str, typer.Option("--from", help="Business number, +E164.")],
     user: Annotated[str, typer.Option("--to", help="WhatsApp user, +E164 or user id.")],
     agent: Annotated[str | None, typer.Option(help="Dial string to bridge to.")] = None,
-    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for an answer.")] = (
-        ORIGINATE_TIMEOUT_S
-    ),
+    timeout: Annotated[float | None, typer.Option(
+        min=1, help="Seconds the call may ring before FreeSWITCH cancels it "
+                    "(default: [esl.freeswitch] originate_timeout_s).")] = None,
 ) -> None:
     """Place a business-initiated call; exit 0 if answered, 3 if refused (with diagnosis)."""
     settings = _settings(config)
@@ -120,7 +120,8 @@ def originate(
     raise typer.Exit(3)
 
 
-async def _originate(settings: ControllerSettings, request: BicRequest, timeout: float) -> BicResult:
+async def _originate(settings: ControllerSettings, request: BicRequest,
+                     timeout: float | None) -> BicResult:
     request.validate()
     fs = settings.freeswitch
     connection = await connect_inbound(

@@ -122,6 +122,9 @@ class FreeswitchSettings(_Model):
     password: SecretStr = SecretStr("ClueCon")
     gateway: str = "wa-edge"
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    originate_timeout_s: int = Field(default=60, ge=1, le=600)
+    """How long a business-initiated call may ring before FreeSWITCH cancels it
+    (``originate_timeout``); without it an unanswered call rang on until killed by hand."""
 
 
 class ListenSettings(_Model):

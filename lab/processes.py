@@ -44,6 +44,20 @@ def wait_for_tcp(host: str, port: int, timeout: float, what: str, log: Path | No
     raise LabError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s{hint}")
 
 
+def wait_for_udp_bound(host: str, port: int, timeout: float, what: str) -> None:
+    """Until something has bound UDP host:port (our own bind fails), e.g. a SIPp UAS that
+    must be listening before a switch sends it an INVITE (else: ICMP unreachable, 503)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise LabError(f"{what} did not bind UDP {host}:{port} within {timeout:.0f} s")
+
+
 class ManagedProcess:
     """One child process with its combined output in `log`."""
 
