@@ -23,7 +23,7 @@ from lab.stunnel import stunnel_client
 from provisioning.config import SiteConfig
 from provisioning.credential_store import credential_for, open_store
 from provisioning.kamailio_binary import KamailioNotFound, kamailio_binary
-from provisioning.kamailio_rpc import RpcError, call
+from provisioning.kamailio_rpc import RpcError, call, reload_credentials
 from provisioning.render import RenderOptions, render_kamailio
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "site.toml"
@@ -36,6 +36,7 @@ class EdgePorts:
     tls: int = field(default_factory=free_port)
     internal: int = field(default_factory=free_port)
     meta_client: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)  # Kamailio's /metrics (xhttp_prom)
     freeswitch: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
     meta: StandinPorts = field(default_factory=lambda: StandinPorts(
         free_port(), free_port(), free_port(), free_port()))
@@ -69,6 +70,7 @@ class EdgeLab:
         self.config_path = config_path
         self.log_level = log_level
         self.processes: list[ManagedProcess] = []
+        self.raw_config: dict[str, Any] = {}  # the site config as a dict, as validated
         folder.mkdir(parents=True, exist_ok=True)
         self.ca: TestCa = make_test_ca(folder / "ca")
         self.config = self._site_config()
@@ -103,8 +105,10 @@ class EdgeLab:
                 {"uri": f"sip:127.0.0.1:{fs1}", "priority": 10},
                 {"uri": f"sip:127.0.0.1:{fs2}", "priority": 5}]}]},
             "bic": {"meta_server": f"127.0.0.1:{self.ports.meta.public}"},
+            "metrics": {"edge_listen": f"127.0.0.1:{self.ports.metrics}"},
         }
-        return SiteConfig.model_validate(merge(merge(raw, loopback), self.overrides))
+        self.raw_config = merge(merge(raw, loopback), self.overrides)
+        return SiteConfig.model_validate(self.raw_config)
 
     @property
     def rpc_socket(self) -> Path:
@@ -181,7 +185,7 @@ class EdgeLab:
             store.close()
 
     def reload_credentials(self) -> None:
-        call(self.rpc_socket, "htable.reload", "wa_creds")
+        reload_credentials(self.rpc_socket)  # as provision sync does (metrics noted too)
 
     def meta_call(self, flow: str, password: str = LAB_PASSWORD,
                   business_number: str | None = None, ruri_params: str = "",
@@ -205,7 +209,10 @@ class EdgeLab:
         return run_sipp_client(flow, "meta", folder or self.folder, self.ports.meta_client,
                                free_port(),
                                keys=all_keys, timeout_s=timeout_s,
-                               extra=["-au", digits, "-ap", password])
+                               extra=["-au", digits, "-ap", password,
+                                      # digest uri = the request URI, as Meta sends it
+                                      "-auth_uri", f"{number}{ruri_params}@"
+                                      f"{self.config.site.sip_domain};transport=tls"])
 
     def whatsapp_user(self, flow: str, folder: Path | None = None,
                       timeout_s: int = 30) -> SippServer:

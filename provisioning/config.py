@@ -477,6 +477,24 @@ class EslSection(Strict):
         return value
 
 
+class MetricsSection(Strict):
+    """Prometheus endpoints; each is off unless its address is set."""
+
+    edge_listen: str | None = Field(
+        default=None, description="Kamailio's /metrics (xhttp_prom) on its own TCP socket, "
+        "address:port; keep it internal: Meta's TLS socket never serves it.")
+
+    @field_validator("edge_listen")
+    @classmethod
+    def _edge_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen_address(value)
+        return value
+
+    def edge_socket(self) -> tuple[str, int] | None:
+        return parse_listen_address(self.edge_listen) if self.edge_listen else None
+
+
 class SiteConfig(Strict):
     site: SiteSection
     tls: TlsSection
@@ -491,9 +509,16 @@ class SiteConfig(Strict):
     esl: EslSection = EslSection()
     bic: BicSection = BicSection()
     graph: GraphSection = GraphSection()
+    metrics: MetricsSection = MetricsSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
+        edge_metrics = self.metrics.edge_socket()
+        if edge_metrics is not None and edge_metrics[1] in (
+                self.listen.tls_socket()[1], self.listen.internal_socket()[1]):
+            raise ValueError(
+                f"metrics.edge_listen {self.metrics.edge_listen} shares its port with a SIP "
+                "socket (listen.tls / listen.internal): give it a port of its own")
         set_ids = {s.id for s in self.freeswitch.sets}
         for index, route in enumerate(self.routes):
             if route.freeswitch_set is not None and route.freeswitch_set not in set_ids:

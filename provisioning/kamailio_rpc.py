@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,5 +48,26 @@ def call(socket_path: Path, method: str, *params: str | int, timeout: float = 5.
 
 
 def reload_credentials(socket_path: Path, table: str = "wa_creds") -> None:
-    """Make every Kamailio worker see the store's current content."""
+    """Make every Kamailio worker see the store's current content (and count it, see below)."""
     call(socket_path, "htable.reload", table)
+    note_credential_reload(socket_path, table)
+
+
+def note_credential_reload(socket_path: Path, table: str = "wa_creds") -> None:
+    """Tell the edge's metrics about a reload: count, time, entries now in the table.
+
+    The reload happens in Kamailio's RPC process, where no script runs, so whoever asked for
+    it reports it. An edge without metrics (metrics.edge_listen unset) has no xhttp_prom: its
+    "command not found" is expected and ignored; the reload itself already succeeded.
+    """
+    try:
+        stats = call(socket_path, "htable.stats")
+        tables = stats if isinstance(stats, list) else [stats]
+        entries = next((int(t.get("all", 0)) for t in tables
+                        if isinstance(t, dict) and t.get("name") == table), 0)
+        call(socket_path, "xhttp_prom.counter_inc", "credential_reloads_total", 1)
+        call(socket_path, "xhttp_prom.gauge_set", "credential_reload_timestamp_seconds",
+             int(time.time()))
+        call(socket_path, "xhttp_prom.gauge_set", "credentials_loaded", entries)
+    except RpcError:
+        return

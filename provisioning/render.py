@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from kemi.metrics import METRICS as PROM_METRICS
 from provisioning.config import SiteConfig, split_host_port
 from provisioning.templates_dir import KEMI_DIR, credentials_schema, templates_dir
 
@@ -51,9 +52,8 @@ def edge_settings(cfg: SiteConfig) -> dict[str, object]:
         "default_set": cfg.freeswitch.default_set,
         "default_context": cfg.freeswitch.default_context,
         "set_algorithms": {str(s.id): DS_ALGORITHMS[s.algorithm] for s in cfg.freeswitch.sets},
-        "freeswitch_hosts": sorted({
-            split_host_port(node.uri.removeprefix("sip:").split(";", 1)[0], 5060)[0]
-            for s in cfg.freeswitch.sets for node in s.nodes}),
+        "freeswitch_nodes": sorted({node_address(node.uri)
+                                    for s in cfg.freeswitch.sets for node in s.nodes}),
         "allowed_sources": cfg.security.allowed_sources,
         "pike": cfg.security.pike_requests_per_second > 0,
         "payload_max_length": cfg.headers.payload_max_length,
@@ -68,6 +68,16 @@ def edge_settings(cfg: SiteConfig) -> dict[str, object]:
             "default_number": cfg.bic.default_number,
         },
     }
+
+
+def node_address(uri: str) -> tuple[str, int, str]:
+    """(host, port, transport) of a dispatcher node URI, as the edge compares in-dialog targets
+    with it (kemi/decisions.py next_hop_address: the same defaults)."""
+    hostport, *params = uri.removeprefix("sip:").split(";")
+    host, port = split_host_port(hostport, 5060)
+    transport = next((p.split("=", 1)[1] for p in params
+                      if p.lower().startswith("transport=")), "udp")
+    return host.strip("[]").lower(), port, transport.lower()
 
 
 def template_environment() -> jinja2.Environment:
@@ -103,6 +113,8 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
         "meta_ca_list": str(cfg.tls.ca_list or SYSTEM_CA_BUNDLE),
         "kemi_parent": str(KEMI_DIR.parent),
         "settings_path": str(target / "edge-settings.json"),
+        "metrics_listen": socket_text(*metrics) if (metrics := cfg.metrics.edge_socket()) else "",
+        "prom_metrics": PROM_METRICS,
     }
     env = template_environment()
     files: dict[str, str] = {}

@@ -34,6 +34,7 @@ class BenchPorts:
     freeswitch: int = field(default_factory=free_port)
     meta_sipp: int = field(default_factory=free_port)
     stunnel: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)  # Kamailio's /metrics: on, as in production
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def bench_site(folder: Path, ports: BenchPorts) -> BenchSite:
             {"uri": f"sip:127.0.0.1:{ports.freeswitch}", "priority": 10}]}]},
         "security": {"allowed_sources": ["127.0.0.0/8"], "pike_requests_per_second": 0},
         "bic": {"meta_server": "127.0.0.1:9"},
+        "metrics": {"edge_listen": f"127.0.0.1:{ports.metrics}"},
     }
     config = SiteConfig.model_validate(merge(raw, loopback))
     store = open_store(config.credentials.sqlite_path())
