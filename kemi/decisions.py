@@ -8,7 +8,7 @@ import ipaddress
 from dataclasses import dataclass
 from enum import Enum
 
-from kemi.settings import EdgeSettings, IPNetwork
+from kemi.settings import EdgeSettings, IPNetwork, NodeAddress
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
 # Methods that only make sense inside a dialog: without a To tag there is no dialog to find.
@@ -65,14 +65,45 @@ def auth_action(result: int) -> AuthAction:
     return AuthAction.CHALLENGE
 
 
-def in_dialog_target_allowed(from_meta: bool, next_hop_host: str,
-                             freeswitch_hosts: frozenset[str]) -> bool:
-    """In-dialog requests from Meta may only reach a FreeSWITCH node.
+def next_hop_address(uri: str) -> NodeAddress:
+    """(host, port, transport) a SIP URI sends to, with RFC 3263's defaults for a URI without
+    port or transport (5060/udp, sips: 5061/tls); ValueError when it is no SIP URI."""
+    scheme, sep, rest = uri.partition(":")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("sip", "sips"):
+        raise ValueError(f"not a SIP URI: {uri!r}")
+    hostport, *params = rest.split("?", 1)[0].rpartition("@")[2].split(";")
+    transport = next((p.split("=", 1)[1].lower() for p in params
+                      if p.lower().startswith("transport=")), "tls" if scheme == "sips" else "udp")
+    if hostport.startswith("["):
+        host, _, port_text = hostport[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    elif hostport.count(":") == 1:
+        host, port_text = hostport.split(":")
+    else:
+        host, port_text = hostport, ""
+    default = 5061 if transport == "tls" else 5060
+    port = int(port_text) if port_text else default
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"no host or port in {uri!r}")
+    return host.lower(), port, transport
 
-    loose_route() follows whatever Route set a request carries, so without this a forged
-    in-dialog request would turn the edge into an open relay.
+
+def in_dialog_target_allowed(next_hop_uri: str, nodes: frozenset[NodeAddress],
+                             trusted: tuple[IPNetwork, ...]) -> bool:
+    """May an in-dialog request from Meta go to `next_hop_uri`: only a FreeSWITCH node.
+
+    loose_route() follows whatever Route set and request URI a request carries, so even inside
+    one of our dialogs a forged target would make the edge relay anywhere. Host, port and
+    transport must be those of a dispatcher node, or (for business-initiated calls placed by
+    a machine in bic.trusted_sources) the host one of those addresses.
     """
-    return not from_meta or next_hop_host.strip("[]").lower() in freeswitch_hosts
+    try:
+        address = next_hop_address(next_hop_uri)
+    except ValueError:
+        return False
+    return address in nodes or (bool(trusted) and address[2] == "udp"
+                                and source_allowed(address[0], trusted))
 
 
 def source_allowed(source_ip: str, allowed: tuple[IPNetwork, ...]) -> bool:

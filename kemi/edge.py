@@ -9,6 +9,7 @@ worker, and a request without a reply is retransmitted by Meta for 32 seconds.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ from kemi.decisions import (
     source_check,
 )
 from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
+from kemi.digest_credentials import CredentialsProblem, credentials_for, same_resource
+from kemi.drop_summary import Drop, DropSummary
 from kemi.peer_certificate import peer_certificate_names
-from kemi.request_uri import RequestUriError, UicTarget, parse_uic_request_uri, split_sip_uri
+from kemi.request_uri import RequestUriError, UicTarget, parse_uic_request_uri
 from kemi.settings import EdgeSettings, load_settings
 from kemi.wa_headers import edge_header_block, header_fields, screen_inbound_headers
 
@@ -56,6 +59,12 @@ class RequestFacts:
     kind: str
     source: str
     from_meta: bool
+    message: str = ""  # the request as received; read once, and so known to be valid UTF-8
+
+    @property
+    def request_uri(self) -> str:
+        """The request URI as received (before the edge rewrites it)."""
+        return self.message.split(" ", 2)[1] if self.message.count(" ") >= 2 else ""
 
 
 NO_REQUEST = RequestFacts("", "", "", False)
@@ -71,6 +80,7 @@ class WhatsAppEdge:
         # failure route.
         self.request = NO_REQUEST
         self.meta_source_allowed = source_check(settings.allowed_sources, SOURCE_CACHE_SIZE)
+        self.drops = DropSummary()
 
     def child_init(self, rank: int) -> int:
         return 0
@@ -80,8 +90,11 @@ class WhatsAppEdge:
     def ksr_request_route(self, msg: object) -> int:
         self.request = NO_REQUEST
         try:
-            self.request = self.read_request()
             self.route_request()
+        except UnicodeDecodeError:
+            # Values are checked once on entry (read_message); this is the net under a value
+            # Kamailio made later (a next hop, a header the edge did not screen).
+            self._refuse_bad_bytes()
         except Exception:
             self._log_exception("request route")
             self._reply(500, "Server Internal Error")
@@ -126,12 +139,31 @@ class WhatsAppEdge:
 
     # ---- request route, step by step ----------------------------------------------------
 
-    def read_request(self) -> RequestFacts:
-        method = str(KSR.kx.get_method())
+    def read_message(self, source: str, from_meta: bool) -> RequestFacts | None:
+        """The request as text, None (and a 400) when it is not valid UTF-8.
+
+        KSR hands Python every value as str and raises UnicodeDecodeError on invalid UTF-8;
+        reading the whole message once settles it for every header and URI read later (each
+        is a slice of it cut at ASCII delimiters). The method comes from the request line.
+        """
+        try:
+            message = str(KSR.kx.get_msgbuf())
+        except UnicodeDecodeError:
+            self._refuse_bad_bytes()
+            return None
+        method = message.lstrip("\r\n").split(" ", 1)[0]
         kind = method.upper() if method.isascii() else method  # Kamailio: ASCII strncasecmp
-        return RequestFacts(method, kind, str(KSR.kx.get_srcip()), self.from_meta())
+        return RequestFacts(method, kind, source, from_meta, message)
 
     def route_request(self) -> None:
+        source = str(KSR.kx.get_srcip())
+        self.request = RequestFacts("", "", source, self.from_meta())
+        if not self.source_admitted():
+            return
+        facts = self.read_message(source, self.request.from_meta)
+        if facts is None:
+            return
+        self.request = facts
         if not self.reqinit():
             return
         kind = self.request.kind
@@ -164,32 +196,41 @@ class WhatsAppEdge:
     def from_meta(self) -> bool:
         """Meta only ever reaches the edge over TLS; the internal side is plain UDP/TCP.
 
-        Asked once per request by read_request(); the route uses `self.request.from_meta`.
+        Asked once per request by route_request(); the route uses `self.request.from_meta`.
         """
         return bool(KSR.is_TLS())
 
-    def reqinit(self) -> bool:
-        """Hop count, sanity, and who may talk to the edge at all."""
-        if KSR.maxfwd.process_maxfwd(10) < 0:
-            self._reply(483, "Too Many Hops")
-            return False
-        if KSR.sanity.sanity_check_defaults() < 0:
-            KSR.notice(f"wa-edge: malformed request from {self.request.source}\n")
-            return False
+    def source_admitted(self) -> bool:
+        """Who may talk to the edge at all: asked first, before any value of the request is
+        read, so nothing an untrusted sender wrote can skip it. Drops are counted and logged
+        in summary (a flood must not flood the log)."""
         source = self.request.source
         if self.request.from_meta:
             if not self.meta_source_allowed(source):
-                KSR.notice(f"wa-edge: dropped request from {source}: not in allowed_sources\n")
+                self._count_drop(Drop.NOT_ALLOWED)
                 KSR.set_drop()
                 return False
             if self.settings.pike and not self.settings.allowed_sources \
                     and KSR.pike.pike_check_req() < 0:
-                KSR.notice(f"wa-edge: pike blocked {source}: request flood\n")
+                self._count_drop(Drop.PIKE)
                 KSR.set_drop()
                 return False
         elif not internal_source_trusted(KSR.dispatcher.ds_is_from_lists() > 0, source,
                                          self.settings.bic.trusted_sources):
-            self._refuse(403, f"Forbidden - {source} may not originate calls", "untrusted_source")
+            self._count_drop(Drop.UNTRUSTED)
+            self._reply(403, f"Forbidden - {source} may not originate calls",
+                        edge_diagnosis("untrusted_source").header_line())
+            return False
+        return True
+
+    def reqinit(self) -> bool:
+        """Hop count and sanity. sanity answers what it refuses (400), except credentials that
+        are not Digest: its digest check is off (kamailio.cfg) and authenticate() answers."""
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            self._reply(483, "Too Many Hops")
+            return False
+        if KSR.sanity.sanity_check_defaults() < 0:
+            self._count_drop(Drop.MALFORMED)
             return False
         return True
 
@@ -197,6 +238,13 @@ class WhatsAppEdge:
         request = self.request
         if request.kind == "ACK" and KSR.tm.t_check_trans() == 0:
             return  # the ACK of a negative reply the edge sent itself: absorbed by tm
+        if request.from_meta and KSR.dialog.is_known_dlg() < 0:
+            # Not a dialog this edge created (dialog module: Call-ID and both tags): whatever
+            # its To-tag and Route set say, it is an out-of-dialog request nobody authenticated.
+            self._count_drop(Drop.UNKNOWN_DIALOG)
+            if request.kind != "ACK":
+                self._reply(481, "Call/Transaction Does Not Exist")
+            return
         action = in_dialog_action(request.method, request.from_meta)
         if action is InDialogAction.REFUSE_SESSION_CHANGE:
             self._refuse_stateful(488, "Not Acceptable Here - WhatsApp refuses re-INVITE and "
@@ -208,13 +256,16 @@ class WhatsAppEdge:
                                   "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n")
             return
         if KSR.rr.loose_route() > 0:
-            next_hop = split_sip_uri(str(KSR.pv.get("$nh(u)")))[2]
-            if not in_dialog_target_allowed(request.from_meta, next_hop,
-                                            self.settings.freeswitch_hosts):
-                KSR.notice(f"wa-edge: in-dialog {request.method} from Meta toward "
-                           f"{next_hop} refused: not a FreeSWITCH node\n")
-                self._reply(403, "Forbidden")
-                return
+            if request.from_meta:
+                next_hop = str(KSR.pv.get("$nh(u)"))
+                if not in_dialog_target_allowed(next_hop, self.settings.freeswitch_nodes,
+                                                self.settings.bic.trusted_sources):
+                    KSR.notice(f"wa-edge: in-dialog {request.method} from Meta toward "
+                               f"{next_hop[:100]} refused: not a FreeSWITCH node\n")
+                    if request.kind != "ACK":
+                        self._reply(403, "Forbidden - not a FreeSWITCH node")
+                    return
+                self.screen_headers(header_fields(request.message))
             if request.kind == "BYE" and request.from_meta:
                 duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
                 KSR.info(f"wa-edge: BYE from Meta call-id={KSR.kx.get_callid()} "
@@ -233,27 +284,32 @@ class WhatsAppEdge:
     def user_initiated_call(self) -> None:
         """An INVITE from Meta: who is called, is it really Meta, where does it go."""
         try:
-            target = parse_uic_request_uri(str(KSR.kx.get_ruri()), self.settings.accepted_domains)
+            target = parse_uic_request_uri(self.request.request_uri,
+                                           self.settings.accepted_domains)
         except RequestUriError as error:
             self._reply(error.status, error.reason)
             return
         if target.digits not in self.settings.numbers:
             self._reply(404, "Not Found - business number not served here")
             return
-        auth = self.authenticate(target)
+        fields = header_fields(self.request.message)
+        auth = self.authenticate(target, fields)
         if auth is None:
             return
-        self.screen_headers()
+        self.screen_headers(fields)
         destination = choose_destination(self.settings, target.business_number,
                                          target.user_params)
-        KSR.hdr.append(edge_header_block(target.business_number, target.user_params,
-                                         destination.context, auth))
-        KSR.seturi(f"sip:{target.business_number}@{self.settings.sip_domain}")
-        KSR.rr.record_route()
         if KSR.dispatcher.ds_select_dst(destination.freeswitch_set, destination.algorithm) < 0:
             KSR.err(f"wa-edge: no FreeSWITCH node in set {destination.freeswitch_set}\n")
             self._reply(503, "Service Unavailable - no FreeSWITCH node available")
             return
+        KSR.hdr.append(edge_header_block(target.business_number, target.user_params,
+                                         destination.context, auth))
+        KSR.seturi(f"sip:{target.business_number}@{self.settings.sip_domain}")
+        # The dialog module remembers the call (and puts its id in our Record-Route): only
+        # in-dialog requests of a dialog it knows are taken from Meta (within_dialog).
+        KSR.dialog.dlg_manage()
+        KSR.rr.record_route()
         KSR.info(f"wa-edge: UIC {target.business_number} wacid="
                  f"{KSR.hdr.get('X-WA-Meta-Wacid')} from {self.request.source} auth={auth} "
                  f"-> set {destination.freeswitch_set} context {destination.context}\n")
@@ -413,14 +469,19 @@ class WhatsAppEdge:
             self._refuse_in_failure(503, "Service Unavailable - cannot reach Meta",
                                     "meta_unreachable")
 
-    def authenticate(self, target: UicTarget) -> str | None:
-        """'digest' or 'none' when the call may go on; None when a reply was sent."""
+    def authenticate(self, target: UicTarget, fields: list[tuple[str, str]]) -> str | None:
+        """'digest' or 'none' when the call may go on; None when a reply was sent.
+
+        The edge checks what Kamailio's auth module does not (kemi/digest_credentials.py):
+        one Digest answer with qop=auth whose uri is the request URI; auth checks the
+        response against the HA1 and the nonce (nonce_count refuses a replayed nc).
+        """
         if self.settings.auth_mode == "none":
             return "none"
         source = self.request.source
         failures = KSR.htable.sht_get(AUTHFAIL_TABLE, source)
         if isinstance(failures, int) and failures >= self.settings.failure_limit:
-            KSR.notice(f"wa-edge: {source} locked out after {failures} failed digests\n")
+            self._count_drop(Drop.LOCKED_OUT)
             self._reply(403, "Forbidden - too many failed authentications")
             return None
         ha1 = KSR.htable.sht_get(CREDS_TABLE, f"{target.digits}:ha1")
@@ -429,7 +490,21 @@ class WhatsAppEdge:
                     "run 'provision sync'\n")
             self._reply(503, "Service Unavailable - credentials not provisioned")
             return None
-        user = KSR.kx.get_au()
+        try:
+            credentials = credentials_for(fields, self._credentials_header(),
+                                          self.settings.sip_domain)
+        except CredentialsProblem as problem:
+            self._reply(400, f"Bad Request - {problem}")
+            return None
+        if credentials is None:
+            self._challenge(stale=False)
+            return None
+        if not same_resource(credentials.uri, self.request.request_uri):
+            KSR.notice(f"wa-edge: digest for {credentials.uri[:100]} on a request for "
+                       f"{target.business_number} from {source}: refused\n")
+            self._reply(400, "Bad Request - digest uri is not the request URI")
+            return None
+        user = credentials.username
         result = self._check_digest(ha1)
         if result == 1 and user != target.digits:
             result = -2
@@ -453,9 +528,8 @@ class WhatsAppEdge:
         if KSR.tm.t_relay() < 0:
             KSR.sl.sl_reply_error()
 
-    def screen_headers(self) -> None:
-        result = screen_inbound_headers(header_fields(str(KSR.kx.get_msgbuf())),
-                                        self.settings.payload_max_length,
+    def screen_headers(self, fields: list[tuple[str, str]]) -> None:
+        result = screen_inbound_headers(fields, self.settings.payload_max_length,
                                         self.settings.meta_header_max_length)
         for name in result.remove:
             KSR.textops.remove_hf(name)
@@ -474,13 +548,37 @@ class WhatsAppEdge:
 
     # ---- small helpers over KSR ---------------------------------------------------------
 
+    def _credentials_header(self) -> str:
+        return "Authorization" if self.settings.challenge_code == 401 else "Proxy-Authorization"
+
     def _check_digest(self, ha1: str) -> int:
-        """Check Proxy-Authorization against the HA1; no check of From user (Meta's is the caller)."""
-        return int(KSR.auth.pv_auth_check(self.settings.sip_domain, ha1, HA1_PASSWORD, 0))
+        """Check the credentials header of the configured challenge against the HA1; no check
+        of the From user (Meta's From is the WhatsApp caller)."""
+        realm = self.settings.sip_domain
+        if self.settings.challenge_code == 401:
+            return int(KSR.auth.pv_www_authenticate(realm, ha1, HA1_PASSWORD))
+        return int(KSR.auth.pv_proxy_authenticate(realm, ha1, HA1_PASSWORD))
 
     def _challenge(self, stale: bool) -> None:
-        """407 with qop=auth (auth_challenge answers 407 to anything but REGISTER)."""
-        KSR.auth.auth_challenge(self.settings.sip_domain, QOP_AUTH | (STALE if stale else 0))
+        """401 (WWW-Authenticate) or 407 (Proxy-Authenticate) with qop=auth, per the site config."""
+        flags = QOP_AUTH | (STALE if stale else 0)
+        if self.settings.challenge_code == 401:
+            KSR.auth.www_challenge(self.settings.sip_domain, flags)
+        else:
+            KSR.auth.proxy_challenge(self.settings.sip_domain, flags)
+
+    def _count_drop(self, drop: Drop) -> None:
+        """One more `drop` in its statistic; a log line only when the summary says so."""
+        KSR.statistics.update_stat(drop.statistic, 1)
+        line = self.drops.record(drop, self.request.source)
+        if line is not None:
+            KSR.notice(f"wa-edge: {line}\n")
+
+    def _refuse_bad_bytes(self) -> None:
+        """400 to a request that is not valid UTF-8 (never to an ACK: nothing answers an ACK)."""
+        self._count_drop(Drop.BAD_BYTES)
+        if not KSR.is_ACK():
+            self._reply(400, "Bad Request - invalid UTF-8 in the request")
 
     def _refuse(self, status: int, reason: str, code: str) -> None:
         """A stateless refusal with its diagnosis header, logged."""
@@ -519,6 +617,10 @@ class WhatsAppEdge:
             self._log_exception("reply")
 
     def _log_exception(self, where: str) -> None:
+        if isinstance(sys.exc_info()[1], UnicodeDecodeError):
+            # Invalid UTF-8 in a reply or a value Kamailio made: no traceback, a counted drop.
+            self._count_drop(Drop.BAD_BYTES)
+            return
         for line in traceback.format_exc().splitlines():
             KSR.err(f"wa-edge: {where}: {line}\n")
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (host, port, transport) of a FreeSWITCH node: host lower-case without brackets, transport
+# lower-case ("udp" unless the dispatcher URI says otherwise).
+NodeAddress = tuple[str, int, str]
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class EdgeSettings:
     pike: bool
     payload_max_length: int
     meta_header_max_length: int
-    freeswitch_hosts: frozenset[str]
+    freeswitch_nodes: frozenset[NodeAddress]
     meta_host_name: str = "wa.meta.vc"
     bic: BicSettings = BicSettings()
 
@@ -94,10 +97,10 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
     sets_raw = raw["set_algorithms"]
     sources_raw = raw["allowed_sources"]
     accepted_raw = raw["accepted_domains"]
-    hosts_raw = raw["freeswitch_hosts"]
+    nodes_raw = raw["freeswitch_nodes"]
     assert isinstance(numbers_raw, dict) and isinstance(routes_raw, list)
     assert isinstance(sets_raw, dict) and isinstance(sources_raw, list)
-    assert isinstance(accepted_raw, list) and isinstance(hosts_raw, list)
+    assert isinstance(accepted_raw, list) and isinstance(nodes_raw, list)
     sip_domain = str(raw["sip_domain"]).lower()
     return EdgeSettings(
         sip_domain=sip_domain,
@@ -115,7 +118,8 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         pike=bool(raw["pike"]),
         payload_max_length=int(str(raw["payload_max_length"])),
         meta_header_max_length=int(str(raw["meta_header_max_length"])),
-        freeswitch_hosts=frozenset(str(h).lower() for h in hosts_raw),
+        freeswitch_nodes=frozenset((str(host).lower(), int(port), str(transport).lower())
+                                   for host, port, transport in nodes_raw),
         meta_host_name=str(raw.get("meta_host_name", "wa.meta.vc")),
         bic=bic_settings_from_dict(raw.get("bic")),
     )

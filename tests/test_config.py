@@ -171,8 +171,10 @@ def test_auth_mode_none_with_allowed_sources_is_valid() -> None:
     assert cfg.auth.mode == "none"
 
 
-def test_challenge_code_401_is_refused_with_the_key() -> None:
-    (problem,) = problems_of({"auth": {"challenge_code": 401}})
+def test_challenge_code_401_is_accepted_and_other_codes_are_refused_with_the_key() -> None:
+    cfg = parse_config(site_text({"auth": {"challenge_code": 401}}), CONFIG_PATH)
+    assert cfg.auth.challenge_code == 401
+    (problem,) = problems_of({"auth": {"challenge_code": 403}})
     assert problem.startswith("auth.challenge_code: ")
 
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.sipp import start_sipp_server
@@ -31,9 +30,20 @@ def edge_factory(tmp_path: Path) -> Iterator[list[EdgeLab]]:
         lab.stop()
 
 
-def test_401_challenge_mode_is_refused_with_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"401 is not available with Kamailio 5\.6"):
-        EdgeLab(tmp_path / "edge", edge_overrides(auth={"challenge_code": 401}))
+def test_401_challenge_mode_checks_authorization(edge_factory: list[EdgeLab],
+                                                tmp_path: Path) -> None:
+    """auth.challenge_code = 401: WWW-Authenticate out, Authorization checked (SIPp's digest),
+    and the credentials consumed before FreeSWITCH."""
+    edge = started_edge(tmp_path / "edge", auth={"challenge_code": 401})
+    edge_factory.append(edge)
+    fs = start_sipp_server("uic-answered", "freeswitch", tmp_path, edge.ports.freeswitch[0])
+    meta = edge.meta_call("uic-answered-401", folder=tmp_path)
+    assert meta.passed, meta.errors
+    assert fs.wait(FS_WAIT) == 0, fs.log_tail()
+    assert "SIP/2.0 401 Unauthorized" in meta.first_lines()
+    invite = first_request([m.text for m in fs.trace()], "INVITE")
+    assert sip_header(invite, "Authorization") == []
+    assert sip_header(invite, "X-WA-Auth") == ["digest"]
 
 
 def test_unauthenticated_mode_relays_without_challenge(edge_factory: list[EdgeLab],

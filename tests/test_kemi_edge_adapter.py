@@ -30,8 +30,15 @@ import kemi.edge as edge_module  # noqa: E402
 NUMBER = "+15550100001"
 META_ADDRESS = "157.240.1.1"
 RURI = f"sip:{NUMBER};tgrp=wacall;trunk-context=byoc.example.com@sip.example.com;transport=tls"
-INVITE = (f"INVITE {RURI} SIP/2.0\r\nVia: SIP/2.0/TLS {META_ADDRESS}\r\n"
-          "x-wa-meta-wacid: abc\r\nX-WA-Context: forged\r\nContent-Length: 0\r\n\r\n")
+DIGEST = ('Digest username="15550100001", realm="sip.example.com", nonce="n", '
+          f'uri="{RURI}", response="0123", qop=auth, nc=00000001, cnonce="c"')
+
+
+def request(method: str = "INVITE") -> str:
+    """Meta's request as Kamailio hands it over (KSR.kx.get_msgbuf), with good credentials."""
+    return (f"{method} {RURI} SIP/2.0\r\nVia: SIP/2.0/TLS {META_ADDRESS}\r\n"
+            f"x-wa-meta-wacid: abc\r\nX-WA-Context: forged\r\n"
+            f"Proxy-Authorization: {DIGEST}\r\nContent-Length: 0\r\n\r\n")
 
 
 class FakeKsr:
@@ -74,10 +81,10 @@ def uic_results(method: str = "INVITE", source: str = META_ADDRESS) -> dict[str,
         return None if table == edge_module.AUTHFAIL_TABLE else "0123456789abcdef"
 
     return {
-        "kx.get_method": method, "kx.get_srcip": source, "is_TLS": 1,
-        "tmx.t_precheck_trans": 0, "siputils.has_totag": -1, "kx.get_ruri": RURI,
-        "htable.sht_get": sht_get, "kx.get_au": NUMBER[1:], "auth.pv_auth_check": 1,
-        "kx.get_msgbuf": INVITE, "hdr.get": "abc", "dispatcher.ds_select_dst": 1,
+        "kx.get_srcip": source, "is_TLS": 1,
+        "tmx.t_precheck_trans": 0, "siputils.has_totag": -1,
+        "htable.sht_get": sht_get, "auth.pv_proxy_authenticate": 1,
+        "kx.get_msgbuf": request(method), "hdr.get": "abc", "dispatcher.ds_select_dst": 1,
         "tm.t_relay": 1,
     }
 
@@ -107,7 +114,9 @@ def run(settings: EdgeSettings,
 def test_uic_reads_each_request_fact_once(run: Callable[[dict[str, Any]], FakeKsr]) -> None:
     ksr = run(uic_results())
     assert ksr.count("tm.t_relay") == 1, ksr.calls
-    assert ksr.count("kx.get_method") == 1
+    assert ksr.count("kx.get_msgbuf") == 1  # method, request URI and credentials come from it
+    for name in ("kx.get_method", "kx.get_ruri", "kx.get_au"):
+        assert ksr.count(name) == 0, name
     assert ksr.count("kx.get_srcip") == 1
     assert ksr.count("is_TLS") == 1
     for name in ("is_ACK", "is_CANCEL", "is_BYE", "is_INVITE"):
@@ -134,13 +143,13 @@ def test_facts_of_one_request_never_reach_the_next(
         return 1
 
     run(uic_results() | {"tm.t_relay": relay})
-    assert seen == [edge_module.RequestFacts("INVITE", "INVITE", META_ADDRESS, True)]
+    assert seen == [edge_module.RequestFacts("INVITE", "INVITE", META_ADDRESS, True, request())]
     assert edge.request is edge_module.NO_REQUEST  # cleared when the route ends
 
     def broken() -> object:
         raise RuntimeError("KSR failed")
 
-    ksr = run(uic_results() | {"kx.get_method": broken, "tm.t_relay": relay})
+    ksr = run(uic_results() | {"kx.get_msgbuf": broken, "tm.t_relay": relay})
     assert edge.request is edge_module.NO_REQUEST
     assert ksr.args("sl.send_reply") == [(500, "Server Internal Error")]
     assert len(seen) == 1
@@ -148,7 +157,7 @@ def test_facts_of_one_request_never_reach_the_next(
     run(uic_results(method="bye", source="10.0.0.10") | {
         "is_TLS": 0, "siputils.has_totag": 1, "rr.loose_route": 1, "tm.t_relay": relay,
         "pv.get": "sip:157.240.1.1:5061;transport=tls"})
-    assert seen[1] == edge_module.RequestFacts("bye", "BYE", "10.0.0.10", False)
+    assert seen[1] == edge_module.RequestFacts("bye", "BYE", "10.0.0.10", False, request("bye"))
 
 
 def test_source_outside_the_allow_list_is_dropped_and_remembered(
@@ -168,7 +177,7 @@ def test_ack_and_cancel_are_known_by_the_method_text(
     ksr = run(uic_results(method=method))
     assert ksr.count("tm.t_relay") == int(relayed)
     assert ksr.count("hdr.append") == 0
-    assert ksr.count("kx.get_method") == 1
+    assert ksr.count("kx.get_msgbuf") == 1
 
 
 def test_in_dialog_bye_from_meta_is_logged_and_relayed(
@@ -177,7 +186,8 @@ def test_in_dialog_bye_from_meta_is_logged_and_relayed(
                                            "pv.get": "sip:10.0.0.10:5080"})
     assert ksr.count("tm.t_relay") == 1
     assert ksr.count("tm.t_on_reply") == 0  # only FreeSWITCH's BYE asks for Meta's answer
-    assert ksr.count("kx.get_method") == 1
+    assert ksr.count("dialog.is_known_dlg") == 1
+    assert ksr.count("kx.get_msgbuf") == 1
 
 
 def test_in_dialog_bye_from_freeswitch_watches_metas_answer(

@@ -343,18 +343,37 @@ def test_source_allowed(address: str, allowed: bool) -> None:
     assert source_allowed(address, META) is allowed
 
 
-@pytest.mark.parametrize(("from_meta", "host", "allowed"), [
-    (False, "evil.example.com", True),
-    (True, "10.0.0.10", True),
-    (True, "FS1.Internal", True),
-    (True, "[2001:db8::10]", True),
-    (True, "10.0.0.99", False),
-    (True, "evil.example.com", False),
-    (True, "", False),
+NODES = frozenset({("10.0.0.10", 5080, "udp"), ("fs1.internal", 5060, "udp"),
+                   ("2001:db8::10", 5080, "udp"), ("10.0.0.12", 5080, "tcp")})
+
+
+@pytest.mark.parametrize(("uri", "allowed"), [
+    ("sip:fs@10.0.0.10:5080", True),
+    ("sip:10.0.0.10:5080;lr", True),
+    ("sip:mod_sofia@FS1.Internal", True),
+    ("sip:fs1.internal:5060;transport=UDP", True),
+    ("sip:[2001:db8::10]:5080", True),
+    ("sip:10.0.0.12:5080;transport=tcp", True),
+    ("sip:10.0.0.10:5081", False),  # the FreeSWITCH host, another port
+    ("sip:10.0.0.10", False),  # 5060 is not the node's port
+    ("sip:10.0.0.10:5080;transport=tcp", False),
+    ("sip:10.0.0.12:5080", False),  # udp, the node listens on tcp
+    ("sip:10.0.0.99:5080", False),
+    ("sip:evil.example.com:5080", False),
+    ("sips:10.0.0.10:5080", False),
+    ("tel:+15550100001", False),
+    ("sip:", False),
+    ("", False),
 ])
-def test_in_dialog_target_allowed(from_meta: bool, host: str, allowed: bool) -> None:
-    hosts = frozenset({"10.0.0.10", "fs1.internal", "2001:db8::10"})
-    assert in_dialog_target_allowed(from_meta, host, hosts) is allowed
+def test_in_dialog_target_allowed(uri: str, allowed: bool) -> None:
+    assert in_dialog_target_allowed(uri, NODES, ()) is allowed
+
+
+def test_in_dialog_target_in_trusted_sources_is_allowed_on_udp() -> None:
+    trusted = (ipaddress.ip_network("192.0.2.0/24"),)
+    assert in_dialog_target_allowed("sip:fs@192.0.2.7:5080", NODES, trusted)
+    assert not in_dialog_target_allowed("sip:fs@192.0.2.7:5080;transport=tls", NODES, trusted)
+    assert not in_dialog_target_allowed("sip:fs@198.51.100.7:5080", NODES, trusted)
 
 
 # ---- routing -------------------------------------------------------------------------------
@@ -366,7 +385,7 @@ def settings_with(routes: list[RouteSettings], default_set: int = 1) -> EdgeSett
         auth_mode="challenge", challenge_code=407, failure_limit=10, numbers={},
         routes=tuple(routes), default_set=default_set, default_context="whatsapp",
         set_algorithms={1: 8, 2: 4, 3: 0}, allowed_sources=(), pike=True,
-        payload_max_length=512, meta_header_max_length=1024, freeswitch_hosts=frozenset())
+        payload_max_length=512, meta_header_max_length=1024, freeswitch_nodes=frozenset())
 
 
 ROUTES = [
@@ -443,7 +462,8 @@ def test_settings_round_trip_from_edge_settings(example: SiteConfig) -> None:
     assert settings.pike is (rich.security.pike_requests_per_second > 0)
     assert settings.payload_max_length == rich.headers.payload_max_length
     assert settings.meta_header_max_length == rich.headers.meta_header_max_length
-    assert settings.freeswitch_hosts == frozenset({"10.0.0.10", "10.0.0.11"})
+    assert settings.freeswitch_nodes == frozenset({("10.0.0.10", 5080, "udp"),
+                                                   ("10.0.0.11", 5080, "udp")})
     assert settings.meta_host_name == rich.tls.meta_host_name
 
 

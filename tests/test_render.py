@@ -106,7 +106,8 @@ def test_edge_settings_json_loads_in_the_edge(example: SiteConfig, tmp_path: Pat
     assert settings.sip_domain == "sip.example.com"
     assert set(settings.numbers) == {"15550100001"}
     assert settings.set_algorithms == {1: DS_ALGORITHMS["priority"]}
-    assert settings.freeswitch_hosts == frozenset({"10.0.0.10", "10.0.0.11"})
+    assert settings.freeswitch_nodes == frozenset({("10.0.0.10", 5080, "udp"),
+                                                   ("10.0.0.11", 5080, "udp")})
     assert json.loads((target / "edge-settings.json").read_text()) == json.loads(
         json.dumps(edge_settings(example)))
 
@@ -117,7 +118,9 @@ def test_edge_settings_json_for_two_sets(tmp_path: Path) -> None:
     assert settings.set_algorithms == {2: 4, 7: 0}
     assert settings.default_set == 2
     assert settings.auth_mode == "none"
-    assert settings.freeswitch_hosts == frozenset({"10.0.0.20", "fs-b.internal", "2001:db8::7"})
+    assert settings.freeswitch_nodes == frozenset({("10.0.0.20", 5080, "udp"),
+                                                   ("fs-b.internal", 5090, "udp"),
+                                                   ("2001:db8::7", 5080, "udp")})
     assert len(settings.allowed_sources) == 2
 
 
