@@ -45,6 +45,7 @@ class CallRecord:
     media_timeout: bool | None = None
     first_media_ms: float | None = None
     state: str = "active"  # "active", "ended", or "missed" (ended while we were disconnected)
+    sip_call_id: str | None = None  # the SIP Call-ID (the edge logs it: wa-esl call show)
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(CallRecord))
@@ -132,6 +133,7 @@ def record_from_hangup(event: Event) -> CallRecord:
         ),
         media_timeout=cause == "MEDIA_TIMEOUT",
         state="ended",
+        sip_call_id=event.variable("sip_call_id"),
     )
 
 
@@ -146,10 +148,13 @@ CREATE TABLE IF NOT EXISTS cdr (
         ("end_at", "TEXT"), ("meta_duration_s", "INTEGER"), ("fs_duration_s", "REAL"),
         ("hangup_cause", "TEXT"), ("sip_status", "INTEGER"), ("diagnosis", "TEXT"),
         ("media_timeout", "INTEGER"), ("first_media_ms", "REAL"), ("state", "TEXT"),
+        ("sip_call_id", "TEXT"),
     ))}
 );
 CREATE INDEX IF NOT EXISTS cdr_invite_at ON cdr (invite_at);
 """
+_ADDED_COLUMNS = (("sip_call_id", "TEXT"),)
+"""Columns added after the first release: an older database gets them on open."""
 _COLUMNS = ", ".join(FIELDS)
 _PLACEHOLDERS = ", ".join(f":{name}" for name in FIELDS)
 _MERGE = ", ".join(
@@ -172,6 +177,12 @@ class CdrStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(cdr)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE cdr ADD COLUMN {name} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS cdr_wacid ON cdr (wacid)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS cdr_sip_call_id ON cdr (sip_call_id)")
 
     def upsert(self, record: CallRecord) -> None:
         """Insert or merge a record; committed on return (autocommit)."""
@@ -183,6 +194,12 @@ class CdrStore:
     def get(self, call_uuid: str) -> CallRecord | None:
         rows = self._select("WHERE call_uuid = ?", (call_uuid,))
         return rows[0] if rows else None
+
+    def find(self, call: str) -> list[CallRecord]:
+        """Records whose FreeSWITCH UUID, wacid or SIP Call-ID is ``call`` (newest first)."""
+        return self._select(
+            "WHERE call_uuid = ? OR wacid = ? OR sip_call_id = ? ORDER BY invite_at DESC LIMIT 10",
+            (call, call, call))
 
     def recent(self, *, limit: int = 100, direction: str | None = None) -> list[CallRecord]:
         if direction:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,10 +23,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from esl.bic import BicRequest, BicRequestError, BicResult, place_bic
+from esl.call_report import build_report, report_lines
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.cdr_export import to_csv, to_json
 from esl.client import connect_inbound
 from esl.controller import Controller
+from esl.edge_log import EdgeLogError
 from esl.errors import EslError
 from esl.event import Event
 from esl.gctune import tune_gc
@@ -36,6 +39,8 @@ from esl.site import load_controller_settings
 app = typer.Typer(help="WhatsApp calls on FreeSWITCH: the ESL controller.", no_args_is_help=True)
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
 app.add_typer(cdr_app, name="cdr")
+call_app = typer.Typer(help="One call, explained.", no_args_is_help=True)
+app.add_typer(call_app, name="call")
 console = Console()
 errors = Console(stderr=True)
 
@@ -228,6 +233,42 @@ def _write_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@call_app.command("show")
+def call_show(
+    call: Annotated[str, typer.Argument(help="wacid, SIP Call-ID or FreeSWITCH UUID.")],
+    config: OptionalConfig = None,
+    db: DbOption = None,
+    edge_log: Annotated[list[Path] | None, typer.Option(
+        "--edge-log", help="Kamailio log with the edge's call lines (repeatable; default: "
+        "[esl] edge_log).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Did the INVITE reach the edge, what was answered, did media flow: one call's story."""
+    settings = _settings(config) if config is not None else None
+    logs = tuple(edge_log or ([settings.edge_log] if settings and settings.edge_log else []))
+    store = _store(config, db) if (db is not None or config is not None) else None
+    try:
+        report = build_report(call, store, logs)
+    except EdgeLogError as exc:
+        raise _fail("edge log", exc, 2) from exc
+    except sqlite3.Error as exc:
+        raise _fail("CDR database", exc, 2) from exc
+    finally:
+        if store is not None:
+            store.close()
+    if not logs and store is None:
+        raise _fail("call", "give --config, or --db and/or --edge-log", 2)
+    if not report.found:
+        where = [f"CDR {store.path}"] if store is not None else []
+        where += [f"edge log {p}" for p in logs]
+        raise _fail("call", f"no call {call!r} in " + ", ".join(where), 3)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        return
+    for line in report_lines(report):
+        typer.echo(line)
 
 
 @app.command()

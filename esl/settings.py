@@ -170,6 +170,8 @@ class ControllerSettings(_Model):
     linger_s: int = Field(default=30, ge=1)
     metrics_listen: str | None = None
     """``address:port`` of the Prometheus endpoint (``/metrics``); None: not served."""
+    edge_log: Path | None = None
+    """Kamailio's log file with the edge's call lines (``wa-esl call show``)."""
 
     @field_validator("metrics_listen")
     @classmethod

@@ -31,6 +31,7 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
         reconnect=esl.reconnect,
         linger_s=esl.linger_s,
         metrics_listen=esl.metrics_listen,
+        edge_log=esl.edge_log,
     )
 
 

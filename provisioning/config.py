@@ -468,6 +468,8 @@ class EslSection(Strict):
     linger_s: Annotated[int, Field(ge=1)] = 30
     metrics_listen: str | None = Field(
         default=None, description="Prometheus endpoint of wa-esl (address:port); unset: off.")
+    edge_log: Path | None = Field(
+        default=None, description="Kamailio's log file holding the edge's call lines.")
 
     @field_validator("metrics_listen")
     @classmethod
@@ -568,7 +570,9 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         "private_key": base / config.tls.private_key,
         "ca_list": base / config.tls.ca_list if config.tls.ca_list else None,
     })
-    esl = config.esl.model_copy(update={"cdr_db": base / config.esl.cdr_db})
+    esl = config.esl.model_copy(update={
+        "cdr_db": base / config.esl.cdr_db,
+        "edge_log": base / config.esl.edge_log if config.esl.edge_log else None})
     graph = config.graph.model_copy(update={
         "token_file": base / config.graph.token_file if config.graph.token_file else None})
     return config.model_copy(update={"tls": tls, "esl": esl, "graph": graph})

@@ -1,0 +1,94 @@
+"""One call explained from what we keep: the edge's call lines, the CDR, the media figures.
+
+Answers the three questions an operator asks about a call that went wrong: did Meta's INVITE
+reach the edge (when, from where, authenticated how), what was answered (by the edge or by
+FreeSWITCH, with the diagnosis), and did media flow (first media, media timeout, durations).
+The id may be a wacid, a SIP Call-ID or a FreeSWITCH UUID: each source is searched by all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from esl.cdr import CallRecord, CdrStore
+from esl.edge_log import EdgeEvent, events_for
+
+MEDIA_FIELDS = ("first_media_ms", "media_timeout", "fs_duration_s", "meta_duration_s")
+
+
+@dataclass(frozen=True)
+class CallReport:
+    call: str
+    edge_events: list[EdgeEvent] = field(default_factory=list)
+    records: list[CallRecord] = field(default_factory=list)
+    edge_logs: tuple[Path, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return bool(self.edge_events or self.records)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (``--json``): stable keys, None where we know nothing."""
+        return {
+            "id": self.call,
+            "edge": [dict(e.fields) for e in self.edge_events],
+            "cdr": [dataclasses.asdict(r) for r in self.records],
+            "media": [{name: getattr(r, name) for name in MEDIA_FIELDS} for r in self.records],
+            "edge_logs": [str(p) for p in self.edge_logs],
+        }
+
+
+def build_report(call: str, store: CdrStore | None, edge_logs: tuple[Path, ...]) -> CallReport:
+    """Search the CDR by every id, then the edge log by the ids the CDR adds (and the id)."""
+    records = store.find(call) if store is not None else []
+    ids = {call}
+    for record in records:
+        ids.update(i for i in (record.wacid, record.sip_call_id) if i)
+    events = events_for(edge_logs, ids) if edge_logs else []
+    if store is not None and not records:
+        # Asked by Call-ID or wacid the CDR lacks: the edge line may name the wacid.
+        more = {e.get("wacid") for e in events} - {None, call}
+        for other in more:
+            records += store.find(other or "")
+    return CallReport(call, events, records, edge_logs)
+
+
+def report_lines(report: CallReport) -> list[str]:
+    """The human form: one block per question, plain text (no markup from call data)."""
+    lines = [f"call {report.call}"]
+    lines.append("edge (Kamailio):")
+    if not report.edge_logs:
+        lines.append("  no edge log given (--edge-log or [esl] edge_log)")
+    elif not report.edge_events:
+        lines.append("  no call line in " + ", ".join(str(p) for p in report.edge_logs))
+    for event in report.edge_events:
+        fields = dict(event.fields)
+        what = fields.pop("event", "?")
+        at = fields.pop("at", "?")
+        direction = fields.pop("direction", "?")
+        rest = " ".join(f"{k}={v}" for k, v in fields.items())
+        lines.append(f"  {at} {direction} {what}: {rest}")
+    lines.append("FreeSWITCH (CDR):")
+    if not report.records:
+        lines.append("  no CDR for this call")
+    for r in report.records:
+        lines.append(f"  uuid {r.call_uuid} {r.direction or '?'} state {r.state}")
+        lines.append(f"  invite {r.invite_at or '-'}  answer {r.answer_at or '-'}  "
+                     f"end {r.end_at or '-'}")
+        lines.append(f"  hangup {r.hangup_cause or '-'}  sip {r.sip_status or '-'}  "
+                     f"route {r.route or '-'}  srtp {r.srtp_mode or '-'}")
+        lines.append(f"  diagnosis: {r.diagnosis or '-'}")
+    lines.append("media:")
+    for r in report.records:
+        first = f"{r.first_media_ms:.0f} ms after answer" if r.first_media_ms is not None \
+            else "not recorded"
+        timeout = {True: "yes", False: "no", None: "unknown"}[r.media_timeout]
+        duration = f"{r.fs_duration_s:.1f} s" if r.fs_duration_s is not None else "-"
+        lines.append(f"  first media sent {first}; media timeout {timeout}; "
+                     f"FreeSWITCH {duration}, Meta {r.meta_duration_s or '-'} s")
+    if not report.records:
+        lines.append("  no figures (no CDR)")
+    return lines
