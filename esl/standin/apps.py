@@ -85,6 +85,10 @@ async def run_application(switch: Switch, runtime: CallRuntime, queued: QueuedAp
         await switch.hangup(runtime, arg or "NORMAL_CLEARING", disposition="send_bye")
     elif app == "bridge":
         response = await _bridge(switch, runtime, arg)
+    elif app == "park" and runtime.controlled:
+        # switch_ivr_park: "Cannot park channels that are under control already." The app
+        # returns at once; the call stays parked by the socket application.
+        pass
     elif app in HOLDING_APPS:
         if app == "park":
             channel.state = "CS_PARK"

@@ -137,6 +137,7 @@ class FreeSwitchStandin:
             async_mode=async_mode,
         )
         self.listeners.append(listener)
+        runtime.controlled = async_mode  # mod_event_socket's socket app parks the channel itself
         self.switch.start_worker(runtime)
         loop = asyncio.get_running_loop()
         listener_task = self._track(loop.create_task(self._run(listener)))

@@ -58,6 +58,8 @@ class CallRuntime:
     busy: bool = False
     current_app: str | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    controlled: bool = False
+    """Held by an outbound socket in async mode (CF_CONTROLLED): the socket app parked it."""
 
 
 class Switch:
