@@ -1,11 +1,18 @@
-"""`make lab`: place real calls through a real Kamailio edge on loopback and show what happened.
+"""`make lab`: place real calls through the whole bundle on loopback and show what happened.
 
-User-initiated: Meta is played by SIPp behind stunnel (TLS, a test CA made at run time),
-FreeSWITCH by a SIPp UAS. Business-initiated: FreeSWITCH is a SIPp UAC, Meta's edge a second
-Kamailio behind stunnel with a `wa.meta.vc` certificate (it challenges with 407 and checks the
-digest and From rules), the WhatsApp user a SIPp UAS behind it. Every process started here is
-stopped before the command returns. The last line is `lab: N passed, M failed`; the exit code is
-1 when a call failed.
+The business side of every call is real: the Kamailio edge, FreeSWITCH started from the
+configuration `provision render` writes, and `wa-esl` (run as `wa-esl run --config FILE`)
+driving it. Meta is played on both of its sides: SIPp behind stunnel (TLS, a test CA made at
+run time) places user-initiated calls; for business-initiated calls `wa-esl originate` sends
+FreeSWITCH's INVITE through its gateway to the edge, then to the Meta stand-in (a second
+Kamailio behind stunnel with a `wa.meta.vc` certificate that challenges with 407 and checks the
+digest and From rules), then to the WhatsApp user, a SIPp UAS. The Meta side sends SDP only,
+no media yet, so calls are short.
+
+Ladders show each leg as its own party saw it: Meta's SIPp trace, FreeSWITCH's sofia siptrace
+(turned on over the Event Socket), the Meta stand-in's events and the WhatsApp user's trace.
+Every process started here is stopped before the command returns. The last line is
+`lab: N passed, M failed`; the exit code is 1 when a call failed.
 """
 
 from __future__ import annotations
@@ -14,15 +21,31 @@ import argparse
 import shutil
 import sys
 import tempfile
+import tomllib
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lab.edge import EXAMPLE_CONFIG, EdgeLab
-from lab.meta_standin import StandinEvent
-from lab.processes import LabError
-from lab.sipp import SippResult, TracedMessage, start_sipp_server
-from provisioning.config import ConfigError
+from esl.cdr import CallRecord
+from lab.bundle import BundleLab
+from lab.edge import EXAMPLE_CONFIG
+from lab.freeswitch_trace import TRACE_COMMANDS, messages_of_call, read_freeswitch_trace
+from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER, StandinEvent
+from lab.processes import LabError, free_port
+from lab.sdp_summary import describe_sdp, sdp_body
+from lab.sipp import SippResult, TracedMessage
+from provisioning.config import ConfigError, SiteConfig
+
+LAB_NUMBERS = {"SDES": ("+15550100008", "100000000000008"),
+               "DTLS": ("+15550100009", "100000000000009")}
+"""Numbers the lab adds when the site config has none of an SRTP mode, so both are shown."""
+IVR_ROUTE = {"name": "lab-ivr", "match": {"cta_payload": "lab-ivr-*"},
+             "target": {"action": "ivr",
+                        "destination": "playback tone_stream://%(400,200,440);loops=2"}}
+"""A route the lab puts first: an IVR-style prompt (a tone FreeSWITCH generates itself)."""
+HOLD_MS = 1500  # Meta hangs up this long after its ACK
 
 
 @dataclass
@@ -30,77 +53,257 @@ class LabCall:
     name: str
     passed: bool
     ladder: list[str]
+    notes: list[str] = field(default_factory=list)
     detail: str = ""
 
 
-def ladder(meta: list[TracedMessage], freeswitch: list[TracedMessage]) -> list[str]:
-    """One line per message, in time order, with an arrow showing who sent it to whom."""
-    rows = [(m.time, f"Meta        {'──▶' if m.sent else '◀──'} edge        {m.first_line}")
-            for m in meta]
-    rows += [(m.time, f"edge        {'◀──' if m.sent else '──▶'} FreeSWITCH  {m.first_line}")
-             for m in freeswitch]
+# ---- ladders --------------------------------------------------------------------------------
+
+
+def _rows(messages: list[TracedMessage], left: str, right: str, left_sends: bool) -> list[tuple[str, str]]:
+    """`left ──▶ right` for messages `left` sent (seen from the side whose trace this is)."""
+    rows = []
+    for m in messages:
+        outgoing = m.sent == left_sends
+        rows.append((m.time, f"{left:<11} {'──▶' if outgoing else '◀──'} {right:<11} {m.first_line}"))
+    return rows
+
+
+def uic_ladder(meta: list[TracedMessage], freeswitch: list[TracedMessage]) -> list[str]:
+    """Meta's leg (its SIPp trace) and FreeSWITCH's leg (its siptrace), in time order."""
+    rows = _rows(meta, "Meta", "edge", True) + _rows(freeswitch, "edge", "FreeSWITCH", False)
     return [f"  {time}  {text}" for time, text in sorted(rows)]
 
 
 def bic_ladder(freeswitch: list[TracedMessage], meta: list[StandinEvent],
                whatsapp: list[TracedMessage]) -> list[str]:
     """The three legs of a business-initiated call, in time order."""
-    rows = [(m.time, f"FreeSWITCH  {'──▶' if m.sent else '◀──'} edge        {m.first_line}")
-            for m in freeswitch]
+    rows = _rows(freeswitch, "FreeSWITCH", "edge", True)
     rows += [(e.time, f"edge        {'──▶' if e.way == 'recv' else '◀──'} Meta        "
                       f"{e.first_line}  [{e.detail.rsplit(' call=', 1)[0]}]")
              for e in meta if "side=user" not in e.detail and e.way != "auth"]
-    rows += [(m.time, f"Meta        {'◀──' if m.sent else '──▶'} WhatsApp    {m.first_line}")
-             for m in whatsapp]
+    rows += _rows(whatsapp, "Meta", "WhatsApp", False)
     return [f"  {time}  {text}" for time, text in sorted(rows)]
 
 
-def business_initiated_call(edge: EdgeLab, folder: Path) -> LabCall:
-    assert edge.meta is not None
-    user = edge.whatsapp_user("bic-answered", folder=folder)
+def cdr_note(record: CallRecord) -> str:
+    duration = f"{record.fs_duration_s:.1f}s" if record.fs_duration_s is not None else "-"
+    parts = [f"CDR {record.direction} {record.state}: cause {record.hangup_cause}",
+             f"wacid {record.wacid or '-'}", f"route {record.route or '-'}",
+             f"srtp {record.srtp_mode}", f"FreeSWITCH billed {duration}"]
+    if record.meta_duration_s is not None:
+        parts.append(f"Meta's duration {record.meta_duration_s}s")
+    if record.diagnosis:
+        parts.append(f"diagnosis: {record.diagnosis}")
+    return ", ".join(parts)
+
+
+# ---- the calls ------------------------------------------------------------------------------
+
+
+class Lab:
+    """The running bundle and the numbers the calls use."""
+
+    def __init__(self, bundle: BundleLab) -> None:
+        self.bundle = bundle
+        config = bundle.config
+        self.sdes = next(n for n in config.numbers if n.srtp_mode == "SDES")
+        self.dtls = next(n for n in config.numbers if n.srtp_mode == "DTLS")
+
+    def fs_log_size(self) -> int:
+        log = self.bundle.freeswitch.log
+        return log.stat().st_size if log.exists() else 0
+
+    def freeswitch_leg(self, start: int, call_id: str) -> list[TracedMessage]:
+        return messages_of_call(read_freeswitch_trace(self.bundle.freeswitch.log, start), call_id)
+
+
+def _call_id(messages: list[TracedMessage]) -> str:
+    for m in messages:
+        for line in m.text.split("\r\n"):
+            if line.lower().startswith("call-id:"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _answer(trace: list[TracedMessage], sent: bool) -> str:
+    """The SDP of the 200 OK to the INVITE in a trace (received by Meta: sent=False)."""
+    for m in trace:
+        if m.sent == sent and m.first_line.startswith("SIP/2.0 200") and "INVITE" in m.text:
+            return sdp_body(m.text)
+    return ""
+
+
+def user_initiated(lab: Lab, folder: Path, mode: str, payload: str, route: str) -> LabCall:
+    bundle = lab.bundle
+    number = lab.sdes if mode == "SDES" else lab.dtls
+    wacid = f"wacid.lab{uuid.uuid4().hex[:16]}"
+    start = lab.fs_log_size()
+    params = "".join(f";{k}={v}" for k, v in number.request_uri_user_params.items())
+    meta = bundle.edge.meta_call(
+        f"uic-freeswitch-{mode.lower()}", business_number=number.business_number,
+        ruri_params=params, folder=folder, timeout_s=30, extra=["-d", str(HOLD_MS)],
+        keys={"wacid": wacid, "cta_payload": payload, "duration": "2",
+              "rtp_port": str(free_port())})
+    record = _ended(bundle, wacid=wacid) if meta.exit_code == 0 else None
+    freeswitch = lab.freeswitch_leg(start, _call_id(meta.trace))
+    answer = _answer(meta.trace, sent=False)
+    passed = (meta.passed and record is not None and record.route == route
+              and record.srtp_mode == mode and record.hangup_cause == "NORMAL_CLEARING"
+              and record.meta_duration_s == 2 and bool(freeswitch))
+    notes = [f"FreeSWITCH answered {number.business_number} ({mode}): {describe_sdp(answer)}"]
+    if record is not None:
+        notes.append(cdr_note(record))
+    article = "an" if mode == "SDES" else "a"
+    name = (f"user-initiated call to {article} {mode} number, digest-challenged, answered by "
+            f"FreeSWITCH under wa-esl, route '{route}' (CTA payload '{payload}'), Meta hangs up")
+    return LabCall(name, passed, uic_ladder(meta.trace, freeswitch), notes,
+                   "" if passed else _why(meta, record, f"expected route {route}, SRTP {mode}"))
+
+
+def sdes_call(lab: Lab, folder: Path) -> LabCall:
+    return user_initiated(lab, folder, "SDES", "order-1234", "catch-all")
+
+
+def dtls_call(lab: Lab, folder: Path) -> LabCall:
+    return user_initiated(lab, folder, "DTLS", "lab-ivr-menu", "lab-ivr")
+
+
+def wrong_password(lab: Lab, folder: Path) -> LabCall:
+    start = lab.fs_log_size()
+    meta = lab.bundle.edge.meta_call("uic-wrong-password", password="not-the-meta-password",
+                                     business_number=lab.sdes.business_number, folder=folder)
+    freeswitch = lab.freeswitch_leg(start, _call_id(meta.trace))
+    passed = meta.passed and not freeswitch
+    return LabCall("user-initiated call with a wrong SIP password is refused at the edge, never "
+                   "reaches FreeSWITCH", passed, uic_ladder(meta.trace, freeswitch), [],
+                   "" if passed else _why(meta, None, f"FreeSWITCH saw {len(freeswitch)} messages"))
+
+
+def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool) -> LabCall:
+    bundle = lab.bundle
+    assert bundle.edge.meta is not None
+    number = lab.sdes
+    flow = "bic-meta-hangup" if user_hangs_up else "bic-answered"
+    user = bundle.edge.whatsapp_user(flow, folder=folder)
+    start = lab.fs_log_size()
     try:
-        fs = edge.freeswitch_call("bic-answered", dialed="00 1 (555) 012-3456".replace(" ", "%20"),
-                                  folder=folder)
-        user_code = user.wait(15) if fs.passed else -1
+        result = bundle.originate(number.business_number, WHATSAPP_USER)
+        if result.call_uuid and not user_hangs_up:
+            bundle.api(f"uuid_kill {result.call_uuid} NORMAL_CLEARING")  # the business hangs up
+        user_code = user.wait(20) if result.call_uuid else -1
     finally:
         user.stop()
-    call_id = next((m.text.split("Call-ID: ", 1)[1].split("\r\n", 1)[0] for m in fs.trace
-                    if "Call-ID: " in m.text), "")
-    meta = edge.meta.events_for(call_id)
+    record = _ended(bundle, call_uuid=result.call_uuid) if result.call_uuid else None
+    fs_all = read_freeswitch_trace(bundle.freeswitch.log, start)
+    call_id = _call_id([m for m in fs_all if m.sent and m.first_line.startswith("INVITE")])
+    freeswitch = messages_of_call(fs_all, call_id)
+    meta = bundle.edge.meta.events_for(call_id)
+    invite = next((m for m in freeswitch if m.sent and m.first_line.startswith("INVITE")), None)
     digest_once = [e.detail.split()[1] for e in meta
                    if e.way == "recv" and e.first_line.startswith("INVITE")] == ["auth=no", "auth=yes"]
-    passed = fs.passed and user_code == 0 and digest_once
-    detail = "" if passed else (fs.errors.strip() or f"SIPp exit {fs.exit_code}, WhatsApp user "
-                                f"{user_code}, Meta saw {[e.first_line for e in meta]}")
-    return LabCall("business-initiated call, agent-typed number, Meta's 407 answered, re-INVITE "
-                   "and REFER refused locally, FreeSWITCH hangs up",
-                   passed, bic_ladder(fs.trace, meta, user.trace()), detail)
+    expected_cause = "NORMAL_CLEARING"
+    passed = (result.exit_code == 0 and user_code == 0 and digest_once and record is not None
+              and record.hangup_cause == expected_cause and record.direction == "bic")
+    notes = [f"wa-esl originate: {' '.join(result.output.split())}"]
+    if invite is not None:
+        notes.append(f"FreeSWITCH offered ({number.srtp_mode}): {describe_sdp(sdp_body(invite.text))}")
+    notes.append(f"WhatsApp user answered: {describe_sdp(_answer(user.trace(), sent=True))}")
+    if record is not None:
+        notes.append(cdr_note(record))
+    who = "the WhatsApp user" if user_hangs_up else "the business (FreeSWITCH)"
+    name = (f"business-initiated call by `wa-esl originate` through FreeSWITCH's gateway, Meta's "
+            f"407 answered by the edge, answered, {who} hangs up")
+    detail = "" if passed else (f"originate exit {result.exit_code}, WhatsApp user {user_code}, "
+                                f"Meta saw {[e.first_line for e in meta]}, CDR {record}")
+    return LabCall(name, passed, bic_ladder(freeswitch, meta, user.trace()), notes, detail)
 
 
-def answered_call(edge: EdgeLab, folder: Path) -> LabCall:
-    fs = start_sipp_server("uic-answered", "freeswitch", folder, edge.ports.freeswitch[0])
+def business_hangs_up(lab: Lab, folder: Path) -> LabCall:
+    return business_initiated(lab, folder, user_hangs_up=False)
+
+
+def user_hangs_up(lab: Lab, folder: Path) -> LabCall:
+    return business_initiated(lab, folder, user_hangs_up=True)
+
+
+def meta_refuses(lab: Lab, folder: Path) -> LabCall:
+    """Meta's 486: the edge's X-WA-Diagnosis reaches wa-esl through sofia (sip_rh_)."""
+    bundle = lab.bundle
+    assert bundle.edge.meta is not None
+    answer = META_ANSWERS_BY_FLOW["declined"]
+    start = lab.fs_log_size()
+    result = bundle.originate(lab.sdes.business_number, answer.called_number)
+    fs_all = read_freeswitch_trace(bundle.freeswitch.log, start)
+    call_id = _call_id([m for m in fs_all if m.sent and m.first_line.startswith("INVITE")])
+    freeswitch = messages_of_call(fs_all, call_id)
+    refusal = next((m for m in freeswitch if not m.sent and m.first_line.startswith("SIP/2.0 486")),
+                   None)
+    header = next((line for line in (refusal.text if refusal else "").split("\r\n")
+                   if line.lower().startswith("x-wa-diagnosis:")), "")
+    passed = (result.exit_code == 3 and f"{answer.diagnosis}:" in result.output
+              and header.lower().startswith(f"x-wa-diagnosis: {answer.diagnosis}"))
+    notes = [f"wa-esl originate (exit {result.exit_code}): {' '.join(result.output.split())}",
+             f"the edge told FreeSWITCH: {header or '(no X-WA-Diagnosis)'}"]
+    return LabCall(f"business-initiated call Meta refuses ({answer.status} {answer.reason}): the "
+                   "edge's diagnosis reaches `wa-esl originate`", passed,
+                   bic_ladder(freeswitch, bundle.edge.meta.events_for(call_id), []), notes,
+                   "" if passed else f"expected exit 3 and diagnosis {answer.diagnosis}")
+
+
+def _ended(bundle: BundleLab, **which: Any) -> CallRecord | None:
     try:
-        meta = edge.meta_call("uic-answered", folder=folder)
-        fs_code = fs.wait(15) if meta.passed else -1
-    finally:
-        fs.stop()
-    passed = meta.passed and fs_code == 0
-    return LabCall("user-initiated call, digest-challenged, answered, Meta hangs up",
-                   passed, ladder(meta.trace, fs.trace()), _detail(meta, passed))
+        return bundle.cdr(**which)
+    except LabError:
+        return None
 
 
-def wrong_password(edge: EdgeLab, folder: Path) -> LabCall:
-    meta = edge.meta_call("uic-wrong-password", password="not-the-meta-password", folder=folder)
-    return LabCall("user-initiated call with a wrong SIP password is refused, never relayed",
-                   meta.passed, ladder(meta.trace, []), _detail(meta, meta.passed))
+def _why(meta: SippResult, record: CallRecord | None, expected: str) -> str:
+    if not meta.passed:
+        return meta.errors.strip() or f"SIPp exit code {meta.exit_code}, out of script: " \
+                                      f"{meta.out_of_script()}"
+    return f"{expected}; CDR: {record}"
 
 
-def _detail(meta: SippResult, passed: bool) -> str:
-    return "" if passed else (meta.errors.strip() or f"SIPp exit code {meta.exit_code}")
+CALLS: list[Callable[[Lab, Path], LabCall]] = [sdes_call, dtls_call, wrong_password,
+                                               business_hangs_up, user_hangs_up, meta_refuses]
 
 
-CALLS: list[Callable[[EdgeLab, Path], LabCall]] = [answered_call, wrong_password,
-                                                    business_initiated_call]
+# ---- set-up ---------------------------------------------------------------------------------
+
+
+def lab_overrides(config_path: Path) -> tuple[dict[str, Any], list[str]]:
+    """Numbers of both SRTP modes and the IVR route, added to the user's config; what was added."""
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise LabError(f"{config_path}: {error}") from None
+    numbers = list(raw.get("numbers", []))
+    added = []
+    for mode, (number, number_id) in LAB_NUMBERS.items():
+        if not any(n.get("srtp_mode", "DTLS") == mode for n in numbers):
+            numbers.append({"business_number": number, "phone_number_id": number_id,
+                            "srtp_mode": mode})
+            added.append(f"{number} ({mode})")
+    routes = [IVR_ROUTE, *raw.get("esl", {}).get("routes", [])]
+    return {"numbers": numbers, "esl": {"routes": routes}}, added
+
+
+def describe(bundle: BundleLab, added: list[str]) -> list[str]:
+    config: SiteConfig = bundle.config
+    fs = bundle.freeswitch
+    numbers = ", ".join(f"{n.business_number} ({n.srtp_mode})" for n in config.numbers)
+    return [
+        f"lab: Kamailio edge: TLS 127.0.0.1:{bundle.edge.ports.tls} (domain "
+        f"{config.site.sip_domain}), internal UDP 127.0.0.1:{bundle.edge.ports.internal}",
+        f"lab: FreeSWITCH ({fs.argv()[0]}): profile wa-edge on 127.0.0.1:{fs.sip_port}, "
+        f"Event Socket 127.0.0.1:{fs.esl_port}, config rendered to {fs.conf}",
+        f"lab: wa-esl run --config {bundle.config_file} (socket server "
+        f"127.0.0.1:{config.esl.listen.port}, CDRs {config.esl.cdr_db})",
+        f"lab: Meta stand-in (wa.meta.vc) on TLS 127.0.0.1:{bundle.edge.ports.meta.public}",
+        f"lab: numbers {numbers}" + (f"; added by the lab: {', '.join(added)}" if added else "")
+        + f"; route '{IVR_ROUTE['name']}' (IVR-style tone) added first",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,24 +311,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG,
                         help="site config to rehearse (moved onto loopback); default: the example")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the lab folder (logs, traces, rendered config) afterwards")
+                        help="keep the lab folder (logs, traces, rendered config, CDRs) afterwards")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="wa-sip-lab-"))
     results: list[LabCall] = []
     try:
         print(f"lab: config {args.config}, scratch folder {folder}")
-        with EdgeLab(folder, config_path=args.config, meta_standin=True) as edge:
-            print(f"lab: Kamailio edge up: TLS 127.0.0.1:{edge.ports.tls} "
-                  f"(domain {edge.config.site.sip_domain}), internal UDP "
-                  f"127.0.0.1:{edge.ports.internal}; Meta stand-in (wa.meta.vc) on TLS "
-                  f"127.0.0.1:{edge.ports.meta.public}")
+        overrides, added = lab_overrides(args.config)
+        with BundleLab(folder, config_path=args.config, overrides=overrides) as bundle:
+            for command in TRACE_COMMANDS:
+                bundle.api(command)
+            print("\n".join(describe(bundle, added)))
+            lab = Lab(bundle)
             for index, play in enumerate(CALLS, 1):
                 call_folder = folder / f"call-{index}"
                 call_folder.mkdir()
-                result = play(edge, call_folder)
+                result = play(lab, call_folder)
                 results.append(result)
                 print(f"\n[{'PASS' if result.passed else 'FAIL'}] {result.name}")
                 print("\n".join(result.ladder))
+                for note in result.notes:
+                    print(f"  = {note}")
                 if result.detail:
                     print(f"  why: {result.detail}")
     except (LabError, ConfigError) as error:

@@ -190,8 +190,9 @@ class EdgeLab:
     def meta_call(self, flow: str, password: str = LAB_PASSWORD,
                   business_number: str | None = None, ruri_params: str = "",
                   keys: dict[str, str] | None = None, timeout_s: int = 20,
-                  folder: Path | None = None) -> SippResult:
-        """Play Meta's side of `flow` (sipp-scenarios/<flow>/meta.xml) through TLS."""
+                  folder: Path | None = None, extra: list[str] | None = None) -> SippResult:
+        """Play Meta's side of `flow` (sipp-scenarios/<flow>/meta.xml) through TLS; `extra`:
+        more SIPp arguments (`-d MS` for a scenario's bare `<pause/>`)."""
         number = business_number or self.config.numbers[0].business_number
         if not ruri_params and number == self.config.numbers[0].business_number:
             ruri_params = "".join(f";{k}={v}" for k, v in
@@ -212,7 +213,8 @@ class EdgeLab:
                                extra=["-au", digits, "-ap", password,
                                       # digest uri = the request URI, as Meta sends it
                                       "-auth_uri", f"{number}{ruri_params}@"
-                                      f"{self.config.site.sip_domain};transport=tls"])
+                                      f"{self.config.site.sip_domain};transport=tls",
+                                      *(extra or [])])
 
     def whatsapp_user(self, flow: str, folder: Path | None = None,
                       timeout_s: int = 30) -> SippServer:
