@@ -200,7 +200,9 @@ def meta_argv(site: BenchSite, step: Step, folder: Path, timeout_s: int) -> list
     argv += ["-r", str(step.rate), "-rp", "1000", "-l", str(step.rate * 4 + 50),
              "-trace_rtt", "-rtt_freq", "1", "-default_behaviors", "all,-abortunexp",
              "-cid_str", "outgoing:wacid.%u-%p@wa.meta.vc",
-             "-au", site.business_number.removeprefix("+"), "-ap", BENCH_PASSWORD]
+             "-au", site.business_number.removeprefix("+"), "-ap", BENCH_PASSWORD,
+             # digest uri = the request URI, as Meta sends it (the edge refuses another)
+             "-auth_uri", f"{site.ruri_user}@{site.config.site.sip_domain};transport=tls"]
     for key, value in keys.items():
         argv += ["-key", key, value]
     if step.trace_messages:
