@@ -241,8 +241,8 @@ class WhatsAppEdge:
         if request.from_meta and KSR.dialog.is_known_dlg() < 0:
             # Not a dialog this edge created (dialog module: Call-ID and both tags): whatever
             # its To-tag and Route set say, it is an out-of-dialog request nobody authenticated.
-            self._count_drop(Drop.UNKNOWN_DIALOG)
-            if request.kind != "ACK":
+            if request.kind != "ACK":  # an ACK here is most often that of our stateless 407
+                self._count_drop(Drop.UNKNOWN_DIALOG)
                 self._reply(481, "Call/Transaction Does Not Exist")
             return
         action = in_dialog_action(request.method, request.from_meta)
