@@ -1,0 +1,363 @@
+"""The media side of a WhatsApp call, as Meta's media servers play it, on one loopback UDP port.
+
+Driven by the SIP party that plays Meta: it asks for an offer (user-initiated calls) or an
+answer (business-initiated ones), calls `start()` when the ACK passes (the clock of Meta's
+no-media rule), and closes the peer when the call ends, getting a `MediaReport`.
+
+Meta's media rules, kept here:
+- nothing is sent before the business's first authenticated SRTP packet arrives (the
+  business sends the "maiden" packet), STUN answers and the DTLS server's flights excepted;
+- no business media for `timeouts.start_s` (20 s) after the ACK, or for `timeouts.mid_call_s`
+  (30 s) once media flowed, ends the call: `on_media_timeout` tells the SIP party, which sends
+  BYE (user-initiated) or `408 RTP Timeout` (business-initiated) as Meta does;
+- audio is a known tone in 20 ms Opus frames; what arrives is decoded and its dominant
+  frequency reported, with SRTCP sender reports every 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lab.media.dtls import DtlsCertificate, DtlsEndpoint, make_certificate
+from lab.media.opus import CLOCK_RATE, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
+from lab.media.rtp import Kind, RtpHeader, classify, parse_rtp, sender_report
+from lab.media.sdp import (
+    LocalMedia,
+    RemoteMedia,
+    SdpError,
+    SrtpMode,
+    build_sdp,
+    check_remote,
+    parse_sdp,
+    sdes_remote_key,
+)
+from lab.media.srtp import SUITE, SrtpKeys, SrtpSession, new_master_key
+from lab.media.stun import Address, IceLiteResponder, ice_credential
+from lab.media.tone import ToneGenerator, dominant_frequency
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05  # DTLS retransmission and no-media checks
+RTCP_INTERVAL_S = 5.0
+HEARD_SECONDS = 10  # what the frequency analysis looks at: the most recent audio
+
+
+@dataclass(frozen=True)
+class MediaTimeouts:
+    """Meta's no-media limits; tests shorten them."""
+
+    start_s: float = 20.0
+    mid_call_s: float = 30.0
+
+
+@dataclass
+class MediaReport:
+    mode: str
+    suite: str = SUITE
+    first_packet_after_ack_ms: float | None = None
+    dtls_handshake_ms: float | None = None
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    bytes_received: int = 0
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+    auth_failures: int = 0
+    rtcp_auth_failures: int = 0
+    undecodable: int = 0
+    heard_hz: float | None = None
+    stun_requests: int = 0
+    role_conflicts: int = 0
+    ended_by: str | None = None  # why the peer ended the call, if it did
+    failure: str | None = None  # DTLS failure, fingerprint mismatch...
+
+    def line(self, business_heard_hz: float | None = None) -> str:
+        """One line per call: `media: DTLS AES_CM_128_HMAC_SHA1_80, handshake 61 ms, ...`."""
+        parts = [f"media: {self.mode} {self.suite}"]
+        if self.dtls_handshake_ms is not None:
+            parts.append(f"handshake {self.dtls_handshake_ms:.0f} ms")
+        if self.first_packet_after_ack_ms is not None:
+            parts.append(f"first business packet {self.first_packet_after_ack_ms:.0f} ms after ACK")
+        else:
+            parts.append("no business packet")
+        parts.append(f"{self.packets_received}/{self.packets_sent} packets")
+        if self.auth_failures:
+            parts.append(f"{self.auth_failures} SRTP auth failures")
+        heard = f"{self.heard_hz:.0f} Hz" if self.heard_hz is not None else "nothing"
+        parts.append(f"tone {heard} heard by WhatsApp")
+        if business_heard_hz is not None:
+            parts.append(f"{business_heard_hz:.0f} Hz heard by the business")
+        if self.failure:
+            parts.append(self.failure)
+        if self.ended_by:
+            parts.append(f"ended by WhatsApp: {self.ended_by}")
+        return ", ".join(parts)
+
+
+@dataclass
+class _Stream:
+    ssrc: int = field(default_factory=lambda: int.from_bytes(os.urandom(4), "big"))
+    sequence: int = field(default_factory=lambda: int.from_bytes(os.urandom(2), "big"))
+    timestamp: int = field(default_factory=lambda: int.from_bytes(os.urandom(4), "big"))
+
+
+class MediaPeer(asyncio.DatagramProtocol):
+    """WhatsApp's media for one call; `await MediaPeer(...).open()` binds its port."""
+
+    def __init__(self, mode: SrtpMode, *, tone_hz: float = 1000.0, address: str = "127.0.0.1",
+                 timeouts: MediaTimeouts | None = None,
+                 certificate: DtlsCertificate | None = None,
+                 on_media_timeout: Callable[[str], None] | None = None) -> None:
+        self.mode = mode
+        self.address = address
+        self.timeouts = timeouts or MediaTimeouts()
+        self.on_media_timeout = on_media_timeout
+        self.tone = ToneGenerator(tone_hz, SAMPLE_RATE)
+        self.report = MediaReport(mode.value)
+        self.port = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._master_key = new_master_key()
+        self._ice_ufrag = ice_credential(8)
+        self._ice_pwd = ice_credential(24)
+        self._certificate = certificate
+        self.remote: RemoteMedia | None = None
+        self.srtp: SrtpSession | None = None
+        self.dtls: DtlsEndpoint | None = None
+        self.ice: IceLiteResponder | None = None
+        self._remote_address: Address | None = None
+        self._opus_pt = 111
+        self._encoder = OpusEncoder()
+        self._decoder = OpusDecoder()
+        self._heard: collections.deque[bytes] = collections.deque(
+            maxlen=HEARD_SECONDS * 1000 // FRAME_MS)
+        self._stream = _Stream()
+        self._dtls_started_at: float | None = None
+        self.ack_at: float | None = None
+        self.first_packet_at: float | None = None
+        self.last_packet_at: float | None = None
+        self.first_packet = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    # ------------------------------------------------------------------ life cycle
+    async def open(self, port: int = 0) -> MediaPeer:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self,
+                                                           local_addr=(self.address, port))
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+        if self.mode is SrtpMode.DTLS and self._certificate is None:
+            self._certificate = make_certificate()
+        return self
+
+    def start(self) -> None:
+        """The ACK passed: the no-media clock starts, and the sender waits for the business."""
+        self.ack_at = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._watch(), name="media-watch"))
+        self._tasks.append(asyncio.create_task(self._send_audio(), name="media-send"))
+
+    async def close(self) -> MediaReport:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._transport is not None:
+            self._transport.close()
+        return self.finish_report()
+
+    def finish_report(self) -> MediaReport:
+        report = self.report
+        if self.srtp is not None:
+            report.auth_failures = self.srtp.auth_failures
+            report.rtcp_auth_failures = self.srtp.rtcp_auth_failures
+        if self.ice is not None:
+            report.stun_requests = self.ice.counters.requests
+            report.role_conflicts = self.ice.counters.role_conflicts
+        if self.dtls is not None and self.dtls.failure:
+            report.failure = self.dtls.failure
+        report.heard_hz = dominant_frequency(b"".join(self._heard), SAMPLE_RATE)
+        if self.ack_at is not None and self.first_packet_at is not None:
+            report.first_packet_after_ack_ms = (self.first_packet_at - self.ack_at) * 1000
+        return report
+
+    # ------------------------------------------------------------------ SDP
+    def local_media(self, crypto_tag: int = 1) -> LocalMedia:
+        if self.mode is SrtpMode.SDES:
+            return LocalMedia(self.mode, self.address, self.port, crypto_tag=crypto_tag,
+                              master_key=self._master_key, opus_pt=self._opus_pt)
+        assert self._certificate is not None, "open() first"
+        return LocalMedia(self.mode, self.address, self.port, ice_ufrag=self._ice_ufrag,
+                          ice_pwd=self._ice_pwd, fingerprint=self._certificate.fingerprint,
+                          opus_pt=self._opus_pt)
+
+    def offer(self) -> str:
+        """Meta's offer on a user-initiated call."""
+        return build_sdp(self.local_media(), offer=True)
+
+    def accept_answer(self, sdp: str) -> None:
+        """The business's answer to our offer; raises SdpError where Meta would refuse it."""
+        remote = parse_sdp(sdp)
+        check_remote(remote, self.mode, offer=False)
+        self._use_remote(remote)
+
+    def answer(self, sdp: str) -> str:
+        """Meta's answer to the business's offer (business-initiated call)."""
+        remote = parse_sdp(sdp)
+        check_remote(remote, self.mode, offer=True)
+        self._opus_pt = remote.payload_type("opus/48000") or self._opus_pt
+        tag = self._use_remote(remote)
+        return build_sdp(self.local_media(crypto_tag=tag), offer=False)
+
+    def _use_remote(self, remote: RemoteMedia) -> int:
+        self.remote = remote
+        self._opus_pt = remote.payload_type("opus/48000") or self._opus_pt
+        self._remote_address = (remote.address, remote.port)
+        if self.mode is SrtpMode.SDES:
+            tag, key = sdes_remote_key(remote)
+            self.srtp = SrtpSession(SrtpKeys(local=self._master_key, remote=key))
+            return tag
+        assert self._certificate is not None and remote.fingerprint is not None
+        if remote.candidates:
+            self._remote_address = remote.candidates[0]
+        self.ice = IceLiteResponder(self._ice_ufrag, self._ice_pwd, remote.ice_ufrag)
+        self.dtls = DtlsEndpoint(self._certificate, server=True, remote_fingerprint=remote.fingerprint[1])
+        return 1
+
+    # ------------------------------------------------------------------ receiving
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        kind = classify(data)
+        if kind is Kind.STUN and self.ice is not None:
+            reply = self.ice.handle(data, addr)
+            if reply is not None:
+                self._sendto(reply, addr)
+            if self.ice.nominated is not None:
+                self._remote_address = self.ice.nominated
+        elif kind is Kind.DTLS and self.dtls is not None:
+            self._dtls_received(data, addr)
+        elif kind is Kind.RTP:
+            self._rtp_received(data)
+        elif (kind is Kind.RTCP and self.srtp is not None
+              and self.srtp.unprotect_rtcp(data) is not None):
+            self.report.rtcp_received += 1
+
+    def _dtls_received(self, data: bytes, addr: Address) -> None:
+        assert self.dtls is not None
+        if self._dtls_started_at is None:
+            self._dtls_started_at = time.monotonic()
+        had_keys = self.dtls.keys is not None
+        for record in self.dtls.feed(data):
+            self._sendto(record, addr)
+        if self.dtls.keys is not None and not had_keys:
+            self.report.dtls_handshake_ms = (time.monotonic() - self._dtls_started_at) * 1000
+            self.srtp = SrtpSession(self.dtls.keys)
+            log.info("DTLS handshake done in %.0f ms", self.report.dtls_handshake_ms)
+        if self.dtls.failure and self.report.failure is None:
+            self.report.failure = self.dtls.failure
+            log.warning("%s", self.dtls.failure)
+
+    def _rtp_received(self, data: bytes) -> None:
+        if self.srtp is None:
+            return  # no keys yet (DTLS not done): not media we can take
+        packet = self.srtp.unprotect(data)
+        if packet is None:
+            return
+        try:
+            header, payload = parse_rtp(packet)
+        except ValueError:
+            self.report.undecodable += 1
+            return
+        now = time.monotonic()
+        self.report.packets_received += 1
+        self.report.bytes_received += len(data)
+        self.last_packet_at = now
+        if self.first_packet_at is None:
+            self.first_packet_at = now
+            self.first_packet.set()
+        if header.payload_type == self._opus_pt:
+            try:
+                self._heard.append(self._decoder.decode(payload))
+            except ValueError:
+                self.report.undecodable += 1
+
+    # ------------------------------------------------------------------ sending
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, addr)
+
+    async def _send_audio(self) -> None:
+        """20 ms Opus frames on an absolute schedule, once the business's first packet came."""
+        await self.first_packet.wait()
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        next_rtcp = next_at + RTCP_INTERVAL_S
+        stream = self._stream
+        while not self.ended.is_set():
+            payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
+            header = RtpHeader(self._opus_pt, stream.sequence, stream.timestamp, stream.ssrc,
+                               marker=self.report.packets_sent == 0)
+            self._send_srtp(header.pack() + payload)
+            stream.sequence = (stream.sequence + 1) & 0xFFFF
+            stream.timestamp = (stream.timestamp + CLOCK_RATE * FRAME_MS // 1000) & 0xFFFFFFFF
+            if loop.time() >= next_rtcp:
+                next_rtcp += RTCP_INTERVAL_S
+                self._send_rtcp()
+            next_at += FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    def _send_srtp(self, rtp: bytes) -> None:
+        if self.srtp is None or self._remote_address is None:
+            return
+        protected = self.srtp.protect(rtp)
+        self._sendto(protected, self._remote_address)
+        self.report.packets_sent += 1
+        self.report.bytes_sent += len(protected)
+
+    def _send_rtcp(self) -> None:
+        if self.srtp is None or self._remote_address is None:
+            return
+        stream = self._stream
+        report = sender_report(stream.ssrc, stream.timestamp, self.report.packets_sent,
+                               self.report.bytes_sent)
+        self._sendto(self.srtp.protect_rtcp(report), self._remote_address)
+        self.report.rtcp_sent += 1
+
+    # ------------------------------------------------------------------ timers
+    async def _watch(self) -> None:
+        """DTLS retransmissions, and Meta's no-media limits."""
+        while not self.ended.is_set():
+            await asyncio.sleep(TICK_S)
+            if self.dtls is not None:
+                destination = self._remote_address
+                for record in self.dtls.poll():
+                    if destination is not None:
+                        self._sendto(record, destination)
+            now = time.monotonic()
+            assert self.ack_at is not None
+            if self.last_packet_at is None:
+                if now - self.ack_at > self.timeouts.start_s:
+                    self._end(f"no business media {self.timeouts.start_s:g} s after ACK")
+            elif now - self.last_packet_at > self.timeouts.mid_call_s:
+                self._end(f"no business media for {self.timeouts.mid_call_s:g} s mid-call")
+
+    def _end(self, reason: str) -> None:
+        if self.ended.is_set():
+            return
+        self.report.ended_by = reason
+        self.ended.set()
+        log.info("media peer ends the call: %s", reason)
+        if self.on_media_timeout is not None:
+            self.on_media_timeout(reason)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable on loopback
+        log.debug("media socket error: %s", exc)
+
+
+__all__ = ["MediaPeer", "MediaReport", "MediaTimeouts", "SdpError", "SrtpMode"]
