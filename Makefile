@@ -6,7 +6,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge
+.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -41,6 +41,10 @@ bench-sync: python-deps
 bench-edge: system-deps python-deps
 	$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench.edge.run $(BENCH_ARGS)
+
+# The long attack run against a loopback edge (issue 10): fuzz, TLS abuse, flood, scan; ~3 min.
+bench-abuse: system-deps python-deps
+	$(VENV)/bin/python -m bench.abuse.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

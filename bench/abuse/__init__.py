@@ -1,0 +1,1 @@
+"""make bench-abuse: the long attack run against a loopback edge (see run.py)."""
