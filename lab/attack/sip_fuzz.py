@@ -429,6 +429,20 @@ class SendReport:
         self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
+def paced(cases: Iterator[FuzzCase], time_limit_s: float,
+          rate_per_s: float) -> Iterator[tuple[int, FuzzCase]]:
+    """(index, case) until the cases or `time_limit_s` run out, `rate_per_s` a second at most
+    (0 = unpaced)."""
+    start = time.monotonic()
+    for index, case in enumerate(cases):
+        now = time.monotonic()
+        if now - start >= time_limit_s:
+            return
+        if rate_per_s > 0 and (due := start + index / rate_per_s) > now:
+            time.sleep(due - now)
+        yield index, case
+
+
 def send_udp(target: Target, cases: Iterator[FuzzCase], sources: list[str],
              time_limit_s: float, rate_per_s: float = 0.0,
              on_progress: Callable[[SendReport], None] | None = None) -> SendReport:
@@ -446,14 +460,7 @@ def send_udp(target: Target, cases: Iterator[FuzzCase], sources: list[str],
         sockets.append(sock)
     start = time.monotonic()
     try:
-        for index, case in enumerate(cases):
-            now = time.monotonic()
-            if now - start >= time_limit_s:
-                break
-            if rate_per_s > 0:
-                due = start + index / rate_per_s
-                if due > now:
-                    time.sleep(due - now)
+        for index, case in paced(cases, time_limit_s, rate_per_s):
             sock = sockets[index % len(sockets)]
             try:
                 sock.sendto(case.data[:65000], target.address)
@@ -521,14 +528,7 @@ class TlsSender:
         start = time.monotonic()
         report = self.report
         try:
-            for index, case in enumerate(cases):
-                now = time.monotonic()
-                if now - start >= time_limit_s:
-                    break
-                if rate_per_s > 0:
-                    due = start + index / rate_per_s
-                    if due > now:
-                        time.sleep(due - now)
+            for index, case in paced(cases, time_limit_s, rate_per_s):
                 source = self.sources[index % len(self.sources)]
                 try:
                     tls = self._connection(source)
