@@ -47,7 +47,7 @@ def independent_integrity_ok(message: bytes, password: str) -> bool:
                 return False
         if kind == 0x8028:
             crc = (zlib.crc32(message[:position]) ^ 0x5354554E) & 0xFFFFFFFF
-            return struct.unpack_from("!I", message, position + 4)[0] == crc
+            return bool(struct.unpack_from("!I", message, position + 4)[0] == crc)
         position += 4 + length + (-length % 4)
     return False
 
