@@ -28,6 +28,7 @@ class Drop(Enum):
     BAD_BYTES = ("wa_bad_bytes", "refused with 400: invalid UTF-8")
     UNKNOWN_DIALOG = ("wa_unknown_dialog", "in-dialog request for no dialog of this edge")
     LOCKED_OUT = ("wa_locked_out", "refused with 403: source locked out after failed digests")
+    BAD_CREDENTIALS = ("wa_bad_credentials", "refused with 400: unusable digest credentials")
 
     @property
     def statistic(self) -> str:

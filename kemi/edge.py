@@ -494,14 +494,14 @@ class WhatsAppEdge:
             credentials = credentials_for(fields, self._credentials_header(),
                                           self.settings.sip_domain)
         except CredentialsProblem as problem:
+            self._count_drop(Drop.BAD_CREDENTIALS)
             self._reply(400, f"Bad Request - {problem}")
             return None
         if credentials is None:
             self._challenge(stale=False)
             return None
         if not same_resource(credentials.uri, self.request.request_uri):
-            KSR.notice(f"wa-edge: digest for {credentials.uri[:100]} on a request for "
-                       f"{target.business_number} from {source}: refused\n")
+            self._count_drop(Drop.BAD_CREDENTIALS)
             self._reply(400, "Bad Request - digest uri is not the request URI")
             return None
         user = credentials.username

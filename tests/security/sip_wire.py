@@ -12,9 +12,10 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lab.edge import EdgeLab
+from lab.edge import LAB_PASSWORD, EdgeLab
 
 NUMBER = "+15550100001"
 META_USER = "+15550123456"
@@ -33,6 +34,15 @@ def header_values(message: str, name: str) -> list[str]:
         if sep and key.strip().lower() == name.lower():
             found.append(value.strip())
     return found
+
+
+def reply_to(request: str, status: int, reason: str, extra: bytes = b"") -> bytes:
+    """A response to `request` (its Via, From, To, Call-ID and CSeq), with `extra` header bytes."""
+    lines = [f"SIP/2.0 {status} {reason}"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        lines += [f"{name}: {value}" for value in header_values(request, name)]
+    head = "\r\n".join(lines).encode() + b"\r\n" + extra
+    return head + b"Content-Length: 0\r\n\r\n"
 
 
 def split_messages(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -120,8 +130,16 @@ class UdpPeer:
                 return got
             got.append(data.decode(errors="replace"))
 
+    def answer(self, call_id: str, timeout: float = 5) -> str:
+        """The next message carrying `call_id`; fails after `timeout` seconds."""
+        return self._next(lambda text: f"Call-ID: {call_id}\r\n" in text, timeout,
+                          f"Call-ID {call_id}")
+
     def request(self, method: str, timeout: float = 10) -> str:
         """The next request with `method`, skipping anything else; fails after `timeout`."""
+        return self._next(lambda text: text.startswith(method + " "), timeout, method)
+
+    def _next(self, wanted: Callable[[str], bool], timeout: float, what: str) -> str:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             self.sock.settimeout(remaining)
@@ -130,9 +148,26 @@ class UdpPeer:
             except TimeoutError:
                 break
             text = data.decode(errors="replace")
-            if text.startswith(method + " "):
+            if wanted(text):
                 return text
-        raise AssertionError(f"no {method} reached port {self.port} within {timeout} s")
+        raise AssertionError(f"no {what} reached port {self.port} within {timeout} s")
+
+    def hang_up(self, invite: str, edge_port: int, to_tag: str) -> None:
+        """FreeSWITCH's BYE for the call `invite` set up (it answered with `to_tag`): to the
+        caller's Contact through the Record-Route set, as a UAS builds it (RFC 3261 12.1.1)."""
+        contact = header_values(invite, "Contact")[0].strip("<>")
+        lines = [
+            f"BYE {contact} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-bye-{to_tag};rport",
+            "Max-Forwards: 70",
+            f"From: {header_values(invite, 'To')[0]};tag={to_tag}",
+            f"To: {header_values(invite, 'From')[0]}",
+            f"Call-ID: {header_values(invite, 'Call-ID')[0]}",
+            "CSeq: 1 BYE",
+            *(f"Route: {route}" for route in header_values(invite, "Record-Route")),
+            "Content-Length: 0", "", "",
+        ]
+        self.sock.sendto("\r\n".join(lines).encode(), ("127.0.0.1", edge_port))
 
     def reply(self, request: str, status: int, reason: str, to_tag: str = "fs-tag",
               edge_port: int = 0) -> None:
@@ -231,3 +266,51 @@ def authenticated_invite(tls: MetaTls, call_id: str, password: str, *,
     name = "Authorization" if challenge.startswith("SIP/2.0 401") else "Proxy-Authorization"
     invite(tls, call_id, 2, number=number, authorization=header, auth_header=name, extra=extra)
     return header
+
+
+@dataclass
+class Call:
+    """A call set up through the edge: what Meta needs to send in-dialog requests."""
+
+    call_id: str
+    from_tag: str
+    to_tag: str
+    routes: tuple[str, ...]
+    contact: str
+    invite: str  # the INVITE as FreeSWITCH received it
+
+
+def establish(tls: MetaTls, node: UdpPeer, call_id: str) -> Call:
+    """Meta calls, FreeSWITCH (`node`) answers 200; Meta ACKs. Returns Meta's dialog view."""
+    authenticated_invite(tls, call_id, LAB_PASSWORD)
+    request = node.request("INVITE")
+    node.reply(request, 200, "OK", to_tag="fs-" + call_id)
+    ok = tls.answer(call_id)
+    assert ok.startswith("SIP/2.0 200"), ok
+    entries = [e.strip() for v in header_values(ok, "Record-Route") for e in v.split(",")]
+    contact = header_values(ok, "Contact")[0].strip("<>")
+    call = Call(call_id, f"from-{call_id}", f"fs-{call_id}", tuple(reversed(entries)), contact,
+                request)
+    in_dialog(tls, call, "ACK", 2)
+    assert node.request("ACK")
+    return call
+
+
+def in_dialog(tls: MetaTls, call: Call, method: str, cseq: int,
+              routes: tuple[str, ...] | None = None, target: str | None = None,
+              extra: tuple[str, ...] = ()) -> None:
+    lines = [
+        f"{method} {target or call.contact} SIP/2.0",
+        f"Via: SIP/2.0/TLS 127.0.0.1:{tls.port};branch=z9hG4bK-{call.call_id}-{method}{cseq}"
+        ";rport",
+        "Max-Forwards: 70",
+        f"From: <sip:{META_USER}@wa.meta.vc>;tag={call.from_tag}",
+        f"To: <sip:+15550100001@{tls.domain}>;tag={call.to_tag}",
+        f"Call-ID: {call.call_id}",
+        f"CSeq: {cseq} {method}",
+        f"Contact: <sip:{META_USER}@127.0.0.1:{tls.port};transport=tls>",
+        *(f"Route: {r}" for r in (call.routes if routes is None else routes)),
+        *extra,
+        "Content-Length: 0", "", "",
+    ]
+    tls.send("\r\n".join(lines))

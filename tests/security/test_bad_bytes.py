@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from lab.edge import EdgeLab
-from tests.security.sip_wire import MetaTls, UdpPeer, split_messages
+from provisioning.kamailio_rpc import call
+from tests.security.sip_wire import MetaTls, UdpPeer, establish, reply_to, split_messages
 
 # Byte sequences that are not UTF-8: a stray continuation byte, an invalid lead byte, a
 # truncated pair, an overlong '/', a UTF-16 surrogate, a code point above U+10FFFF.
@@ -125,6 +126,48 @@ def test_bad_bytes_from_meta_get_400_and_are_not_relayed(
     assert freeswitch[0].receive(0.5) == [] and freeswitch[1].receive(0.1) == []
     log = clean_edge.kamailio_log()[log_before:]
     assert "Traceback" not in log and "UnicodeDecodeError" not in log
+
+
+def test_bad_bytes_from_a_freeswitch_node_get_400(
+        clean_edge: EdgeLab, freeswitch: tuple[UdpPeer, UdpPeer]) -> None:
+    """The internal side: a trusted source (a dispatcher node) with bad bytes in a
+    business-initiated INVITE gets 400, not a traceback."""
+    node1, _ = freeswitch
+    log_before = len(clean_edge.kamailio_log())
+    statuses: dict[str, str] = {}
+    for index, (field, bad) in enumerate(mutations()):
+        call_id = f"fs-bad-{index}"
+        node1.sock.sendto(request("UDP", node1.port, call_id, field, bad),
+                          ("127.0.0.1", clean_edge.ports.internal))
+        answer = node1.answer(call_id)
+        statuses[f"{field} {bad!r}"] = answer.split(" ", 2)[1]
+    assert set(statuses.values()) == {"400"}, statuses
+    log = clean_edge.kamailio_log()[log_before:]
+    assert "Traceback" not in log and "UnicodeDecodeError" not in log
+
+
+def test_bad_bytes_in_metas_reply_leave_no_traceback(
+        clean_edge: EdgeLab, freeswitch: tuple[UdpPeer, UdpPeer]) -> None:
+    """Meta's answer to FreeSWITCH's BYE (its duration is read in a reply route) with bad
+    bytes: relayed as it is, counted, no traceback."""
+    node1, _ = freeswitch
+    log_before = len(clean_edge.kamailio_log())
+    before = bad_bytes_counted(clean_edge)
+    with MetaTls(clean_edge) as tls:
+        dialog = establish(tls, node1, "bad-reply")
+        node1.hang_up(dialog.invite, clean_edge.ports.internal, dialog.to_tag)
+        bye = tls.answer("bad-reply")
+        assert bye.startswith("BYE "), bye
+        tls.send(reply_to(bye, 200, "OK", b"X-WA-Meta-Call-Duration: 7\xff\xfe\r\n"))
+        assert any(m.startswith("SIP/2.0 200") for m in node1.receive(1.0))
+    assert bad_bytes_counted(clean_edge) == before + 1
+    log = clean_edge.kamailio_log()[log_before:]
+    assert "Traceback" not in log and "UnicodeDecodeError" not in log
+
+
+def bad_bytes_counted(edge: EdgeLab) -> int:
+    stats = call(edge.rpc_socket, "stats.get_statistics", "wa_bad_bytes")
+    return int(str(stats[0]).rpartition(" = ")[2])
 
 
 def test_split_messages_keeps_bodies_whole() -> None:

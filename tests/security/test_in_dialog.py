@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from lab.edge import LAB_PASSWORD, EdgeLab
+from lab.edge import EdgeLab
 from lab.processes import free_port
 from tests.security.sip_wire import (
-    META_USER,
     MetaTls,
     UdpPeer,
-    authenticated_invite,
+    establish,
     header_values,
+    in_dialog,
     invite,
 )
 
@@ -66,52 +65,6 @@ def test_forged_to_tag_with_route_to_freeswitch_host_is_never_relayed(
             assert answer.startswith(("SIP/2.0 403", "SIP/2.0 481")), answer
     assert node1.receive(QUIET) == []
     assert elsewhere.receive(0.1) == []
-
-
-@dataclass
-class Call:
-    """A call set up through the edge: what Meta needs to send in-dialog requests."""
-
-    call_id: str
-    from_tag: str
-    to_tag: str
-    routes: tuple[str, ...]
-    contact: str
-
-
-def establish(tls: MetaTls, node: UdpPeer, call_id: str) -> Call:
-    """Meta calls, FreeSWITCH (`node`) answers 200; Meta ACKs. Returns Meta's dialog view."""
-    authenticated_invite(tls, call_id, LAB_PASSWORD)
-    request = node.request("INVITE")
-    node.reply(request, 200, "OK", to_tag="fs-" + call_id)
-    ok = tls.answer(call_id)
-    assert ok.startswith("SIP/2.0 200"), ok
-    entries = [e.strip() for v in header_values(ok, "Record-Route") for e in v.split(",")]
-    contact = header_values(ok, "Contact")[0].strip("<>")
-    call = Call(call_id, f"from-{call_id}", f"fs-{call_id}", tuple(reversed(entries)), contact)
-    in_dialog(tls, call, "ACK", 2)
-    assert node.request("ACK")
-    return call
-
-
-def in_dialog(tls: MetaTls, call: Call, method: str, cseq: int,
-              routes: tuple[str, ...] | None = None, target: str | None = None,
-              extra: tuple[str, ...] = ()) -> None:
-    lines = [
-        f"{method} {target or call.contact} SIP/2.0",
-        f"Via: SIP/2.0/TLS 127.0.0.1:{tls.port};branch=z9hG4bK-{call.call_id}-{method}{cseq}"
-        ";rport",
-        "Max-Forwards: 70",
-        f"From: <sip:{META_USER}@wa.meta.vc>;tag={call.from_tag}",
-        f"To: <sip:+15550100001@{tls.domain}>;tag={call.to_tag}",
-        f"Call-ID: {call.call_id}",
-        f"CSeq: {cseq} {method}",
-        f"Contact: <sip:{META_USER}@127.0.0.1:{tls.port};transport=tls>",
-        *(f"Route: {r}" for r in (call.routes if routes is None else routes)),
-        *extra,
-        "Content-Length: 0", "", "",
-    ]
-    tls.send("\r\n".join(lines))
 
 
 def test_own_dialog_keeps_working_and_is_screened(
