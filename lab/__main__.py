@@ -22,7 +22,6 @@ import shutil
 import sys
 import tempfile
 import tomllib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from lab.bundle import BundleLab
 from lab.edge import EXAMPLE_CONFIG
 from lab.freeswitch_trace import TRACE_COMMANDS, messages_of_call, read_freeswitch_trace
 from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER, StandinEvent
-from lab.processes import LabError, free_port
+from lab.processes import LabError
 from lab.sdp_summary import describe_sdp, sdp_body
 from lab.sipp import SippResult, TracedMessage
 from provisioning.config import ConfigError, SiteConfig
@@ -137,14 +136,10 @@ def _answer(trace: list[TracedMessage], sent: bool) -> str:
 def user_initiated(lab: Lab, folder: Path, mode: str, payload: str, route: str) -> LabCall:
     bundle = lab.bundle
     number = lab.sdes if mode == "SDES" else lab.dtls
-    wacid = f"wacid.lab{uuid.uuid4().hex[:16]}"
     start = lab.fs_log_size()
-    params = "".join(f";{k}={v}" for k, v in number.request_uri_user_params.items())
-    meta = bundle.edge.meta_call(
-        f"uic-freeswitch-{mode.lower()}", business_number=number.business_number,
-        ruri_params=params, folder=folder, timeout_s=30, extra=["-d", str(HOLD_MS)],
-        keys={"wacid": wacid, "cta_payload": payload, "duration": "2",
-              "rtp_port": str(free_port())})
+    call = bundle.uic(number.business_number, payload=payload, hold_ms=HOLD_MS, duration_s=2,
+                      folder=folder)
+    meta, wacid = call.result, call.wacid
     record = _ended(bundle, wacid=wacid) if meta.exit_code == 0 else None
     freeswitch = lab.freeswitch_leg(start, _call_id(meta.trace))
     answer = _answer(meta.trace, sent=False)

@@ -17,14 +17,16 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from esl.cdr import CallRecord, CdrStore
-from lab.edge import EXAMPLE_CONFIG, EdgeLab, merge
+from lab.edge import EXAMPLE_CONFIG, LAB_PASSWORD, EdgeLab, merge
 from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate, loopback_overrides
 from lab.processes import LabError, ManagedProcess, free_port
+from lab.sipp import SippResult
 from lab.site_toml import write_site_toml
 
 ESL_PASSWORD = "lab-Esl-Secret-7"
@@ -74,6 +76,14 @@ class WaEsl(ManagedProcess):
     def wait_ready(self, timeout: float = READY_TIMEOUT_S, start: int = 0) -> None:
         """Its inbound Event Socket connection is up (the outbound server listens before)."""
         self.wait_for_line(r"inbound ESL connection to \S+ up", timeout, start)
+
+
+@dataclass(frozen=True)
+class MetaCall:
+    """A user-initiated call Meta placed: the wacid it carried and what SIPp exchanged."""
+
+    wacid: str
+    result: SippResult
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,30 @@ class BundleLab:
             time.sleep(0.1)
 
     # ---- actions ------------------------------------------------------------------------
+
+    def uic(self, business_number: str, *, payload: str = "order-1234",
+            ruri_params: str | None = None, hold_ms: int = 1000, duration_s: int = 2,
+            password: str = LAB_PASSWORD, folder: Path | None = None,
+            timeout_s: int = 30, wacid: str | None = None,
+            rtp_port: int | None = None) -> MetaCall:
+        """Meta places a user-initiated call to `business_number` (an offer of the number's
+        SRTP mode: sipp-scenarios/uic-freeswitch-<mode>/meta.xml), holds it `hold_ms` after
+        its ACK, then hangs up saying the call lasted `duration_s`. Request-URI user
+        parameters: the number's configured ones unless `ruri_params` (";k=v...") is given."""
+        number = next((n for n in self.config.numbers if n.business_number == business_number),
+                      None)
+        if number is None:
+            raise LabError(f"{business_number} is not a number of the lab's site config")
+        if ruri_params is None:
+            ruri_params = "".join(f";{k}={v}" for k, v in number.request_uri_user_params.items())
+        wacid = wacid or f"wacid.lab{uuid.uuid4().hex[:20]}"
+        result = self.edge.meta_call(
+            f"uic-freeswitch-{number.srtp_mode.lower()}", password=password,
+            business_number=business_number, ruri_params=ruri_params, folder=folder,
+            timeout_s=timeout_s, extra=["-d", str(hold_ms)],
+            keys={"wacid": wacid, "cta_payload": payload, "duration": str(duration_s),
+                  "rtp_port": str(rtp_port or free_port())})
+        return MetaCall(wacid, result)
 
     def originate(self, business_number: str, user: str, ring_s: int = 20) -> Originated:
         """`wa-esl originate --config FILE --from NUMBER --to USER` as a user types it."""
