@@ -1,0 +1,92 @@
+"""Business-initiated calls as users place them: `wa-esl originate` -> FreeSWITCH's gateway ->
+edge (answers Meta's 407) -> Meta stand-in -> WhatsApp user, on the real switch.
+
+The refusals check the path the stand-in could only imitate: the edge's `X-WA-Diagnosis` on
+Meta's final answer is kept by sofia as `sip_rh_X-WA-Diagnosis` on the refused leg, reaches
+wa-esl in the hangup event and becomes the CDR's diagnosis and `originate`'s message, word for
+word the edge's (Meta's own table would word it differently).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from esl.diagnosis import edge_diagnosis
+from esl.meta_errors import diagnose_sip_failure
+from lab.bundle import BundleLab
+from lab.freeswitch_trace import messages_of_call, read_freeswitch_trace
+from lab.meta_standin import BARE_URI_ONLY_NUMBER, META_ANSWERS_BY_FLOW, WHATSAPP_USER
+from lab.sipp import TracedMessage
+from tests.e2e.conftest import SDES_NUMBER, skip_without_freeswitch
+
+pytestmark = skip_without_freeswitch()
+
+
+def invite_leg(bundle: BundleLab, start: int) -> list[TracedMessage]:
+    """FreeSWITCH's messages of the one call it originated since log offset `start`."""
+    trace = read_freeswitch_trace(bundle.freeswitch.log, start)
+    invite = next(m for m in trace if m.sent and m.first_line.startswith("INVITE"))
+    call_id = next(line.split(":", 1)[1].strip() for line in invite.text.split("\r\n")
+                   if line.lower().startswith("call-id:"))
+    return messages_of_call(trace, call_id)
+
+
+def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path) -> None:
+    assert bundle.edge.meta is not None
+    user = bundle.edge.whatsapp_user("bic-answered", folder=tmp_path)
+    start = bundle.freeswitch.log.stat().st_size
+    try:
+        result = bundle.originate(SDES_NUMBER, WHATSAPP_USER)
+        assert result.exit_code == 0 and result.call_uuid, result.output
+        bundle.api(f"uuid_kill {result.call_uuid} NORMAL_CLEARING")
+        assert user.wait(20) == 0
+    finally:
+        user.stop()
+    record = bundle.cdr(call_uuid=result.call_uuid)
+    assert record.direction == "bic" and record.hangup_cause == "NORMAL_CLEARING", record
+    assert record.business_number == SDES_NUMBER and record.user_number == WHATSAPP_USER
+    assert record.srtp_mode == "SDES" and record.diagnosis == "the business side hung up"
+    leg = invite_leg(bundle, start)
+    sent = [m.first_line.split(" ", 1)[0] for m in leg if m.sent]
+    assert sent == ["INVITE", "ACK", "BYE"], sent  # one INVITE: the edge answered the 407
+    invite = leg[0].text
+    assert "X-WA-Business-Number: " + SDES_NUMBER in invite
+    assert " RTP/SAVP " in invite and "a=crypto:" in invite
+
+
+def test_answered_then_whatsapp_user_hangs_up(bundle: BundleLab, tmp_path: Path) -> None:
+    user = bundle.edge.whatsapp_user("bic-meta-hangup", folder=tmp_path)
+    try:
+        result = bundle.originate(SDES_NUMBER, WHATSAPP_USER)
+        assert result.exit_code == 0 and result.call_uuid, result.output
+        assert user.wait(20) == 0
+    finally:
+        user.stop()
+    record = bundle.cdr(call_uuid=result.call_uuid)
+    assert record.hangup_cause == "NORMAL_CLEARING" and record.meta_duration_s == 9, record
+    assert record.diagnosis == "the WhatsApp side hung up (BYE from Meta)"
+
+
+@pytest.mark.parametrize(("called", "status", "code"), [
+    (META_ANSWERS_BY_FLOW["declined"].called_number, 486, "declined"),
+    (BARE_URI_ONLY_NUMBER, 403, "meta_auth_uri_mismatch"),
+], ids=["meta-486-declined", "meta-403-auth-uri"])
+def test_refusal_reports_the_edges_diagnosis(bundle: BundleLab, called: str, status: int,
+                                             code: str) -> None:
+    start = bundle.freeswitch.log.stat().st_size
+    result = bundle.originate(SDES_NUMBER, called)
+    assert result.exit_code == 3, result.output
+    refusal = next(m for m in invite_leg(bundle, start)
+                   if not m.sent and m.first_line.startswith(f"SIP/2.0 {status} "))
+    header = next(line.split(":", 1)[1].strip() for line in refusal.text.split("\r\n")
+                  if line.lower().startswith("x-wa-diagnosis:"))
+    expected = edge_diagnosis(header)
+    assert expected is not None and expected.startswith(f"{code}: ")
+    # the edge's words, not what wa-esl's own table would say about this status
+    phrase = refusal.first_line.split(" ", 2)[2]
+    assert expected != diagnose_sip_failure(status, phrase)
+    assert expected in " ".join(result.output.split()), result.output
+    records = [r for r in bundle.records() if r.user_number == called]
+    assert records and records[0].diagnosis == expected and records[0].sip_status == status
