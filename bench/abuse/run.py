@@ -249,7 +249,7 @@ def run(args: argparse.Namespace, folder: Path) -> int:
 
             def flood() -> None:
                 source = attacker_sources(1, first=200)
-                count = int(args.flood_seconds * 20000)
+                count = int(args.flood_seconds * 100000)  # the time bound ends it first
                 results: list[SendReport] = []
 
                 def udp_flood() -> None:
