@@ -75,8 +75,10 @@ class ControllerMetrics:
         self.esl_connect_failures = Counter(
             "wasip_esl_connect_failures", "Inbound Event Socket connection attempts that failed.",
             registry=r)
-        for direction in ("uic", "bic"):
-            self.calls_active.labels(direction)  # exported as 0 from the start
+        for direction in ("uic", "bic"):  # exported (as 0) from the start, not on first use
+            self.calls_active.labels(direction)
+            self.media_timeouts.labels(direction)
+            self.first_media.labels(direction)
         self._connects = 0
         self._active_bic: set[str] = set()
         self._ended_bic: OrderedDict[str, str] = OrderedDict()
