@@ -103,19 +103,24 @@ class ControllerMetrics:
             self.calls_active.labels("uic").dec()
 
     def bic_hangup(self, event: Event) -> None:
-        """A BIC leg ended: an answered one leaves the active set, a refused one waits for
-        its originate to claim the diagnosis (FreeSWITCH sends the hangup before the job)."""
+        """A BIC leg ended (seen on the inbound connection, whoever originated it: this
+        controller or ``wa-esl originate``): counted with its outcome. An answered leg of ours
+        leaves the active set; a refused one waits for its originate to claim the diagnosis
+        (FreeSWITCH sends the hangup before the job's result)."""
         call_uuid = event.unique_id
+        outcome = outcome_code(event)
+        self.calls.labels("bic", outcome).inc()
         with self._lock:
             if call_uuid in self._active_bic:
                 self._active_bic.discard(call_uuid)
                 self.calls_active.labels("bic").dec()
                 return
-            self._ended_bic[call_uuid] = outcome_code(event)
+            self._ended_bic[call_uuid] = outcome
             while len(self._ended_bic) > PENDING_BIC_LIMIT:
                 self._ended_bic.popitem(last=False)
 
     def bic_result(self, call_uuid: str, answered: bool) -> None:
+        """This controller's originate finished: its result by diagnosis code."""
         with self._lock:
             ended = self._ended_bic.pop(call_uuid, None)
             if answered:
@@ -126,7 +131,6 @@ class ControllerMetrics:
             else:
                 outcome = ended if ended not in (None, ANSWERED) else "not_answered"
         self.originates.labels(outcome).inc()
-        self.calls.labels("bic", outcome).inc()
 
     def record_written(self, record: CallRecord) -> None:
         self.cdr_writes.inc()

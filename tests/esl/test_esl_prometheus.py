@@ -11,9 +11,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from esl.bic import BicRequest
+from esl.bic import BicRequest, place_bic
 from esl.call_outcome import KNOWN_CODES
 from esl.cdr import CallRecord
+from esl.client import connect_inbound
 from esl.controller import Controller
 from esl.settings import ControllerSettings, SettingsError, load_settings
 from esl.standin import BicOutcome, FreeSwitchStandin, MetaBehaviour, UicCall
@@ -218,3 +219,26 @@ def test_bad_metrics_address_is_refused_with_the_key(tmp_path: Path, address: st
     path.write_text(f'metrics_listen = "{address}"\n', encoding="utf-8")
     with pytest.raises(SettingsError, match="metrics_listen"):
         load_settings(path)
+
+
+async def test_bic_placed_by_wa_esl_originate_is_counted_by_the_running_controller(
+    standin: FreeSwitchStandin, controller: Controller, meta: MetaBehaviour
+) -> None:
+    """`wa-esl originate` is its own process with its own connection: the running controller
+    still sees the leg's hangup on its inbound connection and counts the call."""
+    meta.bic[USER] = BicOutcome.refused("daily_limit")
+    connection = await connect_inbound(standin.host, standin.port, PASSWORD, timeout=5)
+    try:
+        await connection.command("event json CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB")
+        result = await place_bic(connection, BicRequest(SDES_NUMBER, USER), controller.settings)
+    finally:
+        await connection.close()
+    assert not result.answered
+
+    async def counted() -> bool:
+        return value(await scrape(controller), "wasip_esl_calls_total", direction="bic",
+                     outcome="daily_limit") == 1
+
+    await until(counted)
+    samples = await scrape(controller)
+    assert value(samples, "wasip_esl_originate_total", diagnosis="daily_limit") == 0  # not ours
