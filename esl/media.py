@@ -4,7 +4,8 @@
   switch_core_media.c splits them).
 - DTLS: an inbound ``UDP/TLS/RTP/SAVPF`` offer with a fingerprint is taken automatically and,
   answering Meta's ``actpass``, FreeSWITCH takes ``active`` (the DTLS client role Meta needs);
-  BIC offers need ``media_webrtc=true`` (AVPF + ICE) and ``rtp_use_dtls=true``.
+  BIC offers need ``media_webrtc=true`` (AVPF + ICE) and ``rtp_use_dtls=true``, and
+  ``sdp_udp_tls_rtp_savpf=true`` (patches/freeswitch/0001) to write Meta's UDP/TLS/RTP/SAVPF.
 - Always: OPUS first; no session timers and no hold, because Meta answers re-INVITEs with 500;
   silence while idle, and a media timeout shorter than Meta's 20 s so FreeSWITCH ends a dead
   call cleanly (cause MEDIA_TIMEOUT, flagged in the CDR) before Meta does.
@@ -23,7 +24,9 @@ def srtp_variables(number: NumberSettings, direction: str) -> list[tuple[str, st
         value = "mandatory:" + ":".join(number.sdes_suites)
         return [("rtp_secure_media", value), (f"rtp_secure_media_{direction}", value)]
     if direction == "outbound":
-        return [("media_webrtc", "true"), ("rtp_use_dtls", "true")]
+        # sdp_udp_tls_rtp_savpf: patches/freeswitch/0001 offers UDP/TLS/RTP/SAVPF (as Meta does)
+        # instead of the legacy RTP/SAVPF; stock FreeSWITCH ignores the variable
+        return [("media_webrtc", "true"), ("rtp_use_dtls", "true"), ("sdp_udp_tls_rtp_savpf", "true")]
     return []
 
 

@@ -84,7 +84,8 @@ def test_srtp_variables_per_mode() -> None:
     ]
     dtls = NumberSettings(business_number="+15551234567", srtp_mode="DTLS")
     assert srtp_variables(dtls, "inbound") == []
-    assert srtp_variables(dtls, "outbound") == [("media_webrtc", "true"), ("rtp_use_dtls", "true")]
+    assert srtp_variables(dtls, "outbound") == [("media_webrtc", "true"), ("rtp_use_dtls", "true"),
+                                                ("sdp_udp_tls_rtp_savpf", "true")]
 
 
 def test_multiset_and_dial_variables_refuse_expansion_and_delimiters() -> None:

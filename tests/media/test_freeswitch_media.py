@@ -1,0 +1,128 @@
+"""Real media through a real FreeSWITCH: the peer plays WhatsApp's media side, a UDP user
+agent plays the edge, wa-esl answers (SRTP per number, silence first) and routes to a tone.
+FreeSWITCH plays 440 Hz, WhatsApp 1000 Hz; each side must name the other's tone.
+
+DTLS needs FreeSWITCH built with patches/freeswitch/0001 (scripts/install-freeswitch does it):
+stock FreeSWITCH never sends its ClientHello to an ICE-lite peer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tomllib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from esl.controller import Controller
+from esl.site import controller_settings
+from lab.edge import EXAMPLE_CONFIG, merge
+from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate, loopback_overrides
+from lab.media.freeswitch_call import PEER_TONE_HZ, bic_call, uic_call
+from lab.media.freeswitch_patch import is_patched
+from lab.media.peer import MediaTimeouts
+from lab.media.sdp import SrtpMode
+from lab.processes import free_port
+from provisioning.config import SiteConfig
+from provisioning.freeswitch_binary import freeswitch_available, freeswitch_binary
+
+pytestmark = pytest.mark.skipif(not freeswitch_available(),
+                                reason="no FreeSWITCH: run scripts/install-freeswitch")
+
+log = logging.getLogger(__name__)
+FS_TONE_HZ = 440.0
+SDES_NUMBER, DTLS_NUMBER = "+15550100001", "+15550100002"
+TONE_ROUTE = {"name": "tone", "target": {
+    "action": "ivr", "destination": f"playback tone_stream://%(1000,0,{FS_TONE_HZ:g});loops=-1"}}
+
+
+def media_site(ports: FreeswitchPorts, folder: Path) -> SiteConfig:
+    raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    raw = merge(raw, loopback_overrides(ports, f"127.0.0.1:{free_port()}", "esl-Media-42"))
+    return SiteConfig.model_validate(merge(raw, {
+        "numbers": [
+            {"business_number": SDES_NUMBER, "phone_number_id": "100000000000001", "srtp_mode": "SDES"},
+            {"business_number": DTLS_NUMBER, "phone_number_id": "100000000000002", "srtp_mode": "DTLS"},
+        ],
+        "esl": {"cdr_db": str(folder / "cdr.sqlite3"), "linger_s": 5, "routes": [TONE_ROUTE],
+                "reconnect": {"initial_s": 0.05, "max_s": 0.5}},
+    }))
+
+
+@pytest.fixture(scope="module")
+def switch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreeswitchLab]:
+    folder = tmp_path_factory.mktemp("media-switch")
+    pem = dtls_certificate(tmp_path_factory.mktemp("media-dtls") / "dtls-srtp.pem")
+    with FreeswitchLab(folder, media_site(FreeswitchPorts(), folder), pem) as lab:
+        yield lab
+
+
+@pytest.fixture
+async def controller(switch: FreeswitchLab) -> AsyncIterator[Controller]:
+    running = Controller(controller_settings(switch.config))
+    await running.start()
+    await asyncio.wait_for(running.inbound_ready.wait(), 15)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def heard(value: float | None, tone: float) -> bool:
+    return value is not None and abs(value - tone) < 5
+
+
+async def test_uic_sdes_audio_both_ways(switch: FreeswitchLab, controller: Controller,
+                                        tmp_path: Path) -> None:
+    call = await uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=4)
+    log.info("%s", call.line())
+    report = call.report
+    assert call.sip_status == 200 and call.bye_status == 200, call
+    assert report.auth_failures == 0 and report.rtcp_auth_failures == 0
+    assert heard(report.heard_hz, FS_TONE_HZ), call.line()
+    assert heard(call.business_heard_hz, PEER_TONE_HZ), call.line()
+    # media first: FreeSWITCH's silence reaches WhatsApp long before Meta's 20 s
+    assert report.first_packet_after_ack_ms is not None and report.first_packet_after_ack_ms < 2000
+    assert report.packets_received > 100 and report.packets_sent > 100
+
+
+async def test_uic_dtls_audio_both_ways(switch: FreeswitchLab, controller: Controller,
+                                        tmp_path: Path) -> None:
+    require_patch()
+    call = await uic_call(switch, SrtpMode.DTLS, DTLS_NUMBER, tmp_path, hold_s=4)
+    log.info("%s", call.line())
+    report = call.report
+    assert call.sip_status == 200 and call.bye_status == 200, call
+    assert report.failure is None and report.dtls_handshake_ms is not None, call.line()
+    assert report.role_conflicts == 0  # CONTROLLING from its first check
+    assert report.auth_failures == 0
+    assert heard(report.heard_hz, FS_TONE_HZ), call.line()
+    assert heard(call.business_heard_hz, PEER_TONE_HZ), call.line()
+    assert report.packets_received > 100 and report.packets_sent > 100
+
+
+def require_patch() -> None:
+    if not is_patched(freeswitch_binary()):
+        pytest.fail(f"{freeswitch_binary()} lacks patches/freeswitch (stock FreeSWITCH sends no "
+                    "DTLS ClientHello to an ICE-lite peer): run scripts/install-freeswitch")
+
+
+@pytest.mark.parametrize("mode", [SrtpMode.SDES, SrtpMode.DTLS])
+async def test_bic_audio_both_ways(switch: FreeswitchLab, controller: Controller, tmp_path: Path,
+                                   mode: SrtpMode) -> None:
+    if mode is SrtpMode.DTLS:
+        require_patch()
+    number = SDES_NUMBER if mode is SrtpMode.SDES else DTLS_NUMBER
+    call, result = await bic_call(switch, mode, number, tmp_path, hold_s=4,
+                                  settings=controller_settings(switch.config),
+                                  business_tone_hz=FS_TONE_HZ)
+    log.info("%s", call.line())
+    report = call.report
+    assert result.answered and call.sip_status == 200, (result, call)
+    assert report.failure is None and report.auth_failures == 0, call.line()
+    assert heard(report.heard_hz, FS_TONE_HZ), call.line()
+    assert heard(call.business_heard_hz, PEER_TONE_HZ), call.line()
+    if mode is SrtpMode.DTLS:
+        assert report.dtls_handshake_ms is not None and report.role_conflicts == 0
