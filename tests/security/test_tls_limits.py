@@ -62,8 +62,10 @@ def test_rendered_config_carries_the_limits(limits_edge: EdgeLab) -> None:
 def test_connections_past_the_per_source_limit_are_refused(target: Target) -> None:
     extra = 20
     first, second = attacker_sources(2, first=20)
-    with hold_idle_connections(target, [first], LIMITS.per_source + extra, 30) as flood, \
-            hold_idle_connections(target, [second], 1, 10) as other_source:
+    # each sends an OPTIONS, so first_message_timeout cannot free a slot while the test counts
+    with hold_idle_connections(target, [first], LIMITS.per_source + extra, 30,
+                               OPTIONS) as flood, \
+            hold_idle_connections(target, [second], 1, 10, OPTIONS) as other_source:
         assert flood.attempts == LIMITS.per_source + extra
         assert flood.refused == extra
         assert flood.alive() == LIMITS.per_source
