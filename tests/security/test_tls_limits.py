@@ -9,6 +9,7 @@ shared memory. Attackers come from 127.0.0.2 and up; Meta's stunnel leg from 127
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,12 @@ import pytest
 
 from lab.attack.edge_watch import MB, ShmWatch, shm_total
 from lab.attack.targets import Target, attacker_sources, loopback_target
-from lab.attack.tls_hold import IdleFlood, hold_idle_connections, wait_until_closed
+from lab.attack.tls_hold import (
+    IdleFlood,
+    hold_idle_connections,
+    open_raw_connections,
+    wait_until_closed,
+)
 from lab.edge import EdgeLab
 from lab.sipp import start_sipp_server
 from provisioning.config import ConnectionLimits
@@ -87,6 +93,19 @@ def test_connections_without_a_sip_message_are_closed_quickly(
         closed_after = wait_until_closed(idle, LIMITS.first_message_timeout + 10)
         assert closed_after < LIMITS.first_message_timeout + 10, "idle connections kept open"
         assert meta_like.alive() == 1, "a connection that sent SIP must stay (Meta's are long-lived)"
+
+
+def test_tcp_connections_that_never_start_tls_are_closed_quickly(target: Target) -> None:
+    sockets = open_raw_connections(target, attacker_sources(1, first=35)[0], 8)
+    try:
+        assert len(sockets) == 8
+        deadline = time.monotonic() + LIMITS.first_message_timeout + 10
+        for sock in sockets:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            assert sock.recv(1) == b"", "the edge must close a connection that never spoke"
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def test_meta_call_gets_through_while_idle_connections_flood_the_edge(
