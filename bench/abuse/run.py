@@ -279,7 +279,7 @@ def run(args: argparse.Namespace, folder: Path) -> int:
             phase("sip fuzz over UDP", fuzz_udp)
             phase("sip fuzz over TLS", fuzz_tls)
             phase("TLS abuse", tls_abuse)
-            phase("10-s flood", flood)
+            phase(f"{args.flood_seconds:g}-s flood", flood)
             phase("TLS scan", tls_scan)
             calls.stop()
             time.sleep(2)
