@@ -13,11 +13,13 @@ import json
 import random
 import uuid
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from esl.bic import BicRequest, BicResult, place_bic
 from esl.client import connect_inbound
+from esl.event import Event
 from esl.settings import ControllerSettings
 from lab.freeswitch import FreeswitchLab
 from lab.media.peer import MediaPeer, MediaReport, MediaTimeouts
@@ -41,6 +43,8 @@ class MediaCall:
     business_hung_up: bool = False  # FreeSWITCH sent BYE
     call_uuid: str | None = None
     recording: Path | None = None
+    business_dtmf: str = ""  # digits FreeSWITCH reported (DTMF events) on this call
+    wacid: str = ""
 
     def line(self) -> str:
         return self.report.line(self.business_heard_hz)
@@ -64,12 +68,16 @@ async def channel_of(switch: FreeswitchLab, caller: str) -> str | None:
     return None
 
 
-async def record_read_stream(switch: FreeswitchLab, call_uuid: str, path: Path) -> None:
-    """Record only what FreeSWITCH receives on the channel (not its own tone)."""
+async def record_read_stream(switch: FreeswitchLab, call_uuid: str, path: Path) -> Path | None:
+    """Record only what FreeSWITCH receives on the channel (not its own tone); None when the
+    channel is already gone (a call FreeSWITCH ended at once)."""
     await switch.api_async(f"uuid_setvar {call_uuid} RECORD_READ_ONLY true")
     reply = await switch.api_async(f"uuid_record {call_uuid} start {path}")
-    if not reply.startswith("+OK"):
-        raise RuntimeError(f"uuid_record refused: {reply.strip()}")
+    if reply.startswith("+OK"):
+        return path
+    if "Cannot locate session" in reply:
+        return None
+    raise RuntimeError(f"uuid_record refused: {reply.strip()}")
 
 
 def heard_in(path: Path) -> float | None:
@@ -84,17 +92,31 @@ def heard_in(path: Path) -> float | None:
 
 async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, folder: Path, *,
                    hold_s: float, timeouts: MediaTimeouts | None = None,
-                   peer_tone_hz: float = PEER_TONE_HZ) -> MediaCall:
+                   peer_tone_hz: float = PEER_TONE_HZ, dtmf: str = "",
+                   mutate_offer: Callable[[str], str] | None = None) -> MediaCall:
     """A user-initiated call: WhatsApp's offer, FreeSWITCH's answer, media for `hold_s`, then
-    Meta's BYE; or the peer's BYE when its no-media limit strikes first."""
+    Meta's BYE; or the peer's BYE when its no-media limit strikes first. `dtmf` is sent as
+    RFC 4733 events once media flows; `mutate_offer` changes the offer (bad-case tests)."""
     timed_out = asyncio.Event()
     peer = await MediaPeer(mode, tone_hz=peer_tone_hz, timeouts=timeouts,
                            on_media_timeout=lambda _reason: timed_out.set()).open()
     uac = await SipUac(("127.0.0.1", switch.sip_port)).open()
     caller = whatsapp_user()
     call = MediaCall(None, peer.report)
+    events = await connect_inbound(switch.esl_host, switch.esl_port, switch.password)
+
+    def on_event(event: Event) -> None:
+        if event.name == "DTMF" and event.unique_id == call.call_uuid:
+            call.business_dtmf += event.get("DTMF-Digit") or ""
+
+    events.on_event(on_event)
+    await events.command("event json DTMF")
     try:
-        response = await uac.invite(business_number, caller, f"wacid.{uuid.uuid4().hex}", peer.offer())
+        offer = peer.offer()
+        if mutate_offer is not None:
+            offer = mutate_offer(offer)
+        call.wacid = f"wacid.{uuid.uuid4().hex}"
+        response = await uac.invite(business_number, caller, call.wacid, offer)
         call.sip_status = response.status
         if response.status != 200:
             return call
@@ -107,8 +129,12 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
         peer.start()
         call.call_uuid = await channel_of(switch, caller)
         if call.call_uuid is not None:
-            call.recording = folder / f"heard-{call.call_uuid}.wav"
-            await record_read_stream(switch, call.call_uuid, call.recording)
+            call.recording = await record_read_stream(switch, call.call_uuid,
+                                                      folder / f"heard-{call.call_uuid}.wav")
+        if dtmf:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(peer.first_packet.wait(), hold_s)
+            peer.send_dtmf(dtmf)
         waits = [asyncio.ensure_future(timed_out.wait()), asyncio.ensure_future(uac.remote_bye.wait())]
         await asyncio.wait(waits, timeout=hold_s, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waits:
@@ -119,6 +145,7 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
     finally:
         call.report = await peer.close()
         uac.close()
+        await events.close()
     if call.recording is not None:
         await asyncio.sleep(0.3)  # FreeSWITCH closes the file as the channel goes
         call.business_heard_hz = heard_in(call.recording)
@@ -147,8 +174,8 @@ async def bic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
             call.call_uuid = result.call_uuid
             await switch.api_async(f"uuid_broadcast {result.call_uuid} "
                                    f"tone_stream://%(1000,0,{business_tone_hz:g});loops=-1 aleg")
-            call.recording = folder / f"heard-{result.call_uuid}.wav"
-            await record_read_stream(switch, result.call_uuid, call.recording)
+            call.recording = await record_read_stream(switch, result.call_uuid,
+                                                      folder / f"heard-{result.call_uuid}.wav")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(uas.ended.wait(), hold_s)
             if not uas.ended.is_set():

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from lab.media.dtls import DtlsCertificate, DtlsEndpoint, make_certificate
 from lab.media.opus import CLOCK_RATE, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
-from lab.media.rtp import Kind, RtpHeader, classify, parse_rtp, sender_report
+from lab.media.rtp import Kind, RtpHeader, classify, parse_rtp, sender_report, telephone_event
 from lab.media.sdp import (
     LocalMedia,
     RemoteMedia,
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05  # DTLS retransmission and no-media checks
 RTCP_INTERVAL_S = 5.0
+DTMF_PACKETS = 5  # 100 ms per digit in 20 ms packets
+DTMF_END_PACKETS = 3  # the end packet is sent three times (RFC 4733 2.5.1.4)
+DTMF_GAP_FRAMES = 5  # 100 ms of audio between digits
 HEARD_SECONDS = 10  # what the frequency analysis looks at: the most recent audio
 
 
@@ -145,6 +148,9 @@ class MediaPeer(asyncio.DatagramProtocol):
         self.last_packet_at: float | None = None
         self.first_packet = asyncio.Event()
         self.ended = asyncio.Event()
+        self._dtmf: collections.deque[str] = collections.deque()
+        self._te_pt = 126
+        self.dtmf_sent = ""
 
     # ------------------------------------------------------------------ life cycle
     async def open(self, port: int = 0) -> MediaPeer:
@@ -219,6 +225,7 @@ class MediaPeer(asyncio.DatagramProtocol):
     def _use_remote(self, remote: RemoteMedia) -> int:
         self.remote = remote
         self._opus_pt = remote.payload_type("opus/48000") or self._opus_pt
+        self._te_pt = remote.payload_type("telephone-event/8000") or self._te_pt
         self._remote_address = (remote.address, remote.port)
         if self.mode is SrtpMode.SDES:
             tag, key = sdes_remote_key(remote)
@@ -300,6 +307,9 @@ class MediaPeer(asyncio.DatagramProtocol):
         next_rtcp = next_at + RTCP_INTERVAL_S
         stream = self._stream
         while not self.ended.is_set():
+            if self._dtmf:
+                next_at = await self._send_digit(self._dtmf.popleft(), next_at)
+                continue
             payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
             header = RtpHeader(self._opus_pt, stream.sequence, stream.timestamp, stream.ssrc,
                                marker=self.report.packets_sent == 0)
@@ -311,6 +321,41 @@ class MediaPeer(asyncio.DatagramProtocol):
                 self._send_rtcp()
             next_at += FRAME_MS / 1000
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    def send_dtmf(self, digits: str) -> None:
+        """Queue DTMF as RFC 4733 telephone-events (Meta: telephone-event/8000 only); they go
+        out in place of audio once the sender runs."""
+        for digit in digits:
+            telephone_event(digit, end=False)  # refuses a non-digit now, not in the sender
+        self._dtmf.extend(digits)
+
+    async def _send_digit(self, digit: str, next_at: float) -> float:
+        """One event: packets every 20 ms with growing duration (8 kHz units), all with the
+        event's start timestamp, the last one marked end and sent three times."""
+        loop = asyncio.get_running_loop()
+        stream = self._stream
+        start = stream.timestamp
+        step = 8000 * FRAME_MS // 1000
+        for index in range(DTMF_PACKETS + DTMF_END_PACKETS - 1):
+            end = index >= DTMF_PACKETS - 1
+            duration = step * min(index + 1, DTMF_PACKETS)
+            header = RtpHeader(self._te_pt, stream.sequence, start, stream.ssrc, marker=index == 0)
+            self._send_srtp(header.pack() + telephone_event(digit, end=end, duration=duration))
+            stream.sequence = (stream.sequence + 1) & 0xFFFF
+            if index < DTMF_PACKETS:
+                stream.timestamp = (stream.timestamp + CLOCK_RATE * FRAME_MS // 1000) & 0xFFFFFFFF
+                next_at += FRAME_MS / 1000
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+        self.dtmf_sent += digit
+        for _ in range(DTMF_GAP_FRAMES):  # a little tone between digits
+            payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
+            self._send_srtp(RtpHeader(self._opus_pt, stream.sequence, stream.timestamp,
+                                      stream.ssrc).pack() + payload)
+            stream.sequence = (stream.sequence + 1) & 0xFFFF
+            stream.timestamp = (stream.timestamp + CLOCK_RATE * FRAME_MS // 1000) & 0xFFFFFFFF
+            next_at += FRAME_MS / 1000
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+        return next_at
 
     def _send_srtp(self, rtp: bytes) -> None:
         if self.srtp is None or self._remote_address is None:

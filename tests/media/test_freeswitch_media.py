@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from esl.cdr import CallRecord
 from esl.controller import Controller
 from esl.site import controller_settings
 from lab.edge import EXAMPLE_CONFIG, merge
@@ -68,6 +69,18 @@ async def controller(switch: FreeswitchLab) -> AsyncIterator[Controller]:
         yield running
     finally:
         await running.stop()
+
+
+async def ended_record(controller: Controller, wacid: str, timeout: float = 15.0) -> CallRecord:
+    """The CDR of the call with `wacid` once it says the call ended."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        records = [r for r in controller.store.recent(limit=50) if r.wacid == wacid]
+        if records and records[0].state == "ended":
+            return records[0]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no ended CDR for {wacid}: {records[:1]}")
+        await asyncio.sleep(0.1)
 
 
 def heard(value: float | None, tone: float) -> bool:
@@ -126,3 +139,60 @@ async def test_bic_audio_both_ways(switch: FreeswitchLab, controller: Controller
     assert heard(call.business_heard_hz, PEER_TONE_HZ), call.line()
     if mode is SrtpMode.DTLS:
         assert report.dtls_handshake_ms is not None and report.role_conflicts == 0
+
+
+async def test_rfc4733_dtmf_arrives_as_digits(switch: FreeswitchLab, controller: Controller,
+                                              tmp_path: Path) -> None:
+    call = await uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=4, dtmf="1#9")
+    assert call.report.auth_failures == 0
+    assert call.business_dtmf == "1#9", call
+
+
+async def test_wrong_fingerprint_ends_the_call_with_a_diagnosis(
+        switch: FreeswitchLab, controller: Controller, tmp_path: Path) -> None:
+    """WhatsApp's SDP names a certificate it does not have: FreeSWITCH must refuse the DTLS
+    association (no SRTP keys, no media either way) and end the call itself."""
+    require_patch()
+    log_start = switch.log.stat().st_size
+
+    def wrong_fingerprint(offer: str) -> str:
+        return re.sub(r"(a=fingerprint:sha-256 )(\S+)", lambda m: m.group(1) + "AB:" * 31 + "CD", offer)
+
+    call = await uic_call(switch, SrtpMode.DTLS, DTLS_NUMBER, tmp_path, hold_s=15,
+                          timeouts=MediaTimeouts(start_s=10, mid_call_s=10),
+                          mutate_offer=wrong_fingerprint)
+    log.info("%s", call.line())
+    report = call.report
+    assert call.sip_status == 200 and call.business_hung_up, call
+    assert report.packets_received == 0 and report.packets_sent == 0, call.line()
+    record = await ended_record(controller, call.wacid)
+    assert record.hangup_cause == "DESTINATION_OUT_OF_ORDER", record
+    assert "Fingerprint Verification Failed" in fs_log_since(switch, log_start)
+
+
+async def test_business_sending_no_media_is_ended_by_whatsapp(
+        switch: FreeswitchLab, controller: Controller, tmp_path: Path) -> None:
+    """ICE fails (WhatsApp's SDP carries an ice-pwd its agent does not use, so every check of
+    FreeSWITCH's gets 401): no DTLS, no business media, and WhatsApp's no-media limit ends the
+    call with Meta's BYE, as Meta does after 20 s (3 s here)."""
+    require_patch()
+
+    def wrong_ice_pwd(offer: str) -> str:
+        return re.sub(r"a=ice-pwd:\S+", "a=ice-pwd:" + "x" * 24, offer)
+
+    call = await uic_call(switch, SrtpMode.DTLS, DTLS_NUMBER, tmp_path, hold_s=15,
+                          timeouts=MediaTimeouts(start_s=3, mid_call_s=3), mutate_offer=wrong_ice_pwd)
+    log.info("%s", call.line())
+    report = call.report
+    assert report.ended_by == "no business media 3 s after ACK", call.line()
+    assert call.bye_status == 200 and not call.business_hung_up, call
+    assert report.packets_sent == 0 and report.packets_received == 0
+    assert report.dtls_handshake_ms is None and report.stun_requests > 0
+    record = await ended_record(controller, call.wacid)
+    assert record.hangup_cause == "NORMAL_CLEARING", record
+
+
+def fs_log_since(switch: FreeswitchLab, offset: int) -> str:
+    with switch.log.open("rb") as fs_log:
+        fs_log.seek(offset)
+        return fs_log.read().decode(errors="replace")
