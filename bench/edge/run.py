@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep logs and SIPp files")
     parser.add_argument("--replot", type=Path, default=None,
                         help="only draw --plot again from a run saved with --json")
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="render the KEMI edge without its /metrics endpoint (cost compare)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few calls per set-up, no plot: proves the harness, times nothing")
     return parser.parse_args(argv)
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="wa-sip-bench-edge-"))
     only = {name.strip() for name in args.only.split(",")}
     try:
-        site = bench_site(folder, BenchPorts())
+        site = bench_site(folder, BenchPorts(), metrics=not args.no_metrics)
         print(f"bench-edge: {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; workers={args.workers}; "
               f"ramp {plan.steps} x {plan.step_seconds:g} s; fixed {plan.fixed_rate} cps x "

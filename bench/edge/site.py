@@ -55,8 +55,11 @@ class BenchSite:
             f";{key}={value}" for key, value in number.request_uri_user_params.items())
 
 
-def bench_site(folder: Path, ports: BenchPorts) -> BenchSite:
-    """Site config on loopback with its test CA and a credential store holding the HA1."""
+def bench_site(folder: Path, ports: BenchPorts, metrics: bool = True) -> BenchSite:
+    """Site config on loopback with its test CA and a credential store holding the HA1.
+
+    `metrics`: the edge's /metrics endpoint on (as a production edge runs) or off, so one run
+    each measures what the counters cost."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = make_test_ca(folder / "ca")
     raw: dict[str, Any] = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
@@ -70,7 +73,7 @@ def bench_site(folder: Path, ports: BenchPorts) -> BenchSite:
             {"uri": f"sip:127.0.0.1:{ports.freeswitch}", "priority": 10}]}]},
         "security": {"allowed_sources": ["127.0.0.0/8"], "pike_requests_per_second": 0},
         "bic": {"meta_server": "127.0.0.1:9"},
-        "metrics": {"edge_listen": f"127.0.0.1:{ports.metrics}"},
+        "metrics": {"edge_listen": f"127.0.0.1:{ports.metrics}" if metrics else None},
     }
     config = SiteConfig.model_validate(merge(raw, loopback))
     store = open_store(config.credentials.sqlite_path())
