@@ -196,3 +196,4 @@ def fs_log_since(switch: FreeswitchLab, offset: int) -> str:
     with switch.log.open("rb") as fs_log:
         fs_log.seek(offset)
         return fs_log.read().decode(errors="replace")
+
