@@ -19,8 +19,14 @@ Event-to-command time is measured on the stand-in's side, as FreeSWITCH would se
 writing the CHANNEL_DATA reply to reading the first ``sendmsg`` that answers it. Both queues
 (the stand-in's loop and the controller's) are in it; the controller's own share is printed
 as "controller-internal".
-The last line printed is ``RESULT setups_per_s=<x> p99_ms=<x> rate=<x> failed=<n>``; the exit
-code is 1 when a call failed or was lost.
+Then the same controller against the real FreeSWITCH (bench/esl/real_switch.py: SIPp as the
+edge, the rendered profile and dialplan, no Kamailio): UIC setups/s at ``--fs-concurrency``
+calls in flight, and CHANNEL_DATA-to-answer p50/p99 at ``--fs-rate`` calls/s, printed beside the
+stand-in's figure for the same span (measured the same way, in the controller).
+The last line printed is ``RESULT setups_per_s=<x> p99_ms=<x> rate=<x> failed=<n>
+answer_p99_ms=<x> fs_setups_per_s=<x> fs_answer_p99_ms=<x> fs_rate=<x> fs_failed=<n>`` (the
+``fs_`` figures from the real switch; ``fs_skipped=1`` instead where none is installed); the
+exit code is 1 when a call failed or was lost.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from real_switch import AnswerClock, run_real_switch  # noqa: E402  (beside this file)
+
 from esl.controller import Controller  # noqa: E402
 from esl.gctune import tune_gc  # noqa: E402
 from esl.settings import ControllerSettings  # noqa: E402
@@ -47,7 +55,9 @@ from esl.standin import FreeSwitchStandin, UicCall, UicHandle  # noqa: E402
 
 PASSWORD = "bench-password"
 BUSINESS_NUMBER = "+15550100001"
-ROUTED_SENDMSGS = 4
+ROUTED_SENDMSGS = 3
+"""multiset, answer, silence playback; a park route sends nothing more (the async socket
+already holds the call parked; FreeSWITCH refuses a second park)."""
 TALK_S = 0.2  # calls stay up a while after setup, as real calls do
 
 
@@ -99,7 +109,7 @@ async def run_load(
             done = time.monotonic()
         sendmsgs = sendmsg_times(handle)
         sent = handle.listener.channel_data_sent_at
-        if len(sendmsgs) < ROUTED_SENDMSGS or sent is None:  # multiset, answer, playback, park
+        if len(sendmsgs) < ROUTED_SENDMSGS or sent is None:
             failures += 1
             return handle
         if measured:
@@ -200,6 +210,8 @@ async def run_phase(args: argparse.Namespace, rate: float) -> dict[str, float] |
                 }
             )
             controller = Controller(settings)
+            clock = AnswerClock()  # CHANNEL_DATA to answer, as in the real-switch phases
+            controller.uic = clock.wrap(controller.uic)  # type: ignore[assignment]
             await controller.start()
             await asyncio.wait_for(controller.inbound_ready.wait(), 10)
             child.stdin.write(f"{controller.listen_port}\n")
@@ -222,6 +234,8 @@ async def run_phase(args: argparse.Namespace, rate: float) -> dict[str, float] |
     stats: dict[str, float] = json.loads(line[len("STATS ") :])
     stats["cdr_rows"] = recorded
     stats["controller_p99_ms"] = controller.latency.percentile(0.99) * 1000
+    stats["answer_p50_ms"] = percentile(clock.samples, 0.50) * 1000
+    stats["answer_p99_ms"] = percentile(clock.samples, 0.99) * 1000
     label = f"rate={rate:.0f}/s" if rate > 0 else f"closed loop, {args.concurrency} in flight"
     print(
         f"[{label}] calls={stats['calls']:.0f} completed={stats['completed']:.0f} "
@@ -231,7 +245,9 @@ async def run_phase(args: argparse.Namespace, rate: float) -> dict[str, float] |
         f"[{label}] setups_per_s={stats['setups_per_s']:.1f} "
         f"event_to_command_ms p50={stats['p50_ms']:.3f} p99={stats['p99_ms']:.3f} "
         f"max={stats['max_ms']:.3f} (controller-internal p99={stats['controller_p99_ms']:.3f}) "
-        f"setup_ms p50={stats['setup_p50_ms']:.2f} p99={stats['setup_p99_ms']:.2f}",
+        f"setup_ms p50={stats['setup_p50_ms']:.2f} p99={stats['setup_p99_ms']:.2f} "
+        f"channel_data_to_answer_ms p50={stats['answer_p50_ms']:.3f} "
+        f"p99={stats['answer_p99_ms']:.3f}",
         flush=True,
     )
     return stats
@@ -245,11 +261,34 @@ async def run_controller(args: argparse.Namespace) -> int:
         return 1
     failed = capacity["failures"] + latency["failures"]
     lost = (capacity["calls"] - capacity["completed"]) + (latency["calls"] - latency["completed"])
-    print(
+    real = await run_real_switch(args.fs_calls, args.fs_rate, args.fs_concurrency)
+    result = (
         f"RESULT setups_per_s={capacity['setups_per_s']:.1f} p99_ms={latency['p99_ms']:.3f} "
-        f"rate={args.rate:.0f} failed={failed + lost:.0f}"
+        f"rate={args.rate:.0f} failed={failed + lost:.0f} "
+        f"answer_p99_ms={latency['answer_p99_ms']:.3f}"
     )
-    return 0 if failed + lost == 0 else 1
+    if isinstance(real, str):
+        print(f"[real FreeSWITCH] not run: {real}")
+        print(f"{result} fs_skipped=1")
+        return 0 if failed + lost == 0 else 1
+    fs_capacity, fs_latency = real
+    standin_labels = (f"stand-in, {args.concurrency} in flight", f"stand-in at {args.rate:.0f}/s")
+    for phase, standin, standin_label in zip((fs_capacity, fs_latency), (capacity, latency),
+                                             standin_labels, strict=True):
+        print(
+            f"[real FreeSWITCH, {phase.label}] calls={phase.offered} answered={phase.answered} "
+            f"failed={phase.sipp_failed} setups_per_s={phase.setups_per_s:.1f} "
+            f"channel_data_to_answer_ms p50={phase.p50_ms:.2f} p99={phase.p99_ms:.2f} "
+            f"({standin_label}: setups_per_s={standin['setups_per_s']:.1f} "
+            f"p99={standin['answer_p99_ms']:.3f})"
+        )
+    fs_failed = sum(p.sipp_failed + (p.offered - p.answered) for p in real)
+    print(
+        f"{result} fs_setups_per_s={fs_capacity.setups_per_s:.1f} "
+        f"fs_answer_p99_ms={fs_latency.p99_ms:.2f} fs_rate={args.fs_rate:.0f} "
+        f"fs_failed={fs_failed}"
+    )
+    return 0 if failed + lost + fs_failed == 0 else 1
 
 
 def main() -> int:
@@ -263,6 +302,12 @@ def main() -> int:
         "--rate", type=float, default=500.0,
         help="calls offered per second in the latency phase (the capacity phase is closed loop)"
     )
+    parser.add_argument("--fs-calls", type=int, default=600,
+                        help="calls per real-FreeSWITCH phase (capacity, then latency)")
+    parser.add_argument("--fs-concurrency", type=int, default=32,
+                        help="calls in flight in the real-FreeSWITCH capacity phase")
+    parser.add_argument("--fs-rate", type=float, default=50.0,
+                        help="calls offered per second in the real-FreeSWITCH latency phase")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if os.environ.get("BENCH_DEBUG"):

@@ -83,20 +83,6 @@ async def test_refused_bic_comes_back_with_the_meta_diagnosis(
     assert record is not None and record.diagnosis == result.diagnosis
 
 
-async def test_refusal_by_the_edge_itself_keeps_the_edges_words(
-    controller: Controller, meta: MetaBehaviour
-) -> None:
-    meta.bic[USER] = BicOutcome(
-        status=403, phrase="From not a configured business number",
-        edge_diagnosis='from_not_configured; cause="From user +15550000000 is not a configured '
-        'number"; fix="originate from a number in [[numbers]]"')
-    result = await controller.originate(BicRequest(SDES_NUMBER, USER))
-    assert not result.answered and result.sip_status == 403
-    assert result.diagnosis == (
-        "from_not_configured: From user +15550000000 is not a configured number; "
-        "fix: originate from a number in [[numbers]]")
-
-
 async def test_refusal_without_edge_header_falls_back_to_metas_status_line(
     controller: Controller, meta: MetaBehaviour
 ) -> None:

@@ -14,29 +14,6 @@ from tests.esl.conftest import PASSWORD
 from tests.esl.controller_fixtures import SDES_NUMBER, ended_record, make_settings, place
 
 
-async def test_inbound_connection_comes_back_after_freeswitch_restarts(tmp_path: Path) -> None:
-    first = FreeSwitchStandin(password=PASSWORD)
-    await first.start()
-    port = first.port
-    ctl = Controller(make_settings(first, tmp_path))
-    await ctl.start()
-    second = FreeSwitchStandin(password=PASSWORD)
-    try:
-        await asyncio.wait_for(ctl.inbound_ready.wait(), 5)
-        await first.stop()
-        await asyncio.sleep(0.05)
-        assert not ctl.inbound_ready.is_set()
-        await second.start("127.0.0.1", port)
-        await asyncio.wait_for(ctl.inbound_ready.wait(), 5)
-        assert ctl.inbound_connects == 2
-        assert ctl.inbound is not None
-        assert (await ctl.inbound.api("status")).startswith("UP")
-    finally:
-        await ctl.stop()
-        await second.stop()
-        ctl.store.close()
-
-
 async def test_cdr_survives_a_controller_crash_mid_call(
     standin: FreeSwitchStandin, tmp_path: Path
 ) -> None:

@@ -112,23 +112,6 @@ async def test_cta_payload_routes_to_bridge_and_headers_match_any_case(
     assert record.request_uri_params == "foo=bar"
 
 
-async def test_trunk_params_route(standin: FreeSwitchStandin, controller: Controller) -> None:
-    call = UicCall(
-        business_number=SDES_NUMBER,
-        forwarded_headers={"X-WA-Tgrp": "wacall", "X-WA-Trunk-Context": "byoc.example.com"},
-        talk_s=0.05,
-    )
-    handle = await place(standin, controller, call)
-    await handle.finished()
-    assert handle.runtime.executed[-1].arg == "sofia/internal/sip:q@pbx"
-    record = await ended_record(controller, handle.runtime.channel.uuid)
-    assert (record.tgrp, record.trunk_context, record.route) == (
-        "wacall",
-        "byoc.example.com",
-        "sales-trunk",
-    )
-
-
 async def test_unknown_business_number_is_refused_with_a_diagnosis(
     standin: FreeSwitchStandin, controller: Controller
 ) -> None:

@@ -161,6 +161,16 @@ async def test_read_frame_takes_content_length_wherever_it_stands() -> None:
         await wire.read_frame(reader)
 
 
+@pytest.mark.parametrize("cut", [
+    b"Content-Type: api/response\nContent-Length: 10\n\nonly5",  # mid-body
+    b"Content-Type: api/resp",  # mid-header
+], ids=["mid-body", "mid-header"])
+async def test_frame_cut_short_is_a_closed_connection_not_a_crash(cut: bytes) -> None:
+    """A FreeSWITCH that dies mid-write: a real one cannot be made to do it on purpose."""
+    with pytest.raises(ConnectionClosed):
+        await wire.read_frame(_reader(cut))
+
+
 async def test_read_frame_refuses_bodies_above_16_mib() -> None:
     reader = _reader(b"Content-Type: api/response\nContent-Length: %d\n\n" % (16 * 1024 * 1024 + 1))
     with pytest.raises(FrameTooLarge):
