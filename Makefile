@@ -6,7 +6,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse
+.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -45,6 +45,10 @@ bench-edge: system-deps python-deps
 # The long attack run against a loopback edge (issue 10): fuzz, TLS abuse, flood, scan; ~3 min.
 bench-abuse: system-deps python-deps
 	$(VENV)/bin/python -m bench.abuse.run $(BENCH_ARGS)
+
+# DTLS with WhatsApp's ICE-lite media, stock FreeSWITCH (STOCK=bin/freeswitch) vs the patched one
+bench-media-patch: system-deps python-deps
+	$(VENV)/bin/python -m bench.media_patch.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

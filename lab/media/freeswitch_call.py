@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import random
+import tomllib
 import uuid
 import wave
 from collections.abc import Callable
@@ -21,15 +22,38 @@ from esl.bic import BicRequest, BicResult, place_bic
 from esl.client import connect_inbound
 from esl.event import Event
 from esl.settings import ControllerSettings
-from lab.freeswitch import FreeswitchLab
+from lab.edge import EXAMPLE_CONFIG, merge
+from lab.freeswitch import FreeswitchLab, FreeswitchPorts, loopback_overrides
 from lab.media.peer import MediaPeer, MediaReport, MediaTimeouts
 from lab.media.sdp import SdpError, SrtpMode
 from lab.media.sip_uac import SipUac
 from lab.media.sip_uas import SipUas
 from lab.media.tone import dominant_frequency
+from lab.processes import free_port
+from provisioning.config import SiteConfig
 
 PEER_TONE_HZ = 1000.0
+FREESWITCH_TONE_HZ = 440.0
 FIND_CHANNEL_S = 5.0
+SDES_NUMBER, DTLS_NUMBER = "+15550100001", "+15550100002"
+TONE_ROUTE = {"name": "tone", "target": {
+    "action": "ivr",
+    "destination": f"playback tone_stream://%(1000,0,{FREESWITCH_TONE_HZ:g});loops=-1"}}
+
+
+def media_site(ports: FreeswitchPorts, folder: Path) -> SiteConfig:
+    """The example site on loopback with an SDES and a DTLS number whose calls wa-esl answers
+    and routes to FreeSWITCH's tone (the media tests and bench-media-patch)."""
+    raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    raw = merge(raw, loopback_overrides(ports, f"127.0.0.1:{free_port()}", "esl-Media-42"))
+    return SiteConfig.model_validate(merge(raw, {
+        "numbers": [
+            {"business_number": SDES_NUMBER, "phone_number_id": "100000000000001", "srtp_mode": "SDES"},
+            {"business_number": DTLS_NUMBER, "phone_number_id": "100000000000002", "srtp_mode": "DTLS"},
+        ],
+        "esl": {"cdr_db": str(folder / "cdr.sqlite3"), "linger_s": 5, "routes": [TONE_ROUTE],
+                "reconnect": {"initial_s": 0.05, "max_s": 0.5}},
+    }))
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,37 +18,26 @@ import pytest
 from esl.cdr import CallRecord
 from esl.controller import Controller
 from esl.site import controller_settings
-from lab.edge import EXAMPLE_CONFIG, merge
-from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate, loopback_overrides
-from lab.media.freeswitch_call import PEER_TONE_HZ, bic_call, uic_call
+from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate
+from lab.media.freeswitch_call import (
+    DTLS_NUMBER,
+    FREESWITCH_TONE_HZ,
+    PEER_TONE_HZ,
+    SDES_NUMBER,
+    bic_call,
+    media_site,
+    uic_call,
+)
 from lab.media.freeswitch_patch import is_patched
 from lab.media.peer import MediaTimeouts
 from lab.media.sdp import SrtpMode
-from lab.processes import free_port
-from provisioning.config import SiteConfig
 from provisioning.freeswitch_binary import freeswitch_available, freeswitch_binary
 
 pytestmark = pytest.mark.skipif(not freeswitch_available(),
                                 reason="no FreeSWITCH: run scripts/install-freeswitch")
 
 log = logging.getLogger(__name__)
-FS_TONE_HZ = 440.0
-SDES_NUMBER, DTLS_NUMBER = "+15550100001", "+15550100002"
-TONE_ROUTE = {"name": "tone", "target": {
-    "action": "ivr", "destination": f"playback tone_stream://%(1000,0,{FS_TONE_HZ:g});loops=-1"}}
-
-
-def media_site(ports: FreeswitchPorts, folder: Path) -> SiteConfig:
-    raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    raw = merge(raw, loopback_overrides(ports, f"127.0.0.1:{free_port()}", "esl-Media-42"))
-    return SiteConfig.model_validate(merge(raw, {
-        "numbers": [
-            {"business_number": SDES_NUMBER, "phone_number_id": "100000000000001", "srtp_mode": "SDES"},
-            {"business_number": DTLS_NUMBER, "phone_number_id": "100000000000002", "srtp_mode": "DTLS"},
-        ],
-        "esl": {"cdr_db": str(folder / "cdr.sqlite3"), "linger_s": 5, "routes": [TONE_ROUTE],
-                "reconnect": {"initial_s": 0.05, "max_s": 0.5}},
-    }))
+FS_TONE_HZ = FREESWITCH_TONE_HZ
 
 
 @pytest.fixture(scope="module")
