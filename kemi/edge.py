@@ -17,6 +17,7 @@ from pathlib import Path
 import KSR
 
 from kemi.bic import BicRefusal, bic_caller, challenge_algorithm, parse_bic_request_uri
+from kemi.call_log import call_line
 from kemi.decisions import (
     AuthAction,
     InDialogAction,
@@ -31,6 +32,8 @@ from kemi.decisions import (
 from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
 from kemi.digest_credentials import CredentialsProblem, credentials_for, same_resource
 from kemi.drop_summary import Drop, DropSummary
+from kemi.metrics import SOCKET_NAME as METRICS_SOCKET
+from kemi.metrics import EdgeMetrics, serve_http
 from kemi.peer_certificate import peer_certificate_names
 from kemi.request_uri import RequestUriError, UicTarget, parse_uic_request_uri
 from kemi.settings import EdgeSettings, load_settings
@@ -45,6 +48,8 @@ HA1_PASSWORD = 1
 META_REALM = "wa.meta.vc"  # the realm of Meta's 407, for which ha1_meta was computed
 SOURCE_CACHE_SIZE = 1024  # allow-list decisions kept per worker (Meta's prefixes hold few hosts)
 MAX_CHALLENGES = 8  # challenge headers of one 401/407 looked at (Meta sends two)
+OUTCOME_FLAG = 10  # transaction flag: this INVITE's outcome is counted (2xx retransmissions)
+PROC_SIPINIT = 1  # child_init rank of the first SIP worker: once-per-instance work
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +86,12 @@ class WhatsAppEdge:
         self.request = NO_REQUEST
         self.meta_source_allowed = source_check(settings.allowed_sources, SOURCE_CACHE_SIZE)
         self.drops = DropSummary()
+        # KSR has xhttp_prom only when metrics.edge_listen loads it (kamailio.cfg).
+        self.metrics = EdgeMetrics(getattr(KSR, "xhttp_prom", None))
 
     def child_init(self, rank: int) -> int:
+        if rank == PROC_SIPINIT:
+            self.metrics.create_series()
         return 0
 
     # ---- entry points -------------------------------------------------------------------
@@ -127,6 +136,24 @@ class WhatsAppEdge:
                          f"call-id={KSR.kx.get_callid()} duration={duration}\n")
         except Exception:
             self._log_exception("BYE reply route")
+        return DONE
+
+    def ksr_xhttp_event(self, msg: object, evname: str = "") -> int:
+        """An HTTP request (xhttp): /metrics on the metrics socket; nothing on any other."""
+        try:
+            serve_http(KSR.kx, KSR.xhttp, KSR.xhttp_prom)
+        except Exception:
+            self._log_exception("metrics route")
+        return DONE
+
+    def ksr_onreply_freeswitch(self, msg: object) -> int:
+        """FreeSWITCH's reply to a user-initiated INVITE: count and log the answer, once."""
+        try:
+            status = int(KSR.kx.get_status())
+            if 200 <= status < 300:
+                self._setup_outcome("uic", "answered", status)
+        except Exception:
+            self._log_exception("FreeSWITCH reply route")
         return DONE
 
     def ksr_failure_freeswitch(self, msg: object) -> int:
@@ -215,6 +242,9 @@ class WhatsAppEdge:
                 self._count_drop(Drop.PIKE)
                 KSR.set_drop()
                 return False
+        elif self.metrics.prom is not None and KSR.kx.get_rcv_sock_name() == METRICS_SOCKET:
+            KSR.set_drop()  # the metrics socket serves HTTP only; SIP there is no entry
+            return False
         elif not internal_source_trusted(KSR.dispatcher.ds_is_from_lists() > 0, source,
                                          self.settings.bic.trusted_sources):
             self._count_drop(Drop.UNTRUSTED)
@@ -288,9 +318,11 @@ class WhatsAppEdge:
                                            self.settings.accepted_domains)
         except RequestUriError as error:
             self._reply(error.status, error.reason)
+            self._setup_outcome("uic", "bad_request_uri", error.status)
             return
         if target.digits not in self.settings.numbers:
             self._reply(404, "Not Found - business number not served here")
+            self._setup_outcome("uic", "unknown_business_number", 404)
             return
         fields = header_fields(self.request.message)
         auth = self.authenticate(target, fields)
@@ -302,6 +334,7 @@ class WhatsAppEdge:
         if KSR.dispatcher.ds_select_dst(destination.freeswitch_set, destination.algorithm) < 0:
             KSR.err(f"wa-edge: no FreeSWITCH node in set {destination.freeswitch_set}\n")
             self._reply(503, "Service Unavailable - no FreeSWITCH node available")
+            self._setup_outcome("uic", "no_freeswitch", 503)
             return
         KSR.hdr.append(edge_header_block(target.business_number, target.user_params,
                                          destination.context, auth))
@@ -310,9 +343,12 @@ class WhatsAppEdge:
         # in-dialog requests of a dialog it knows are taken from Meta (within_dialog).
         KSR.dialog.dlg_manage()
         KSR.rr.record_route()
-        KSR.info(f"wa-edge: UIC {target.business_number} wacid="
-                 f"{KSR.hdr.get('X-WA-Meta-Wacid')} from {self.request.source} auth={auth} "
-                 f"-> set {destination.freeswitch_set} context {destination.context}\n")
+        KSR.info(call_line("invite", "uic", str(KSR.kx.get_callid()),
+                           wacid=KSR.hdr.get("X-WA-Meta-Wacid"),
+                           business_number=target.business_number, source=self.request.source,
+                           auth=auth, set=destination.freeswitch_set,
+                           context=destination.context))
+        KSR.tm.t_on_reply("ksr_onreply_freeswitch")
         KSR.tm.t_on_failure("ksr_failure_freeswitch")
         self.relay()
 
@@ -348,8 +384,9 @@ class WhatsAppEdge:
         KSR.pv.sets("$avp(wa_bic_ruri)", target.request_uri)
         self._toward_meta()
         changes = "; ".join(caller.changes) or "none"
-        KSR.info(f"wa-edge: BIC {caller.business_number} -> {target.user} call-id="
-                 f"{KSR.kx.get_callid()} via {bic.destination_uri}; changes: {changes}\n")
+        KSR.info(call_line("invite", "bic", str(KSR.kx.get_callid()),
+                           business_number=caller.business_number, user=target.user,
+                           via=bic.destination_uri, changes=changes))
         KSR.tm.t_on_reply("ksr_onreply_meta")
         KSR.tm.t_on_failure("ksr_failure_meta")
         if KSR.tm.t_relay() < 0:
@@ -375,6 +412,9 @@ class WhatsAppEdge:
             diagnosis = diagnose_meta_answer(status, reason)
             KSR.hdr.append(diagnosis.header_line())
             self._log_diagnosis(f"Meta answered {status} {reason}", diagnosis)
+            self._setup_outcome("bic", diagnosis.code, status)
+        elif status >= 200:
+            self._setup_outcome("bic", "answered", status)
 
     def note_meta_challenges(self, status: int) -> None:
         """Keep the algorithms Meta offered (e.g. "SHA-256,MD5") for the failure route's log.
@@ -483,12 +523,14 @@ class WhatsAppEdge:
         if isinstance(failures, int) and failures >= self.settings.failure_limit:
             self._count_drop(Drop.LOCKED_OUT)
             self._reply(403, "Forbidden - too many failed authentications")
+            self._auth_refused("locked_out", 403)
             return None
         ha1 = KSR.htable.sht_get(CREDS_TABLE, f"{target.digits}:ha1")
         if not isinstance(ha1, str) or not ha1:
             KSR.err(f"wa-edge: no SIP credentials for {target.business_number}: "
                     "run 'provision sync'\n")
             self._reply(503, "Service Unavailable - credentials not provisioned")
+            self._auth_refused("no_credentials", 503)
             return None
         try:
             credentials = credentials_for(fields, self._credentials_header(),
@@ -496,6 +538,7 @@ class WhatsAppEdge:
         except CredentialsProblem as problem:
             self._count_drop(Drop.BAD_CREDENTIALS)
             self._reply(400, f"Bad Request - {problem}")
+            self._auth_refused("bad_credentials", 400)
             return None
         if credentials is None:
             self._challenge(stale=False)
@@ -503,6 +546,7 @@ class WhatsAppEdge:
         if not same_resource(credentials.uri, self.request.request_uri):
             self._count_drop(Drop.BAD_CREDENTIALS)
             self._reply(400, "Bad Request - digest uri is not the request URI")
+            self._auth_refused("bad_credentials", 400)
             return None
         user = credentials.username
         result = self._check_digest(ha1)
@@ -511,11 +555,14 @@ class WhatsAppEdge:
         action = auth_action(result)
         if action is AuthAction.ACCEPT:
             KSR.auth.consume_credentials()
+            self.metrics.digest("accepted")
             return "digest"
         if action is AuthAction.REFUSE:
             self._reply(400, "Bad Request - malformed credentials")
+            self._auth_refused("bad_credentials", 400)
             return None
         if action is AuthAction.CHALLENGE_AFTER_FAILURE:
+            self.metrics.digest("failed")
             if KSR.htable.sht_inc(AUTHFAIL_TABLE, source) < 0 or failures is None:
                 # sht_inc does not create a missing item: the first failure sets it.
                 KSR.htable.sht_seti(AUTHFAIL_TABLE, source, (failures or 0) + 1)
@@ -538,13 +585,15 @@ class WhatsAppEdge:
 
     def failover_freeswitch(self) -> None:
         if KSR.tm.t_is_canceled() > 0:
+            self._setup_outcome("uic", "cancelled", 487)
             return
-        if KSR.tm.t_check_status("5[0-9][0-9]|408") < 0 and KSR.tm.t_branch_timeout() < 0:
-            return
-        if KSR.dispatcher.ds_next_dst() > 0:
+        if (KSR.tm.t_check_status("5[0-9][0-9]|408") > 0 or KSR.tm.t_branch_timeout() > 0) \
+                and KSR.dispatcher.ds_next_dst() > 0:
             KSR.notice(f"wa-edge: FreeSWITCH node failed, trying {KSR.kx.get_duri()}\n")
             KSR.tm.t_on_failure("ksr_failure_freeswitch")
             self.relay()
+            return
+        self._setup_outcome("uic", "freeswitch_refused", int(KSR.tm.t_get_status_code()))
 
     # ---- small helpers over KSR ---------------------------------------------------------
 
@@ -562,6 +611,7 @@ class WhatsAppEdge:
     def _challenge(self, stale: bool) -> None:
         """401 (WWW-Authenticate) or 407 (Proxy-Authenticate) with qop=auth, per the site config."""
         flags = QOP_AUTH | (STALE if stale else 0)
+        self.metrics.digest("stale" if stale else "challenged")
         if self.settings.challenge_code == 401:
             KSR.auth.www_challenge(self.settings.sip_domain, flags)
         else:
@@ -585,11 +635,13 @@ class WhatsAppEdge:
         diagnosis = edge_diagnosis(code)
         self._log_diagnosis(f"refused {self.request.method} with {status} {reason}", diagnosis)
         self._reply(status, reason, diagnosis.header_line())
+        self._setup_outcome("bic", code, status)  # only INVITEs from FreeSWITCH come here
 
     def _refuse_stateful(self, status: int, reason: str, code: str, headers: str = "") -> None:
         """A refusal inside a dialog: stateful, so tm absorbs the ACK and retransmissions."""
         diagnosis = edge_diagnosis(code)
         self._log_diagnosis(f"refused in-dialog {self.request.method} with {status}", diagnosis)
+        self.metrics.in_dialog_refusal(code)
         if KSR.tm.t_newtran() < 0:
             self._reply(status, reason, headers + diagnosis.header_line())
             return
@@ -604,6 +656,22 @@ class WhatsAppEdge:
                             diagnosis)
         KSR.hdr.append_to_reply(diagnosis.header_line())
         KSR.tm.t_reply(status, reason)
+        self._setup_outcome("bic", code, status)
+
+    def _setup_outcome(self, direction: str, outcome: str, status: int) -> None:
+        """How an INVITE's setup ended: counted (metrics) and logged (call line), once per
+        transaction (a flag on it: a retransmitted 2xx or a later failure route skips)."""
+        if KSR.isflagset(OUTCOME_FLAG):
+            return
+        KSR.setflag(OUTCOME_FLAG)
+        self.metrics.call(direction, outcome)
+        KSR.info(call_line("final", direction, str(KSR.kx.get_callid()), status=status,
+                           outcome=outcome))
+
+    def _auth_refused(self, result: str, status: int) -> None:
+        """A Meta INVITE refused at the digest step: a digest result and the call's outcome."""
+        self.metrics.digest(result)
+        self._setup_outcome("uic", result, status)
 
     def _log_diagnosis(self, what: str, diagnosis: Diagnosis) -> None:
         KSR.notice(f"wa-edge: {what}: diagnosis {diagnosis.header_value()}\n")

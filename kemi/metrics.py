@@ -28,7 +28,7 @@ UIC_OUTCOMES = (
     "unknown_business_number",  # 404: number not served here
     "locked_out",               # 403: source locked out after failed digests
     "no_credentials",           # 503: no HA1 for the number (run provision sync)
-    "malformed_credentials",    # 400: credentials the edge cannot check
+    "bad_credentials",          # 400: credentials the edge cannot check
     "no_freeswitch",            # 503: no FreeSWITCH node available
     "freeswitch_refused",       # FreeSWITCH answered a final negative reply, no node left
     "cancelled",                # Meta cancelled before an answer
@@ -40,8 +40,10 @@ BIC_OUTCOMES = (
 )
 """Answered, or refused with one of kemi/diagnoses.py's codes (the edge's or Meta's answer)."""
 IN_DIALOG_REFUSALS = ("reinvite_refused", "refer_unsupported")
-DIGEST_RESULTS = ("challenged", "stale", "accepted", "failed", "malformed", "locked_out",
+DIGEST_RESULTS = ("challenged", "stale", "accepted", "failed", "bad_credentials", "locked_out",
                   "no_credentials")
+"""challenged/stale: a 407 (or 401) sent; failed: a wrong digest (also challenged again);
+the last three end the call, with the same name as its UIC outcome."""
 OTHER = "other"
 
 

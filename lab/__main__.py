@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import tomllib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from lab.bundle import BundleLab
 from lab.edge import EXAMPLE_CONFIG
 from lab.freeswitch_trace import TRACE_COMMANDS, messages_of_call, read_freeswitch_trace
 from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER, StandinEvent
+from lab.metrics_summary import Expected, summarize
 from lab.processes import LabError
 from lab.sdp_summary import describe_sdp, sdp_body
 from lab.sipp import SippResult, TracedMessage
@@ -262,6 +264,13 @@ def _why(meta: SippResult, record: CallRecord | None, expected: str) -> str:
 
 CALLS: list[Callable[[Lab, Path], LabCall]] = [sdes_call, dtls_call, wrong_password,
                                                business_hangs_up, user_hangs_up, meta_refuses]
+COUNTED_AS: dict[Callable[[Lab, Path], LabCall], tuple[str, str]] = {
+    sdes_call: ("uic", "answered"), dtls_call: ("uic", "answered"),
+    business_hangs_up: ("bic", "answered"), user_hangs_up: ("bic", "answered"),
+    meta_refuses: ("bic", "declined"),
+}
+"""(direction, outcome) each passed call must add to both endpoints' calls_total (the wrong
+password ends in a challenge, no outcome)."""
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -301,6 +310,20 @@ def describe(bundle: BundleLab, added: list[str]) -> list[str]:
     ]
 
 
+def metrics_check(bundle: BundleLab, expected: Expected) -> LabCall:
+    """Both /metrics endpoints scraped after the calls, as Prometheus would (lab/metrics_summary)."""
+    esl_listen = bundle.config.esl.metrics_listen
+    summary = summarize(f"http://127.0.0.1:{bundle.edge.ports.metrics}/metrics",
+                        f"http://{esl_listen}/metrics" if esl_listen else None, expected)
+    print(f"\n[{'PASS' if summary.passed else 'FAIL'}] metrics scraped from the edge and wa-esl "
+          "match the calls placed")
+    for line in summary.lines:
+        print(f"  = {line}")
+    for problem in summary.problems:
+        print(f"  why: {problem}")
+    return LabCall("metrics summary", summary.passed, [], summary.lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make lab", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=EXAMPLE_CONFIG,
@@ -318,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 bundle.api(command)
             print("\n".join(describe(bundle, added)))
             lab = Lab(bundle)
+            expected: Expected = Counter()
             for index, play in enumerate(CALLS, 1):
                 call_folder = folder / f"call-{index}"
                 call_folder.mkdir()
@@ -329,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  = {note}")
                 if result.detail:
                     print(f"  why: {result.detail}")
+                if result.passed and play in COUNTED_AS:
+                    expected[COUNTED_AS[play]] += 1
+            results.append(metrics_check(bundle, expected))
     except (LabError, ConfigError) as error:
         print(f"lab: cannot run: {error}", file=sys.stderr)
         results.append(LabCall("lab set-up", False, []))

@@ -31,3 +31,5 @@ def test_lab_command_runs_every_call_through_the_real_switch() -> None:
     assert "(DTLS): UDP/TLS/RTP/SAVPF, fingerprint sha-256 " in text and "setup:active" in text
     assert "CDR uic ended: cause NORMAL_CLEARING, wacid wacid.lab" in text
     assert "the edge told FreeSWITCH: X-WA-Diagnosis: declined" in text
+    # both /metrics endpoints scraped at the end agree with the calls placed
+    assert "[PASS] metrics scraped from the edge and wa-esl match the calls placed" in text
