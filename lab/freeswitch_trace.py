@@ -16,6 +16,7 @@ The message follows with its line ends shortened to LF; the byte count says wher
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from lab.sipp import TracedMessage
@@ -59,3 +60,27 @@ def call_id(message: TracedMessage) -> str:
 
 def messages_of_call(messages: list[TracedMessage], wanted: str) -> list[TracedMessage]:
     return [m for m in messages if call_id(m) == wanted]
+
+
+def _cseq_method(message: TracedMessage) -> str:
+    found = re.search(r"^CSeq: *\d+ +(\S+)", message.text, re.MULTILINE | re.IGNORECASE)
+    return found[1].upper() if found else ""
+
+
+def dialog_over(messages: list[TracedMessage]) -> bool:
+    """A 200 to a BYE was sent or received, or FreeSWITCH ACKed a final refusal."""
+    refused = any(re.match(r"SIP/2\.0 [3-6]\d\d ", m.first_line) and _cseq_method(m) == "INVITE"
+                  for m in messages)
+    return any((m.first_line.startswith("SIP/2.0 200") and _cseq_method(m) == "BYE")
+               or (refused and m.sent and m.first_line.startswith("ACK")) for m in messages)
+
+
+def wait_for_call(log: Path, start: int, wanted: str, timeout: float = 10.0) -> list[TracedMessage]:
+    """The call's messages once its dialog is over in the log (FreeSWITCH writes its log from a
+    queue, a moment after the messages went out), or what is there after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        messages = messages_of_call(read_freeswitch_trace(log, start), wanted)
+        if dialog_over(messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.05)

@@ -16,7 +16,7 @@ import pytest
 from esl.diagnosis import edge_diagnosis
 from esl.meta_errors import diagnose_sip_failure
 from lab.bundle import BundleLab
-from lab.freeswitch_trace import messages_of_call, read_freeswitch_trace
+from lab.freeswitch_trace import read_freeswitch_trace, wait_for_call
 from lab.meta_standin import BARE_URI_ONLY_NUMBER, META_ANSWERS_BY_FLOW, WHATSAPP_USER
 from lab.sipp import TracedMessage
 from tests.e2e.conftest import SDES_NUMBER, skip_without_freeswitch
@@ -30,7 +30,7 @@ def invite_leg(bundle: BundleLab, start: int) -> list[TracedMessage]:
     invite = next(m for m in trace if m.sent and m.first_line.startswith("INVITE"))
     call_id = next(line.split(":", 1)[1].strip() for line in invite.text.split("\r\n")
                    if line.lower().startswith("call-id:"))
-    return messages_of_call(trace, call_id)
+    return wait_for_call(bundle.freeswitch.log, start, call_id)
 
 
 def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lab.bundle import BundleLab
-from lab.freeswitch_trace import messages_of_call, read_freeswitch_trace
+from lab.freeswitch_trace import wait_for_call
 from lab.processes import LabError, free_port
 from lab.srtp_sender import SrtpSender
 from tests.e2e.conftest import SDES_NUMBER, skip_without_freeswitch
@@ -71,7 +71,7 @@ def test_forty_second_call_gets_no_refresh_and_no_early_bye(bundle: BundleLab,
     call_id = next(line.split(":", 1)[1].strip()
                    for line in call.result.trace[0].text.split("\r\n")
                    if line.lower().startswith("call-id:"))
-    leg = messages_of_call(read_freeswitch_trace(bundle.freeswitch.log, start), call_id)
+    leg = wait_for_call(bundle.freeswitch.log, start, call_id)
     requests_sent = [m.first_line.split(" ", 1)[0] for m in leg
                      if m.sent and not m.first_line.startswith("SIP/2.0")]
     assert requests_sent == [], requests_sent  # no re-INVITE, UPDATE, OPTIONS, BYE

@@ -18,7 +18,7 @@ import pytest
 
 from esl.cdr import CallRecord
 from lab.bundle import BundleLab, MetaCall
-from lab.freeswitch_trace import messages_of_call, read_freeswitch_trace
+from lab.freeswitch_trace import messages_of_call, read_freeswitch_trace, wait_for_call
 from lab.processes import LabError
 from tests.e2e.conftest import DTLS_NUMBER, SDES_NUMBER, skip_without_freeswitch
 
@@ -126,4 +126,4 @@ def test_wrong_password_never_reaches_freeswitch(bundle: BundleLab, tmp_path: Pa
     assert good.result.passed
     good_id = next(line.split(":", 1)[1].strip() for line in good.result.trace[0].text.split("\r\n")
                    if line.lower().startswith("call-id:"))
-    assert messages_of_call(read_freeswitch_trace(bundle.freeswitch.log, start), good_id)
+    assert wait_for_call(bundle.freeswitch.log, start, good_id)
