@@ -34,8 +34,11 @@ TLS10, TLS11, TLS12 = 0x0301, 0x0302, 0x0303
 # One cipher per attempt, old and current: NULL, EXPORT, RC4, 3DES, CBC, GCM, ChaCha20 and the
 # TLS 1.3 suites (offered in a 1.2 hello: the server must refuse them cleanly).
 CIPHERS = (0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x000A, 0x002F, 0x0033, 0x0035, 0x009C,
-           0x009D, 0xC009, 0xC013, 0xC014, 0xC02B, 0xC02F, 0xC030, 0xCCA8, 0xCCA9, 0x1301,
-           0x1302, 0x1303, 0x00FF, 0x5600)
+           0x009D, 0xC006, 0xC007, 0xC008, 0xC009, 0xC013, 0xC014, 0xC02B, 0xC02F, 0xC030,
+           0xCCA8, 0xCCA9, 0x1301, 0x1302, 0x1303, 0x00FF, 0x5600)
+# NULL, EXPORT, RC4 and 3DES: an edge that negotiates one of these is broken whatever else holds.
+WEAK_CIPHERS = frozenset((0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x000A, 0xC006, 0xC007,
+                          0xC008))
 SSL2_CIPHER_SPECS = bytes.fromhex("010080 020080 030080 040080 050080 060040 0700c0".replace(" ", ""))
 HTTP_GET = b"GET / HTTP/1.1\r\nHost: scan\r\nUser-Agent: scanner\r\nConnection: close\r\n\r\n"
 OPTIONS = (b"OPTIONS sip:scan@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;"
@@ -125,9 +128,12 @@ def probe_old_version_hello(settings: ScanSettings, source: str, rng: random.Ran
 
 
 def probe_one_cipher(settings: ScanSettings, source: str, rng: random.Random) -> str:
+    """A TLS 1.2 hello offering one cipher; a ServerHello for a weak one is 'server-hello-weak'."""
+    cipher = rng.choice(CIPHERS)
     with connect(settings.target, source, settings.io_timeout_s) as sock:
-        sock.sendall(client_hello(TLS12, [rng.choice(CIPHERS)], rng=rng))
-        return read_answer(sock, settings.io_timeout_s)
+        sock.sendall(client_hello(TLS12, [cipher], rng=rng))
+        outcome = read_answer(sock, settings.io_timeout_s)
+    return outcome + "-weak" if outcome == "server-hello" and cipher in WEAK_CIPHERS else outcome
 
 
 def probe_sslv2_hello(settings: ScanSettings, source: str, rng: random.Random) -> str:

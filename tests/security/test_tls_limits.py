@@ -116,9 +116,9 @@ def test_meta_call_gets_through_while_idle_connections_flood_the_edge(
     # Without the limits, five rounds (800 handshakes) leave ~5 MB of 64 free and Kamailio
     # refuses every new handshake: Meta's call below then fails.
     with ShmWatch(limits_edge.rpc_socket) as shm, \
-            IdleFlood(target, sources, attempt_limit=8000, time_limit_s=45,
+            IdleFlood(target, sources, attempt_limit=20000, time_limit_s=90,
                       per_source_attempts=LIMITS.per_source + 8) as flood:
-        flood.wait_rounds(5, within_s=20)
+        flood.wait_rounds(5, within_s=45)
         assert flood.rounds >= 5
         meta = limits_edge.meta_call("uic-answered", folder=tmp_path, timeout_s=30)
         held_during_call = flood.held.alive()
