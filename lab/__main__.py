@@ -179,11 +179,11 @@ def wrong_password(lab: Lab, folder: Path) -> LabCall:
                    "" if passed else _why(meta, None, f"FreeSWITCH saw {len(freeswitch)} messages"))
 
 
-def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool) -> LabCall:
+def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool, dtls: bool = False) -> LabCall:
     bundle = lab.bundle
     assert bundle.edge.meta is not None
-    number = lab.sdes
-    flow = "bic-meta-hangup" if user_hangs_up else "bic-answered"
+    number = lab.dtls if dtls else lab.sdes
+    flow = "bic-meta-hangup" if user_hangs_up else "bic-answered-dtls" if dtls else "bic-answered"
     user = bundle.edge.whatsapp_user(flow, folder=folder)
     start = lab.fs_log_size()
     try:
@@ -211,10 +211,16 @@ def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool) -> LabCal
     if record is not None:
         notes.append(cdr_note(record))
     who = "the WhatsApp user" if user_hangs_up else "the business (FreeSWITCH)"
-    name = (f"business-initiated call by `wa-esl originate` through FreeSWITCH's gateway, Meta's "
-            f"407 answered by the edge, answered, {who} hangs up")
+    name = (f"business-initiated call from {'a DTLS' if dtls else 'an SDES'} number by `wa-esl "
+            f"originate` through FreeSWITCH's gateway, Meta's 407 answered by the edge, answered, "
+            f"{who} hangs up")
     detail = "" if passed else (f"originate exit {result.exit_code}, WhatsApp user {user_code}, "
                                 f"Meta saw {[e.first_line for e in meta]}, CDR {record}")
+    offer = describe_sdp(sdp_body(invite.text)) if invite is not None else ""
+    if dtls and not passed and offer and not offer.startswith("UDP/TLS/RTP/SAVPF"):
+        detail = (f"FreeSWITCH offered {offer.split(',')[0]}, not Meta's UDP/TLS/RTP/SAVPF: this "
+                  "FreeSWITCH lacks wa-sip's patch (patches/freeswitch/); run "
+                  "scripts/install-freeswitch. " + detail)
     return LabCall(name, passed, bic_ladder(freeswitch, meta, user.trace()), notes, detail)
 
 
@@ -224,6 +230,11 @@ def business_hangs_up(lab: Lab, folder: Path) -> LabCall:
 
 def user_hangs_up(lab: Lab, folder: Path) -> LabCall:
     return business_initiated(lab, folder, user_hangs_up=True)
+
+
+def dtls_business_hangs_up(lab: Lab, folder: Path) -> LabCall:
+    """FreeSWITCH's WebRTC-style offer (UDP/TLS/RTP/SAVPF, actpass) as Meta asks for it."""
+    return business_initiated(lab, folder, user_hangs_up=False, dtls=True)
 
 
 def meta_refuses(lab: Lab, folder: Path) -> LabCall:
@@ -265,10 +276,12 @@ def _why(meta: SippResult, record: CallRecord | None, expected: str) -> str:
 
 
 CALLS: list[Callable[[Lab, Path], LabCall]] = [sdes_call, dtls_call, wrong_password,
-                                               business_hangs_up, user_hangs_up, meta_refuses]
+                                               business_hangs_up, user_hangs_up,
+                                               dtls_business_hangs_up, meta_refuses]
 COUNTED_AS: dict[Callable[[Lab, Path], LabCall], tuple[str, str]] = {
     sdes_call: ("uic", "answered"), dtls_call: ("uic", "answered"),
     business_hangs_up: ("bic", "answered"), user_hangs_up: ("bic", "answered"),
+    dtls_business_hangs_up: ("bic", "answered"),
     meta_refuses: ("bic", "declined"),
 }
 """(direction, outcome) each passed call must add to both endpoints' calls_total (the wrong

@@ -19,7 +19,7 @@ from lab.bundle import BundleLab
 from lab.freeswitch_trace import read_freeswitch_trace, wait_for_call
 from lab.meta_standin import BARE_URI_ONLY_NUMBER, META_ANSWERS_BY_FLOW, WHATSAPP_USER
 from lab.sipp import TracedMessage
-from tests.e2e.conftest import SDES_NUMBER, skip_without_freeswitch
+from tests.e2e.conftest import DTLS_NUMBER, SDES_NUMBER, skip_without_freeswitch
 
 pytestmark = skip_without_freeswitch()
 
@@ -33,12 +33,18 @@ def invite_leg(bundle: BundleLab, start: int) -> list[TracedMessage]:
     return wait_for_call(bundle.freeswitch.log, start, call_id)
 
 
-def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("number", "flow", "mode"), [
+    (SDES_NUMBER, "bic-answered", "SDES"),
+    # the WhatsApp user checks FreeSWITCH's offer: UDP/TLS/RTP/SAVPF, fingerprint, actpass
+    (DTLS_NUMBER, "bic-answered-dtls", "DTLS"),
+], ids=["sdes", "dtls"])
+def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path, number: str,
+                                         flow: str, mode: str) -> None:
     assert bundle.edge.meta is not None
-    user = bundle.edge.whatsapp_user("bic-answered", folder=tmp_path)
+    user = bundle.edge.whatsapp_user(flow, folder=tmp_path)
     start = bundle.freeswitch.log.stat().st_size
     try:
-        result = bundle.originate(SDES_NUMBER, WHATSAPP_USER)
+        result = bundle.originate(number, WHATSAPP_USER)
         assert result.exit_code == 0 and result.call_uuid, result.output
         bundle.api(f"uuid_kill {result.call_uuid} NORMAL_CLEARING")
         assert user.wait(20) == 0
@@ -46,14 +52,18 @@ def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path) -> N
         user.stop()
     record = bundle.cdr(call_uuid=result.call_uuid)
     assert record.direction == "bic" and record.hangup_cause == "NORMAL_CLEARING", record
-    assert record.business_number == SDES_NUMBER and record.user_number == WHATSAPP_USER
-    assert record.srtp_mode == "SDES" and record.diagnosis == "the business side hung up"
+    assert record.business_number == number and record.user_number == WHATSAPP_USER
+    assert record.srtp_mode == mode and record.diagnosis == "the business side hung up"
     leg = invite_leg(bundle, start)
     sent = [m.first_line.split(" ", 1)[0] for m in leg if m.sent]
     assert sent == ["INVITE", "ACK", "BYE"], sent  # one INVITE: the edge answered the 407
     invite = leg[0].text
-    assert "X-WA-Business-Number: " + SDES_NUMBER in invite
-    assert " RTP/SAVP " in invite and "a=crypto:" in invite
+    assert "X-WA-Business-Number: " + number in invite
+    if mode == "SDES":
+        assert " RTP/SAVP " in invite and "a=crypto:" in invite
+    else:
+        assert " UDP/TLS/RTP/SAVPF " in invite and "a=fingerprint:sha-256 " in invite
+        assert "a=crypto" not in invite
 
 
 def test_answered_then_whatsapp_user_hangs_up(bundle: BundleLab, tmp_path: Path) -> None:
