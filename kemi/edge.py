@@ -146,16 +146,6 @@ class WhatsAppEdge:
             self._log_exception("metrics route")
         return DONE
 
-    def ksr_onreply_freeswitch(self, msg: object) -> int:
-        """FreeSWITCH's reply to a user-initiated INVITE: count and log the answer, once."""
-        try:
-            status = int(KSR.kx.get_status())
-            if 200 <= status < 300:
-                self._setup_outcome("uic", "answered", status)
-        except Exception:
-            self._log_exception("FreeSWITCH reply route")
-        return DONE
-
     def ksr_failure_freeswitch(self, msg: object) -> int:
         """A FreeSWITCH node failed the INVITE: try the next one on 5xx or timeout."""
         try:
@@ -303,6 +293,10 @@ class WhatsAppEdge:
             elif request.kind == "BYE":
                 KSR.info(f"wa-edge: BYE from FreeSWITCH call-id={KSR.kx.get_callid()}\n")
                 KSR.tm.t_on_reply("ksr_onreply_bye")
+            elif request.kind == "ACK" and request.from_meta:
+                # Meta's ACK confirms FreeSWITCH's 2xx: the call is answered. Counted here, in
+                # a route that runs anyway, rather than in a reply route run for every 1xx/2xx.
+                self.metrics.call("uic", "answered")
             self.relay()
             return
         if request.kind == "ACK":
@@ -348,7 +342,6 @@ class WhatsAppEdge:
                            business_number=target.business_number, source=self.request.source,
                            auth=auth, set=destination.freeswitch_set,
                            context=destination.context))
-        KSR.tm.t_on_reply("ksr_onreply_freeswitch")
         KSR.tm.t_on_failure("ksr_failure_freeswitch")
         self.relay()
 

@@ -188,9 +188,38 @@ def test_the_edge_logs_one_parseable_line_per_setup(edge: EdgeLab, tmp_path: Pat
     assert fs.wait(WAIT) == 0, fs.log_tail()
     call_id = sip_header(meta.messages[0], "Call-ID")[0]
     events = [e for e in read_events(edge.kamailio_log().splitlines()) if e.call_id == call_id]
-    assert [(e.event, e.get("direction")) for e in events] == [("invite", "uic"),
-                                                                ("final", "uic")]
-    invite, final = events
+    # answered: the invite line only (FreeSWITCH's CDR says the rest); a refusal adds a final line
+    (invite,) = events
+    assert (invite.event, invite.get("direction")) == ("invite", "uic")
     assert invite.get("wacid") == "wacid.HBgLMTU1NTAxMjM0NTYVAgARGBIyRjE"
     assert invite.get("business_number") == NUMBER and invite.get("auth") == "digest"
-    assert (final.get("status"), final.get("outcome")) == ("200", "answered")
+    unknown = edge.meta_call("uic-unknown-number", business_number="+15559999999",
+                             folder=sub(tmp_path, "unknown"))
+    assert unknown.passed, unknown.errors
+    refused_id = sip_header(unknown.messages[0], "Call-ID")[0]
+    (final,) = [e for e in read_events(edge.kamailio_log().splitlines())
+                if e.call_id == refused_id]
+    assert (final.event, final.get("status"), final.get("outcome")) == (
+        "final", "404", "unknown_business_number")
+
+
+def test_call_show_reads_the_real_edge_log(edge: EdgeLab, tmp_path: Path) -> None:
+    """`wa-esl call show` on Kamailio's own log (no CDR here): the Call-ID finds both lines."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from esl.cli import app
+
+    fs = start_sipp_server("uic-answered", "freeswitch", tmp_path, edge.ports.freeswitch[0])
+    meta = edge.meta_call("uic-answered", folder=tmp_path)
+    assert meta.passed, meta.errors
+    assert fs.wait(WAIT) == 0, fs.log_tail()
+    call_id = sip_header(meta.messages[0], "Call-ID")[0]
+    log = edge.folder / "kamailio.log"
+    result = CliRunner().invoke(app, ["call", "show", call_id, "--edge-log", str(log), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert [e["event"] for e in document["edge"]] == ["invite"]
+    assert document["edge"][0]["call_id"] == call_id
+    assert document["cdr"] == []
