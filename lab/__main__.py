@@ -31,7 +31,7 @@ from typing import Any
 from esl.cdr import CallRecord
 from lab.bundle import BundleLab
 from lab.edge import EXAMPLE_CONFIG
-from lab.freeswitch_trace import TRACE_COMMANDS, read_freeswitch_trace, wait_for_call
+from lab.freeswitch_trace import TRACE_COMMANDS, executed, read_freeswitch_trace, wait_for_call
 from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER, StandinEvent
 from lab.metrics_summary import Expected, summarize
 from lab.processes import LabError
@@ -146,10 +146,21 @@ def user_initiated(lab: Lab, folder: Path, mode: str, payload: str, route: str) 
     record = _ended(bundle, wacid=wacid) if meta.exit_code == 0 else None
     freeswitch = lab.freeswitch_leg(start, _call_id(meta.trace))
     answer = _answer(meta.trace, sent=False)
+    apps = executed(bundle.freeswitch.log, start, record.call_uuid) if record else []
+    names = [app.split("(", 1)[0] for app in apps]
+    # media settings, answer, silence first, then the route's own command (none for park). On a
+    # DTLS call FreeSWITCH's answer completes once DTLS is up, which needs Meta's media (not
+    # played yet), so there the silence and the route wait.
+    in_order = (names[:3] == ["multiset", "answer", "playback"] and "silence_stream" in apps[2]
+                if mode == "SDES" else names[:2] == ["multiset", "answer"])
+    route_ran = route != IVR_ROUTE["name"] or any("tone_stream" in app for app in apps[3:])
     passed = (meta.passed and record is not None and record.route == route
               and record.srtp_mode == mode and record.hangup_cause == "NORMAL_CLEARING"
-              and record.meta_duration_s == 2 and bool(freeswitch))
-    notes = [f"FreeSWITCH answered {number.business_number} ({mode}): {describe_sdp(answer)}"]
+              and record.meta_duration_s == 2 and bool(freeswitch) and in_order and route_ran)
+    notes = [f"FreeSWITCH answered {number.business_number} ({mode}): {describe_sdp(answer)}",
+             "wa-esl had FreeSWITCH run: " + ", ".join(_short(app) for app in apps)
+             + ("" if mode == "SDES" else " (the rest waits for DTLS media, which Meta's side "
+                                          "does not send yet)")]
     if record is not None:
         notes.append(cdr_note(record))
     article = "an" if mode == "SDES" else "a"
@@ -159,12 +170,17 @@ def user_initiated(lab: Lab, folder: Path, mode: str, payload: str, route: str) 
                    "" if passed else _why(meta, record, f"expected route {route}, SRTP {mode}"))
 
 
+def _short(app: str) -> str:
+    """multiset's long argument cut to its first variables."""
+    return app if len(app) <= 70 else app[:67] + "...)"
+
+
 def sdes_call(lab: Lab, folder: Path) -> LabCall:
-    return user_initiated(lab, folder, "SDES", "order-1234", "catch-all")
+    return user_initiated(lab, folder, "SDES", "lab-ivr-menu", "lab-ivr")
 
 
 def dtls_call(lab: Lab, folder: Path) -> LabCall:
-    return user_initiated(lab, folder, "DTLS", "lab-ivr-menu", "lab-ivr")
+    return user_initiated(lab, folder, "DTLS", "order-1234", "catch-all")
 
 
 def wrong_password(lab: Lab, folder: Path) -> LabCall:

@@ -84,3 +84,18 @@ def wait_for_call(log: Path, start: int, wanted: str, timeout: float = 10.0) -> 
         if dialog_over(messages) or time.monotonic() > deadline:
             return messages
         time.sleep(0.05)
+
+
+def executed(log: Path, start: int, call_uuid: str) -> list[str]:
+    """The applications FreeSWITCH ran on one channel (`<uuid> EXECUTE [depth=N] <channel>
+    app(args)` lines of its log), from the dialplan's `socket` on: what wa-esl made it do."""
+    pattern = re.compile(rf"^{re.escape(call_uuid)} EXECUTE \[depth=\d+\] \S+ (\w+)\((.*)\)$")
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            lines = handle.read().decode(errors="replace").split("\n")
+    except OSError:
+        return []
+    apps = [f"{found[1]}({found[2]})" for line in lines if (found := pattern.match(line))]
+    socket_at = next((i for i, app in enumerate(apps) if app.startswith("socket(")), -1)
+    return apps[socket_at + 1:]

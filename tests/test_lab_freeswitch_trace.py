@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.freeswitch_trace import dialog_over, messages_of_call, read_freeswitch_trace
+from lab.freeswitch_trace import dialog_over, executed, messages_of_call, read_freeswitch_trace
 from lab.sdp_summary import describe_sdp, sdp_body
 from lab.sipp import TracedMessage
 
@@ -66,3 +66,21 @@ def test_sdp_summary_names_what_meta_checks() -> None:
     assert "setup:active" in summary and "1 candidate 127.0.0.1:24830 host (component 1)" in summary
     assert "rtcp-mux" in summary and "crypto" not in summary
     assert describe_sdp("") == "no audio offer/answer"
+
+
+def test_executed_lists_what_ran_after_the_socket_on_that_channel_only(tmp_path: Path) -> None:
+    uuid, other = "d9595887-3c08-4e88-af11-fec93c10d6f4", "0c8bf298-eabf-42b3-aba6-f9b4ce90f97f"
+    channel = "sofia/wa-edge/+15550123456@wa.meta.vc"
+    log = tmp_path / "freeswitch.log"
+    log.write_text("\n".join([
+        f"{uuid} EXECUTE [depth=0] {channel} set(wa_srtp_mode=SDES)",
+        f"{uuid} EXECUTE [depth=0] {channel} socket(127.0.0.1:8084 async full)",
+        f"{uuid} 2026-11-29 09:49:15.075779 100.00% [NOTICE] mod_event_socket.c:1 connected",
+        f"{uuid} EXECUTE [depth=0] {channel} multiset(^^|a=1|b=2)",
+        f"{other} EXECUTE [depth=1] {channel} hangup()",
+        f"{uuid} EXECUTE [depth=1] {channel} answer()",
+        f"{uuid} EXECUTE [depth=1] {channel} playback(silence_stream://200,1400)",
+    ]) + "\n")
+    assert executed(log, 0, uuid) == ["multiset(^^|a=1|b=2)", "answer()",
+                                      "playback(silence_stream://200,1400)"]
+    assert executed(log, 0, other) == ["hangup()"]  # no socket line: everything it ran

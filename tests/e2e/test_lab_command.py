@@ -30,6 +30,10 @@ def test_lab_command_runs_every_call_through_the_real_switch() -> None:
     assert "(SDES): RTP/SAVP, crypto AES_CM_128_HMAC_SHA1_80" in text
     assert "(DTLS): UDP/TLS/RTP/SAVPF, fingerprint sha-256 " in text and "setup:active" in text
     assert "CDR uic ended: cause NORMAL_CLEARING, wacid wacid.lab" in text
+    # what wa-esl had FreeSWITCH do: media settings, answer, silence first, the IVR-style route
+    assert ("wa-esl had FreeSWITCH run: multiset(^^|rtp_secure_media=mandatory:AES_CM_128_HMAC"
+            in text)
+    assert "answer(), playback(silence_stream://200,1400), playback(tone_stream://" in text
     assert "the edge told FreeSWITCH: X-WA-Diagnosis: declined" in text
     # both /metrics endpoints scraped at the end agree with the calls placed
     assert "[PASS] metrics scraped from the edge and wa-esl match the calls placed" in text
