@@ -1,9 +1,10 @@
 """Read the edge's per-call log lines (kemi/call_log.py) back from Kamailio's log file.
 
 The edge writes one `wa-edge: call key=value ...` line when an INVITE enters (who, from where,
-authenticated how, sent where) and one when the call's setup ends (answered, or refused and
-why). Whatever prefix the logger adds (syslog time and host, Kamailio's `{mt:.. id:..}`) is
-ignored: everything needed is in the key=value part.
+authenticated how, sent where) and one when the setup ends other than answered (refused and
+why, cancelled) or a business-initiated call is answered. Whatever prefix the logger adds
+(syslog time and host, Kamailio's `{mt:.. id:..}`) is ignored: everything needed is in the
+key=value part.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The edge's one-line-per-event call log: `wa-edge: call key=value ...`, stable and parseable.
 
 `wa-esl call show` reads these lines back (esl/edge_log.py) to say when an INVITE reached the
-edge and what the edge answered. Keys are fixed words; values that are not plain tokens are
+edge and what was answered: `event=invite` when the edge takes it, `event=final` when its setup
+ends other than answered (refused, cancelled) or a business-initiated call is answered (an
+answered user-initiated call has its answer in FreeSWITCH's CDR; no line per call is spent on
+it). Keys are fixed words; values that are not plain tokens are
 written as JSON strings, so a header value from the network (a wacid, a payload) can never add
 a key, break the line, or put a control character into the log.
 """
