@@ -108,8 +108,8 @@ class SipUac(asyncio.DatagramProtocol):
         self._transport.sendto(text.encode(), self.server)
 
     def _request(self, method: str, uri: str, dialog: Dialog, cseq: int, extra: list[str],
-                 body: str = "", content_type: str = "application/sdp") -> str:
-        via = f"SIP/2.0/UDP {self.local_ip}:{self.port};branch=z9hG4bK{_token()};rport"
+                 body: str = "", content_type: str = "application/sdp", branch: str | None = None) -> str:
+        via = f"SIP/2.0/UDP {self.local_ip}:{self.port};branch={branch or 'z9hG4bK' + _token()};rport"
         lines = [f"{method} {uri} SIP/2.0", f"Via: {via}", "Max-Forwards: 69",
                  f"From: <sip:{self._meta_user}@wa.meta.vc>;tag={dialog.from_tag}",
                  f"To: {dialog.to_header}", f"Call-ID: {dialog.call_id}", f"CSeq: {cseq} {method}"]
@@ -133,7 +133,8 @@ class SipUac(asyncio.DatagramProtocol):
                  "User-Agent: Facebook SipGateway", f"x-wa-meta-wacid: {wacid}",
                  f"X-WA-Business-Number: {business_number}", "X-WA-Tgrp: wacall",
                  "X-WA-Trunk-Context: byoc.example.com", "X-WA-Context: whatsapp"]
-        invite = self._request("INVITE", uri, dialog, dialog.cseq, extra, sdp)
+        branch = f"z9hG4bK{_token()}"
+        invite = self._request("INVITE", uri, dialog, dialog.cseq, extra, sdp, branch=branch)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         provisional = False
@@ -160,14 +161,16 @@ class SipUac(asyncio.DatagramProtocol):
             match = re.search(r"<([^>]+)>", contact)
             dialog.remote_target = match.group(1) if match else uri
             dialog.route = [value for key, value in reversed(response.headers)
-                            if key.lower() == "record-route"]
-            self.ack()
+                            if key.lower() == "record-route"] if status < 300 else []
+            # RFC 3261 17.1.1.3: the ACK of a non-2xx belongs to the INVITE's transaction
+            self.ack(branch if status >= 300 else None, uri if status >= 300 else None)
             return response
 
-    def ack(self) -> None:
+    def ack(self, branch: str | None = None, uri: str | None = None) -> None:
         dialog = self.dialog
         assert dialog is not None
-        self._send(self._request("ACK", dialog.remote_target, dialog, dialog.cseq, []))
+        self._send(self._request("ACK", uri or dialog.remote_target, dialog, dialog.cseq, [],
+                                 branch=branch))
 
     async def bye(self, duration_s: int, timeout: float = 10.0) -> int:
         """Meta's BYE (with its call duration header); the response status."""
