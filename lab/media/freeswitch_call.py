@@ -117,24 +117,29 @@ def heard_in(path: Path) -> float | None:
 async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, folder: Path, *,
                    hold_s: float, timeouts: MediaTimeouts | None = None,
                    peer_tone_hz: float = PEER_TONE_HZ, dtmf: str = "",
-                   mutate_offer: Callable[[str], str] | None = None) -> MediaCall:
+                   mutate_offer: Callable[[str], str] | None = None,
+                   observe: bool = True) -> MediaCall:
     """A user-initiated call: WhatsApp's offer, FreeSWITCH's answer, media for `hold_s`, then
     Meta's BYE; or the peer's BYE when its no-media limit strikes first. `dtmf` is sent as
-    RFC 4733 events once media flows; `mutate_offer` changes the offer (bad-case tests)."""
+    RFC 4733 events once media flows; `mutate_offer` changes the offer (bad-case tests);
+    `observe=False` skips what needs the Event Socket per call (the channel's recording, DTMF
+    events), for many calls at once."""
     timed_out = asyncio.Event()
     peer = await MediaPeer(mode, tone_hz=peer_tone_hz, timeouts=timeouts,
                            on_media_timeout=lambda _reason: timed_out.set()).open()
     uac = await SipUac(("127.0.0.1", switch.sip_port)).open()
     caller = whatsapp_user()
     call = MediaCall(None, peer.report)
-    events = await connect_inbound(switch.esl_host, switch.esl_port, switch.password)
+    events = None
+    if observe:
+        events = await connect_inbound(switch.esl_host, switch.esl_port, switch.password)
 
-    def on_event(event: Event) -> None:
-        if event.name == "DTMF" and event.unique_id == call.call_uuid:
-            call.business_dtmf += event.get("DTMF-Digit") or ""
+        def on_event(event: Event) -> None:
+            if event.name == "DTMF" and event.unique_id == call.call_uuid:
+                call.business_dtmf += event.get("DTMF-Digit") or ""
 
-    events.on_event(on_event)
-    await events.command("event json DTMF")
+        events.on_event(on_event)
+        await events.command("event json DTMF")
     try:
         offer = peer.offer()
         if mutate_offer is not None:
@@ -151,7 +156,8 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
             call.bye_status = await uac.bye(0)
             return call
         peer.start()
-        call.call_uuid = await channel_of(switch, caller)
+        if observe:
+            call.call_uuid = await channel_of(switch, caller)
         if call.call_uuid is not None:
             call.recording = await record_read_stream(switch, call.call_uuid,
                                                       folder / f"heard-{call.call_uuid}.wav")
@@ -169,7 +175,8 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
     finally:
         call.report = await peer.close()
         uac.close()
-        await events.close()
+        if events is not None:
+            await events.close()
     if call.recording is not None:
         await asyncio.sleep(0.3)  # FreeSWITCH closes the file as the channel goes
         call.business_heard_hz = heard_in(call.recording)
