@@ -163,11 +163,24 @@ def user_initiated(lab: Lab, folder: Path, mode: str, payload: str, route: str) 
                                           "does not send yet)")]
     if record is not None:
         notes.append(cdr_note(record))
+        logged = _wa_esl_line(bundle, rf"uic {record.call_uuid} ended: .*")
+        passed = passed and bool(logged)
+        notes.append(f"wa-esl logged: {logged or '(no outcome line)'}")
     article = "an" if mode == "SDES" else "a"
     name = (f"user-initiated call to {article} {mode} number, digest-challenged, answered by "
             f"FreeSWITCH under wa-esl, route '{route}' (CTA payload '{payload}'), Meta hangs up")
     return LabCall(name, passed, uic_ladder(meta.trace, freeswitch), notes,
                    "" if passed else _why(meta, record, f"expected route {route}, SRTP {mode}"))
+
+
+def _wa_esl_line(bundle: BundleLab, pattern: str) -> str:
+    """The `wa-esl run` log line matching `pattern` (it follows the CDR by a moment), or ""."""
+    if bundle.wa_esl is None:
+        return ""
+    try:
+        return bundle.wa_esl.wait_for_line(pattern, 5)[0]
+    except LabError:
+        return ""
 
 
 def _short(app: str) -> str:
