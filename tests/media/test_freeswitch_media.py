@@ -192,3 +192,17 @@ def fs_log_since(switch: FreeswitchLab, offset: int) -> str:
         fs_log.seek(offset)
         return fs_log.read().decode(errors="replace")
 
+
+
+async def test_concurrent_calls_keep_their_own_media(switch: FreeswitchLab, controller: Controller,
+                                                     tmp_path: Path) -> None:
+    """Three calls at once (as a capacity run places them, without per-call observation): each
+    WhatsApp side hears FreeSWITCH's tone on its own keys, none sees another call's packets."""
+    calls = await asyncio.gather(*[
+        uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=3, observe=False)
+        for _ in range(3)])
+    for call in calls:
+        assert call.sip_status == 200 and call.bye_status == 200, call
+        assert call.report.auth_failures == 0, call.line()
+        assert heard(call.report.heard_hz, FS_TONE_HZ), call.line()
+        assert call.report.packets_received > 100
