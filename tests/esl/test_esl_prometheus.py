@@ -242,3 +242,25 @@ async def test_bic_placed_by_wa_esl_originate_is_counted_by_the_running_controll
     await until(counted)
     samples = await scrape(controller)
     assert value(samples, "wasip_esl_originate_total", diagnosis="daily_limit") == 0  # not ours
+
+
+async def test_a_taken_metrics_port_is_a_clear_error(
+    standin: FreeSwitchStandin, tmp_path: Path
+) -> None:
+    import socket
+
+    from esl.prometheus import MetricsListenError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(standin, tmp_path).model_copy(
+            update={"metrics_listen": f"127.0.0.1:{port}"})
+        ctl = Controller(settings)
+        try:
+            with pytest.raises(MetricsListenError, match=f"127.0.0.1:{port}"):
+                await ctl.start(inbound=False)
+        finally:
+            await ctl.stop()
+            ctl.store.close()
