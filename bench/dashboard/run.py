@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import tempfile
 import threading
 import time
@@ -192,28 +193,41 @@ def plot(series: list[tuple[float, dict[str, Samples]]], png: Path) -> None:
     image.convert("RGB").quantize(colors=64).save(png, optimize=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=90.0, help="how long calls are placed")
-    parser.add_argument("--out", type=Path, default=DEFAULT_PNG)
-    args = parser.parse_args(argv)
-    folder = Path(tempfile.mkdtemp(prefix="wa-sip-dashboard-"))
+def run_calls(folder: Path, seconds: float) -> tuple[Sampler, int]:
+    """The bundle up, calls placed for `seconds` while both endpoints are sampled."""
     with BundleLab(folder, overrides={"numbers": NUMBERS}) as bundle:
         esl = bundle.config.esl.metrics_listen
         sampler = Sampler({"edge": f"http://127.0.0.1:{bundle.edge.ports.metrics}/metrics",
                            "esl": f"http://{esl}/metrics"})
         sampler.start()
-        deadline = time.monotonic() + args.seconds
+        deadline = time.monotonic() + seconds
         placed = 0
-        while time.monotonic() < deadline:
-            for place in call_mix(bundle, folder):
-                if time.monotonic() >= deadline:
-                    break
-                place()
-                placed += 1
-        time.sleep(5)  # the last hangups reach both endpoints
-        sampler.stopped.set()
-        sampler.join(timeout=10)
+        try:
+            while time.monotonic() < deadline:
+                for place in call_mix(bundle, folder):
+                    if time.monotonic() >= deadline:
+                        break
+                    place()
+                    placed += 1
+            time.sleep(5)  # the last hangups reach both endpoints
+        finally:
+            sampler.stopped.set()
+            sampler.join(timeout=10)
+    return sampler, placed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=75.0, help="how long calls are placed")
+    parser.add_argument("--out", type=Path, default=DEFAULT_PNG)
+    args = parser.parse_args(argv)
+    if not 5 <= args.seconds <= 600:
+        raise SystemExit("bench-dashboard: --seconds must be 5-600 (the run is bounded)")
+    folder = Path(tempfile.mkdtemp(prefix="wa-sip-dashboard-"))
+    try:
+        sampler, placed = run_calls(folder, args.seconds)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     plot(sampler.series, args.out)
     edge, esl_samples = sampler.series[-1][1].get("edge", {}), sampler.series[-1][1].get("esl", {})
     print(f"plot: {args.out}")
