@@ -141,3 +141,29 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_unparsable_messages_are_counted_not_dumped_into_the_log(clean_edge: EdgeLab) -> None:
+    """A header line Kamailio's parser refuses makes it dump the whole message into the log at
+    sip_parser_log's level (L_ERR by default: ~700 bytes a packet, 16 MB in the abuse bench).
+    The rendered config keeps that dump at debug level; core:bad_msg_hdr still counts each one.
+    (Kamailio's own one-line errors, e.g. for a bad Via, are hard-coded at ERR: see README.)"""
+    edge = clean_edge
+    count = 500
+    start = len(edge.kamailio_log())
+    before = statistic(edge, "bad_msg_hdr")
+    padding = "x" * 600  # a dumped message would carry this into the log
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for index in range(count):
+            sock.sendto((f"OPTIONS sip:+15550100001@sip.example.com SIP/2.0\r\n"
+                         f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-bad{index}\r\n"
+                         f"From: <sip:a@example.org>;tag=1\r\nTo: <sip:b@example.org>\r\n"
+                         f"Call-ID: bad-{index}\r\nCSeq: 1 OPTIONS\r\n"
+                         f"Max-Forwards 70\r\nX-Pad: {padding}\r\n\r\n").encode(),
+                        ("127.0.0.1", edge.ports.internal))
+            if index % WINDOW == WINDOW - 1:
+                time.sleep(0.01)  # let the two workers keep up; the kernel drops none
+    assert wait_for_statistic(edge, "bad_msg_hdr", before + count) >= before + count
+    log = edge.kamailio_log()[start:]
+    assert padding not in log
+    assert len(log) < count * 300, f"{len(log)} bytes of log for {count} unparsable messages"
