@@ -20,7 +20,7 @@ from esl.cdr import CdrStore
 from esl.client import EslConnection
 from esl.diagnosis import diagnose
 from esl.errors import EslError
-from esl.media import common_variables, dial_variables, srtp_variables
+from esl.media import bic_codecs, common_variables, dial_variables, srtp_variables
 from esl.settings import E164_PATTERN, ControllerSettings
 
 E164 = re.compile(E164_PATTERN)
@@ -85,7 +85,7 @@ def originate_command(request: BicRequest, settings: ControllerSettings, call_uu
         ("wa_user_number", request.user),
         ("wa_srtp_mode", number.srtp_mode),
         *srtp_variables(number, "outbound"),
-        *common_variables(settings.media),
+        *common_variables(settings.media, bic_codecs(number)),
     ]
     gateway = settings.freeswitch.gateway
     target = f"&bridge({request.agent})" if request.agent else "&park()"

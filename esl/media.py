@@ -6,6 +6,13 @@
   answering Meta's ``actpass``, FreeSWITCH takes ``active`` (the DTLS client role Meta needs);
   BIC offers need ``media_webrtc=true`` (AVPF + ICE) and ``rtp_use_dtls=true``, and
   ``sdp_udp_tls_rtp_savpf=true`` (patches/freeswitch/0001) to write Meta's UDP/TLS/RTP/SAVPF.
+- DTMF: Meta takes RFC 4733 telephone-event at 8000 Hz only; ``sdp_telephone_event_rate=8000``
+  (patches/freeswitch/0002) makes a BIC offer carry telephone-event/8000 alone (stock offers one
+  per codec rate: ``telephone-event/48000`` beside Opus) and FreeSWITCH count the events it sends
+  in 8000 Hz units on both directions.
+- BIC offers carry the number's codecs only: OPUS, plus PCMU/PCMA where the number enables them
+  (Meta's ``audio.additional_codecs``); a UIC answer picks from ``[esl.media] codecs`` among what
+  Meta offered.
 - Always: OPUS first; no session timers and no hold, because Meta answers re-INVITEs with 500;
   silence while idle, and a media timeout shorter than Meta's 20 s so FreeSWITCH ends a dead
   call cleanly (cause MEDIA_TIMEOUT, flagged in the CDR) before Meta does.
@@ -16,6 +23,8 @@ from __future__ import annotations
 from esl.settings import MediaSettings, NumberSettings, check_safe_argument
 
 MULTISET_DELIMITER = "|"
+TELEPHONE_EVENT_RATE = 8000
+"""Meta's only DTMF clock rate (RFC 4733 telephone-event/8000)."""
 
 
 def srtp_variables(number: NumberSettings, direction: str) -> list[tuple[str, str]]:
@@ -30,10 +39,22 @@ def srtp_variables(number: NumberSettings, direction: str) -> list[tuple[str, st
     return []
 
 
-def common_variables(media: MediaSettings) -> list[tuple[str, str]]:
-    codecs = ",".join(media.codecs)
+def dtmf_variables() -> list[tuple[str, str]]:
+    """telephone-event at 8000 Hz only, in offers and in the events FreeSWITCH sends
+    (patches/freeswitch/0002; stock FreeSWITCH ignores the variable)."""
+    return [("sdp_telephone_event_rate", str(TELEPHONE_EVENT_RATE))]
+
+
+def bic_codecs(number: NumberSettings) -> str:
+    """The codecs a BIC offer carries: OPUS, then what the number enables beside it."""
+    return ",".join(("OPUS", *number.additional_codecs))
+
+
+def common_variables(media: MediaSettings, codecs: str | None = None) -> list[tuple[str, str]]:
+    """Variables for both directions; ``codecs`` (default: ``media.codecs``) is the codec list."""
     return [
-        ("absolute_codec_string", codecs),
+        ("absolute_codec_string", codecs or ",".join(media.codecs)),
+        *dtmf_variables(),
         ("sofia_session_timeout", "0"),
         ("sip_require_timer", "false"),
         ("rtp_disable_hold", "true"),

@@ -30,6 +30,7 @@ E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 """A '+', then 7 to 15 digits (the settings and ``esl.bic``; provisioning.config can import it)."""
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 SrtpMode = Literal["SDES", "DTLS"]
+G711 = Literal["PCMU", "PCMA"]
 
 SDES_SUITES = (
     "AES_CM_128_HMAC_SHA1_80",
@@ -67,6 +68,9 @@ class NumberSettings(_Model):
     business_number: E164
     srtp_mode: SrtpMode = "DTLS"
     sdes_suites: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80",)
+    additional_codecs: tuple[G711, ...] = ()
+    """G.711 codecs enabled on the number at Meta (``audio.additional_codecs``), offered after
+    OPUS on business-initiated calls (the offer carries OPUS and these only)."""
 
     @field_validator("sdes_suites")
     @classmethod

@@ -23,7 +23,8 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
         listen=esl.listen,
         numbers=tuple(
             NumberSettings(business_number=n.business_number, srtp_mode=n.srtp_mode,
-                           sdes_suites=tuple(n.sdes_suites))
+                           sdes_suites=tuple(n.sdes_suites),
+                           additional_codecs=tuple(n.additional_codecs))
             for n in cfg.numbers),
         routes=tuple(esl.routes),
         cdr_db=esl.cdr_db,

@@ -407,6 +407,10 @@ class Number(Strict):
     sdes_suites: list[str] = Field(
         default_factory=lambda: ["AES_CM_128_HMAC_SHA1_80"],
         description="SDES crypto suites FreeSWITCH offers/accepts, when srtp_mode = SDES.")
+    additional_codecs: list[Literal["PCMU", "PCMA"]] = Field(
+        default_factory=list,
+        description="G.711 codecs enabled on the number at Meta (audio.additional_codecs); "
+                    "business-initiated offers carry OPUS and these only.")
     request_uri_user_params: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("sdes_suites")

@@ -69,6 +69,8 @@ class MediaCall:
     recording: Path | None = None
     business_dtmf: str = ""  # digits FreeSWITCH reported (DTMF events) on this call
     wacid: str = ""
+    offer: str = ""  # FreeSWITCH's SDP offer (business-initiated calls)
+    status_at_result: int | None = None  # what Meta had answered when place_bic returned
 
     def line(self) -> str:
         return self.report.line(self.business_heard_hz)
@@ -187,10 +189,12 @@ async def bic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
                    settings: ControllerSettings, hold_s: float,
                    timeouts: MediaTimeouts | None = None, answer_after_s: float = 0.0,
                    peer_tone_hz: float = PEER_TONE_HZ, business_tone_hz: float = 440.0,
-                   ring_s: float = 20.0) -> tuple[MediaCall, BicResult]:
+                   ring_s: float = 20.0, business_dtmf: str = "") -> tuple[MediaCall, BicResult]:
     """A business-initiated call placed by wa-esl (`place_bic`) through FreeSWITCH's gateway to
     a `SipUas` at the edge's address; once answered FreeSWITCH plays `business_tone_hz` and
-    records what it hears; Meta's BYE after `hold_s` (or the peer's 408/BYE on no media)."""
+    records what it hears; Meta's BYE after `hold_s` (or the peer's 408/BYE on no media).
+    `business_dtmf` (``uuid_send_dtmf`` syntax, e.g. ``5@200``) is sent by FreeSWITCH once
+    WhatsApp's media arrives; the peer's report lists the events it received."""
     peer = await MediaPeer(mode, tone_hz=peer_tone_hz, timeouts=timeouts).open()
     uas = await SipUas(switch.config.listen.internal_socket(), peer,
                        answer_after_s=answer_after_s).open()
@@ -200,13 +204,19 @@ async def bic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
         await connection.command("event json CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB")
         result = await place_bic(connection, BicRequest(business_number, whatsapp_user()), settings,
                                  timeout=ring_s)
-        call.sip_status = uas.final_status
+        call.sip_status = call.status_at_result = uas.final_status
+        if uas.invite is not None:
+            call.offer = uas.invite.body
         if result.answered:
             call.call_uuid = result.call_uuid
             await switch.api_async(f"uuid_broadcast {result.call_uuid} "
                                    f"tone_stream://%(1000,0,{business_tone_hz:g});loops=-1 aleg")
             call.recording = await record_read_stream(switch, result.call_uuid,
                                                       folder / f"heard-{result.call_uuid}.wav")
+            if business_dtmf:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(peer.first_packet.wait(), hold_s)
+                await switch.api_async(f"uuid_send_dtmf {result.call_uuid} {business_dtmf}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(uas.ended.wait(), hold_s)
             if not uas.ended.is_set():

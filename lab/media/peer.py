@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 
 from lab.media.dtls import DtlsCertificate, DtlsEndpoint, make_certificate
 from lab.media.opus import CLOCK_RATE, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
-from lab.media.rtp import Kind, RtpHeader, classify, parse_rtp, sender_report, telephone_event
+from lab.media.rtp import (
+    Kind,
+    RtpHeader,
+    classify,
+    parse_rtp,
+    parse_telephone_event,
+    sender_report,
+    telephone_event,
+)
 from lab.media.sdp import (
     LocalMedia,
     RemoteMedia,
@@ -61,6 +69,18 @@ class MediaTimeouts:
 
 
 @dataclass
+class ReceivedEvent:
+    """One RFC 4733 event the business sent: its packets share the RTP timestamp."""
+
+    digit: str
+    timestamp: int
+    duration: int = 0  # the largest duration field seen, in the payload type's clock units
+    ended: bool = False
+    first_at: float = 0.0  # arrival (monotonic) of its first and last packets
+    last_at: float = 0.0
+
+
+@dataclass
 class MediaReport:
     mode: str
     suite: str = SUITE
@@ -80,6 +100,7 @@ class MediaReport:
     role_conflicts: int = 0
     ended_by: str | None = None  # why the peer ended the call, if it did
     failure: str | None = None  # DTLS failure, fingerprint mismatch...
+    dtmf_received: list[ReceivedEvent] = field(default_factory=list)
 
     def line(self, business_heard_hz: float | None = None) -> str:
         """One line per call: `media: DTLS AES_CM_128_HMAC_SHA1_80, handshake 61 ms, ...`."""
@@ -293,6 +314,22 @@ class MediaPeer(asyncio.DatagramProtocol):
                 self._heard.append(self._decoder.decode(payload))
             except ValueError:
                 self.report.undecodable += 1
+        elif header.payload_type == self._te_pt:
+            self._event_received(header, payload, now)
+
+    def _event_received(self, header: RtpHeader, payload: bytes, now: float) -> None:
+        try:
+            digit, end, duration = parse_telephone_event(payload)
+        except ValueError:
+            self.report.undecodable += 1
+            return
+        events = self.report.dtmf_received
+        if not events or events[-1].timestamp != header.timestamp:
+            events.append(ReceivedEvent(digit, header.timestamp, first_at=now))
+        event = events[-1]
+        event.duration = max(event.duration, duration)
+        event.ended = event.ended or end
+        event.last_at = now
 
     # ------------------------------------------------------------------ sending
     def _sendto(self, data: bytes, addr: Address) -> None:

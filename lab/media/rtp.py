@@ -85,10 +85,20 @@ def sender_report(ssrc: int, rtp_timestamp: int, packets: int, octets: int,
                        rtp_timestamp & 0xFFFFFFFF, packets & 0xFFFFFFFF, octets & 0xFFFFFFFF)
 
 
+DTMF_EVENTS = "0123456789*#ABCD"
+
+
 def telephone_event(digit: str, end: bool, volume: int = 10, duration: int = 800) -> bytes:
     """An RFC 4733 telephone-event payload for one DTMF digit (duration in 8 kHz units)."""
-    events = "0123456789*#ABCD"
-    if len(digit) != 1 or digit.upper() not in events:
+    if len(digit) != 1 or digit.upper() not in DTMF_EVENTS:
         raise ValueError(f"not a DTMF digit: {digit!r}")
-    return struct.pack("!BBH", events.index(digit.upper()), (0x80 if end else 0) | (volume & 0x3F),
-                       duration)
+    return struct.pack("!BBH", DTMF_EVENTS.index(digit.upper()),
+                       (0x80 if end else 0) | (volume & 0x3F), duration)
+
+
+def parse_telephone_event(payload: bytes) -> tuple[str, bool, int]:
+    """(digit, end bit, duration) of an RFC 4733 payload; ValueError if it is not a DTMF one."""
+    if len(payload) < 4 or payload[0] >= len(DTMF_EVENTS):
+        raise ValueError("not an RFC 4733 DTMF event")
+    event, flags, duration = struct.unpack("!BBH", payload[:4])
+    return DTMF_EVENTS[event], bool(flags & 0x80), duration

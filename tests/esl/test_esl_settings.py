@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from esl.event import Event
-from esl.media import dial_variables, multiset_argument, srtp_variables
+from esl.media import bic_codecs, dial_variables, multiset_argument, srtp_variables
 from esl.routing import choose_route
 from esl.settings import ControllerSettings, NumberSettings, SettingsError, load_settings
 from esl.whatsapp_call import read_whatsapp_call
@@ -86,6 +86,15 @@ def test_srtp_variables_per_mode() -> None:
     assert srtp_variables(dtls, "inbound") == []
     assert srtp_variables(dtls, "outbound") == [("media_webrtc", "true"), ("rtp_use_dtls", "true"),
                                                 ("sdp_udp_tls_rtp_savpf", "true")]
+
+
+def test_bic_codecs_are_opus_plus_the_numbers_g711() -> None:
+    opus_only = NumberSettings(business_number="+15551234567")
+    assert bic_codecs(opus_only) == "OPUS"
+    with_g711 = NumberSettings(business_number="+15551234567", additional_codecs=("PCMA", "PCMU"))
+    assert bic_codecs(with_g711) == "OPUS,PCMA,PCMU"
+    with pytest.raises(ValidationError):
+        NumberSettings(business_number="+15551234567", additional_codecs=("G729",))  # type: ignore[arg-type]
 
 
 def test_multiset_and_dial_variables_refuse_expansion_and_delimiters() -> None:

@@ -136,6 +136,50 @@ async def test_bic_audio_both_ways(switch: FreeswitchLab, controller: Controller
         assert report.dtls_handshake_ms is not None and report.role_conflicts == 0
 
 
+def skip_if_stock_chosen() -> None:
+    if os.environ.get("WA_SIP_FREESWITCH_STOCK") == "1":
+        pytest.skip("WA_SIP_FREESWITCH_STOCK=1: stock FreeSWITCH offers telephone-event per codec rate")
+
+
+def rtpmaps(sdp: str) -> list[tuple[str, str, str]]:
+    """(payload type, encoding, clock rate) of each a=rtpmap line."""
+    return re.findall(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)", sdp, re.MULTILINE)  # \r\n lines too
+
+
+@pytest.mark.parametrize(("mode", "g711"), [(SrtpMode.SDES, ()), (SrtpMode.DTLS, ()),
+                                            (SrtpMode.SDES, ("PCMU",))])
+async def test_bic_offer_has_the_numbers_codecs_and_dtmf_at_8000_only(
+        switch: FreeswitchLab, controller: Controller, tmp_path: Path, mode: SrtpMode,
+        g711: tuple[str, ...]) -> None:
+    """Meta takes DTMF as telephone-event/8000 only and the codecs enabled on the number. Stock
+    FreeSWITCH offers one telephone-event per codec rate (/48000 beside Opus) and counts the
+    events it sends in Opus's 48 kHz clock; patches/freeswitch/0002 with wa-esl's
+    sdp_telephone_event_rate=8000 offers /8000 alone and counts in 8 kHz units."""
+    skip_if_stock_chosen()
+    if mode is SrtpMode.DTLS:
+        require_patch()
+    number = SDES_NUMBER if mode is SrtpMode.SDES else DTLS_NUMBER
+    settings = controller_settings(switch.config)
+    settings = settings.model_copy(update={"numbers": tuple(
+        n.model_copy(update={"additional_codecs": g711}) for n in settings.numbers)})
+    call, result = await bic_call(switch, mode, number, tmp_path, hold_s=3, settings=settings,
+                                  business_tone_hz=FS_TONE_HZ, business_dtmf="5@200")
+    log.info("%s; offer: %s", call.line(), rtpmaps(call.offer))
+    assert result.answered and call.report.auth_failures == 0, call.line()
+    maps = rtpmaps(call.offer)
+    events = [(name, rate) for _, name, rate in maps if name == "telephone-event"]
+    assert events == [("telephone-event", "8000")], f"needs patches/freeswitch/0002: {maps}"
+    assert [name.upper() for _, name, _ in maps if name != "telephone-event"] == ["OPUS", *g711]
+    m_line = re.search(r"^m=audio \d+ \S+ ([\d ]+)\r?$", call.offer, re.MULTILINE)
+    assert m_line is not None and m_line.group(1).split() == [pt for pt, _, _ in maps], call.offer
+    # FreeSWITCH's own DTMF toward WhatsApp: one digit of 200 ms, its duration field in 8 kHz
+    # units (1600), not Opus's 48 kHz ones (9600), and about as long as its packets lasted
+    received = call.report.dtmf_received
+    assert [(e.digit, e.ended) for e in received] == [("5", True)], received
+    assert 1200 <= received[0].duration <= 2000, received
+    assert 0.1 <= received[0].last_at - received[0].first_at <= 0.6, received
+
+
 async def test_rfc4733_dtmf_arrives_as_digits(switch: FreeswitchLab, controller: Controller,
                                               tmp_path: Path) -> None:
     call = await uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=4, dtmf="1#9")
