@@ -15,6 +15,11 @@ the hangup event of a refused originate carries it as ``variable_sip_rh_X-WA-Dia
 _EDGE_CODE = re.compile(r"^\s*([a-z0-9_]{1,64})\s*(?:;|$)")
 _EDGE_PARAM = re.compile(r'(cause|fix)="([^"]*)"')
 
+def srtp_mismatch_code(offered: str, number_mode: str) -> str:
+    """``wa_diagnosis`` of a UIC whose offer's SRTP mode is not the number's."""
+    return f"srtp_offer_{offered.lower()}_number_{number_mode.lower()}"
+
+
 CONTROLLER_DIAGNOSES = {
     "unknown_business_number": "business number is not configured in [esl.numbers]: add it "
     "with its srtp_mode",
@@ -22,6 +27,17 @@ CONTROLLER_DIAGNOSES = {
     "controller_error": "the controller failed while setting the call up: see its log",
 }
 """Codes the controller stores in ``wa_diagnosis`` before it hangs up a call itself."""
+
+_OFFERED = {"SDES": "SDES (RTP/SAVP with a=crypto)",
+            "DTLS": "DTLS-SRTP (UDP/TLS/RTP/SAVPF with a=fingerprint)",
+            "RTP": "plain RTP (no SRTP at all)"}
+for _offer, _what in _OFFERED.items():
+    for _number in ("SDES", "DTLS"):
+        if _offer != _number:
+            CONTROLLER_DIAGNOSES[srtp_mismatch_code(_offer, _number)] = (
+                f"SRTP mode mismatch: Meta offered {_what} but the number's srtp_mode here is "
+                f"{_number}; refused with 488. Set srtp_mode in [[numbers]] to the number's "
+                "srtp_key_exchange_protocol at Meta (or change it there)")
 
 
 def edge_diagnosis(value: str | None) -> str | None:

@@ -19,18 +19,22 @@ from typing import Any
 
 from esl.cdr import CallRecord, CdrStore, record_from_hangup
 from esl.client import OutboundSession
+from esl.diagnosis import srtp_mismatch_code
 from esl.errors import EslError
 from esl.event import Event
 from esl.media import multiset_argument, silence_stream, uic_variables
 from esl.metrics import LatencySamples
 from esl.routing import choose_route
-from esl.settings import ControllerSettings, Route
+from esl.settings import ControllerSettings, NumberSettings, Route
 from esl.whatsapp_call import WhatsAppCall, read_whatsapp_call
 
 log = logging.getLogger(__name__)
 
 _SAFE_TAG = re.compile(r"^[A-Za-z0-9+._:-]{1,128}$")
 REPLY_TIMEOUT_S = 10.0
+MISMATCH_CAUSE = "INCOMPATIBLE_DESTINATION"
+"""Sofia answers it with 488 Not Acceptable Here (RFC 3261 21.4.26: the offer's media cannot be
+used), the status for an SDP we will not take."""
 EVENT_FILTERS = (
     "Event-Name CHANNEL_ANSWER",
     "Event-Name CHANNEL_HANGUP_COMPLETE",
@@ -62,9 +66,11 @@ def _tags(call: WhatsAppCall) -> dict[str, str]:
     return tags
 
 
-def refusal(call: WhatsAppCall, code: str, cause: str) -> UicPlan:
+def refusal(call: WhatsAppCall, code: str, cause: str,
+            extra: dict[str, str] | None = None) -> UicPlan:
     tags = _tags(call)
     tags["wa_diagnosis"] = code
+    tags.update(extra or {})
     return UicPlan(
         apps=[("multiset", multiset_argument(sorted(tags.items())))],
         hangup_cause=cause,
@@ -72,10 +78,29 @@ def refusal(call: WhatsAppCall, code: str, cause: str) -> UicPlan:
     )
 
 
+def srtp_mismatch(call: WhatsAppCall, number: NumberSettings) -> UicPlan | None:
+    """488 for an offer whose SRTP key exchange is not the number's (None: they agree).
+
+    FreeSWITCH would answer it anyway and the call would fail later as silence or a media
+    timeout. A ``Warning: 305`` (RFC 3261 "Incompatible media format") says why in the trace.
+    """
+    offered = call.offer_mode
+    if offered is None or offered == number.srtp_mode:
+        return None
+    code = srtp_mismatch_code(offered, number.srtp_mode)
+    warning = f'305 wa-esl "Incompatible media format: {offered} offered, number is {number.srtp_mode}"'
+    plan = refusal(call, code, MISMATCH_CAUSE,
+                   {"wa_srtp_mode": number.srtp_mode, "sip_rh_Warning": warning})
+    return replace(plan, srtp_mode=number.srtp_mode)
+
+
 def plan_uic(call: WhatsAppCall, settings: ControllerSettings) -> UicPlan:
     number = settings.number(call.business_number or "")
     if number is None:
         return refusal(call, "unknown_business_number", "UNALLOCATED_NUMBER")
+    mismatch = srtp_mismatch(call, number)
+    if mismatch is not None:
+        return mismatch
     route = choose_route(settings.routes, call)
     if route is None:
         return refusal(call, "no_route", "NO_ROUTE_DESTINATION")

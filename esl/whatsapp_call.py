@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from esl.event import Event
+from esl.offer import OfferedMode, offered_srtp_mode
 
 HEADER_PREFIX = "variable_sip_h_"
 BYE_HEADER_PREFIX = "variable_sip_bye_h_"
@@ -56,6 +57,7 @@ class WhatsAppCall:
     deeplink_payload: str | None = None
     request_uri_params: dict[str, str] = field(default_factory=dict)
     meta_headers: dict[str, str] = field(default_factory=dict)
+    offer_mode: OfferedMode | None = None  # SRTP key exchange of Meta's SDP offer
 
 
 def read_whatsapp_call(channel_data: Event) -> WhatsAppCall:
@@ -81,4 +83,6 @@ def read_whatsapp_call(channel_data: Event) -> WhatsAppCall:
         deeplink_payload=clean_payload(headers.get("x-wa-meta-deeplink-payload")),
         request_uri_params=params,
         meta_headers={k: v for k, v in headers.items() if k.startswith("x-wa-meta-")},
+        # the profile's inbound-late-negotiation keeps the offer unanswered, and readable here
+        offer_mode=offered_srtp_mode(channel_data.variable("switch_r_sdp")),
     )

@@ -70,6 +70,7 @@ class MediaCall:
     business_dtmf: str = ""  # digits FreeSWITCH reported (DTMF events) on this call
     wacid: str = ""
     offer: str = ""  # FreeSWITCH's SDP offer (business-initiated calls)
+    warning: str = ""  # the Warning header of FreeSWITCH's final response (user-initiated calls)
     status_at_result: int | None = None  # what Meta had answered when place_bic returned
 
     def line(self) -> str:
@@ -149,6 +150,7 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
         call.wacid = f"wacid.{uuid.uuid4().hex}"
         response = await uac.invite(business_number, caller, call.wacid, offer)
         call.sip_status = response.status
+        call.warning = response.header("Warning") or ""
         if response.status != 200:
             return call
         try:

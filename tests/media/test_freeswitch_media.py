@@ -180,6 +180,29 @@ async def test_bic_offer_has_the_numbers_codecs_and_dtmf_at_8000_only(
     assert 0.1 <= received[0].last_at - received[0].first_at <= 0.6, received
 
 
+@pytest.mark.parametrize(("offered", "number", "number_mode"),
+                         [(SrtpMode.SDES, DTLS_NUMBER, "DTLS"), (SrtpMode.DTLS, SDES_NUMBER, "SDES")])
+async def test_srtp_mode_mismatch_is_refused_with_488_and_a_diagnosis(
+        switch: FreeswitchLab, controller: Controller, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, offered: SrtpMode, number: str, number_mode: str) -> None:
+    """Meta offers the mode set on its side; a number set otherwise here must not be answered
+    (FreeSWITCH would, and the call would fail as silence): 488, Warning 305, CDR and log say
+    which mismatch."""
+    caplog.set_level(logging.INFO, logger="esl.uic")
+    call = await uic_call(switch, offered, number, tmp_path, hold_s=3)
+    assert call.sip_status == 488, call
+    assert call.warning == (f'305 wa-esl "Incompatible media format: {offered.value} offered, '
+                            f'number is {number_mode}"'), call
+    assert call.report.packets_received == 0 and call.report.packets_sent == 0
+    record = await ended_record(controller, call.wacid)
+    assert record.hangup_cause == "INCOMPATIBLE_DESTINATION", record
+    assert record.answer_at is None and record.srtp_mode == number_mode
+    assert record.diagnosis is not None and record.diagnosis.startswith(
+        f"SRTP mode mismatch: Meta offered {offered.value}"), record.diagnosis
+    lines = [r.getMessage() for r in caplog.records if call.wacid in r.getMessage()]
+    assert len(lines) == 1 and "SRTP mode mismatch" in lines[0], lines
+
+
 async def test_rfc4733_dtmf_arrives_as_digits(switch: FreeswitchLab, controller: Controller,
                                               tmp_path: Path) -> None:
     call = await uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=4, dtmf="1#9")
