@@ -271,22 +271,16 @@ def call_show(
         typer.echo(line)
 
 
-@app.command()
-def standin(port: int = 8021, password: str = "ClueCon") -> None:
-    """Run the FreeSWITCH stand-in (for labs and demos; speaks mod_event_socket)."""
-    from esl.standin import FreeSwitchStandin
+STANDIN_MOVED = (
+    "the Event Socket stand-in is a test party and lives in the lab now: "
+    "run `python -m lab.esl_standin --port 8021` from a wa-sip checkout"
+)
 
-    async def serve() -> None:
-        server = FreeSwitchStandin(password=password)
-        await server.start("127.0.0.1", port)
-        console.print(f"stand-in ESL on 127.0.0.1:{server.port}")
-        await asyncio.Event().wait()
 
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve())
-    except OSError as exc:
-        raise _fail(f"cannot listen on 127.0.0.1:{port}", exc, 1) from exc
+@app.command(hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def standin() -> None:
+    """Moved: the stand-in is no part of the product (product packages never import lab/)."""
+    raise _fail("wa-esl standin", STANDIN_MOVED, 2)
 
 
 def main() -> None:

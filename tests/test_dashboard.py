@@ -14,8 +14,8 @@ import pytest
 
 from esl.bic import BicRequest
 from esl.controller import Controller
-from esl.standin import FreeSwitchStandin, UicCall
 from lab.edge import LAB_PASSWORD, EdgeLab
+from lab.esl_standin import FreeSwitchStandin, UicCall
 from lab.metrics_scrape import names, scrape
 from lab.sipp import start_sipp_server
 from tests.conftest import edge_overrides

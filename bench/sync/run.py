@@ -1,7 +1,7 @@
 """Bench: `provision sync` of 10,000 numbers against the rate-limited Graph stand-in.
 
 Two processes, so the two cores are both used as they would be with Graph on the far side: the
-child runs the Graph stand-in (`python -m provisioning.graph_standin`) on loopback with a
+child runs the Graph stand-in (`python -m lab.graph_standin`) on loopback with a
 per-app token bucket (`--rate` requests/s, `--burst`), which answers HTTP 429 / Graph code
 130429 with Retry-After when the client goes faster; the parent runs the same sync engine the
 command uses (GraphClient with retries + SQLite store in batches) over `--numbers` numbers.
@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lab.graph_standin.seed import seeded_number  # noqa: E402
 from provisioning.config import Number  # noqa: E402
 from provisioning.credential_store import open_store  # noqa: E402
 from provisioning.graph_client import GraphClient, RetryPolicy  # noqa: E402
-from provisioning.graph_standin.seed import seeded_number  # noqa: E402
 from provisioning.sync import SyncOptions, SyncOutcome, sync_numbers  # noqa: E402
 
 APP_ID = "700000000000001"
@@ -45,7 +45,7 @@ def start_standin(folder: Path, numbers: int, rate: float, burst: int) -> tuple[
     token_file.write_text(TOKEN)
     os.chmod(token_file, 0o600)
     child = subprocess.Popen(
-        [sys.executable, "-m", "provisioning.graph_standin", "--numbers", str(numbers),
+        [sys.executable, "-m", "lab.graph_standin", "--numbers", str(numbers),
          "--app-id", APP_ID, "--token-file", str(token_file), "--hostname", SIP_DOMAIN,
          "--rate", str(rate), "--burst", str(burst), "--retry-after", "1", "--max-seconds", "300"],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from esl import wire
-from esl.standin import FreeSwitchStandin, MetaBehaviour
+from lab.esl_standin import FreeSwitchStandin, MetaBehaviour
 
 PASSWORD = "s3cret-ClueCon"
 

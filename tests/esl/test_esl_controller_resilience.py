@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from esl.controller import Controller
-from esl.standin import FreeSwitchStandin, MetaBehaviour, UicCall
+from lab.esl_standin import FreeSwitchStandin, MetaBehaviour, UicCall
 from tests.esl.conftest import PASSWORD
 from tests.esl.controller_fixtures import SDES_NUMBER, ended_record, make_settings, place
 
@@ -38,7 +38,7 @@ async def test_cdr_survives_a_controller_crash_mid_call(
     await restarted.start()
     try:
         await asyncio.wait_for(restarted.inbound_ready.wait(), 5)
-        from esl.standin.scenarios import meta_bye
+        from lab.esl_standin.scenarios import meta_bye
 
         await meta_bye(standin.switch, handle.runtime, 0.0, "42")
         record = await ended_record(restarted, handle.runtime.channel.uuid)
@@ -67,7 +67,7 @@ async def test_call_that_ends_while_the_controller_is_down_is_marked_missed(
     await asyncio.wait_for(alive.runtime.answered.wait(), 5)
     await crashed.stop()
     crashed.store.close()
-    from esl.standin.scenarios import meta_bye
+    from lab.esl_standin.scenarios import meta_bye
 
     await meta_bye(standin.switch, gone.runtime, 0.0, "7")  # nobody of ours is listening
 

@@ -17,7 +17,7 @@ from esl.cdr import CallRecord
 from esl.client import connect_inbound
 from esl.controller import Controller
 from esl.settings import ControllerSettings, SettingsError, load_settings
-from esl.standin import BicOutcome, FreeSwitchStandin, MetaBehaviour, UicCall
+from lab.esl_standin import BicOutcome, FreeSwitchStandin, MetaBehaviour, UicCall
 from tests.esl.conftest import PASSWORD
 from tests.esl.controller_fixtures import SDES_NUMBER, ended_record, make_settings, place
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from esl.event import parse_plain
-from esl.standin import FreeSwitchStandin
+from lab.esl_standin import FreeSwitchStandin
 from tests.esl.conftest import PASSWORD, RawPeer, authed
 
 DISCONNECT = (

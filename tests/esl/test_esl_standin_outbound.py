@@ -7,7 +7,7 @@ import pytest
 from esl.event import Event, parse_plain
 from esl.meta_errors import META_ERRORS, MetaError
 from esl.sipcause import hangup_cause_for_sip_status
-from esl.standin import BicOutcome, FreeSwitchStandin, MetaBehaviour, UicCall
+from lab.esl_standin import BicOutcome, FreeSwitchStandin, MetaBehaviour, UicCall
 from tests.esl.conftest import OutboundCapture, RawPeer, authed
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from lab.graph_standin import GraphStandin
 from provisioning.cli import app
-from provisioning.graph_standin import GraphStandin
 
 TOKEN = "EAAG-test-token-for-app-one-0123456789"
 OTHER_TOKEN = "EAAG-test-token-for-app-two-9876543210"

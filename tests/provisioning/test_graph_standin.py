@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from provisioning.graph_standin import FaultRule, GraphStandin, RateLimiter
+from lab.graph_standin import FaultRule, GraphStandin, RateLimiter
 from tests.provisioning.conftest import APP_ID, OTHER_APP_ID, OTHER_TOKEN, SIP_DOMAIN, TOKEN
 
 PNID = "100000000000001"

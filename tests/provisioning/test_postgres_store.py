@@ -11,10 +11,10 @@ import psycopg
 import pytest
 
 from lab.certs import make_test_ca
+from lab.graph_standin import GraphStandin
 from lab.processes import ManagedProcess, free_port
 from provisioning.config import load_config
 from provisioning.credential_store import StoreError, WriteOutcome, credential_for
-from provisioning.graph_standin import GraphStandin
 from provisioning.kamailio_binary import kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 from provisioning.pg_store import open_postgres_store, redact_url

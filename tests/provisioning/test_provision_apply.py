@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from provisioning.graph_standin import GraphStandin
+from lab.graph_standin import GraphStandin
 from tests.provisioning.conftest import APP_ID, NUMBERS, OTHER_APP_ID, SIP_DOMAIN, provision, site_toml
 
 ONE, PNID1 = NUMBERS[0]

@@ -13,8 +13,8 @@ import pytest
 
 from lab import certs
 from lab.certs import Leaf, make_test_ca
+from lab.graph_standin import GraphStandin
 from provisioning.doctor import from_domain_matches, tls_findings
-from provisioning.graph_standin import GraphStandin
 from provisioning.tls_probe import hostname_matches, probe_tls
 from tests.provisioning.conftest import APP_ID, NUMBERS, OTHER_APP_ID, SIP_DOMAIN, provision, site_toml
 

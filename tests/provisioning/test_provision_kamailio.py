@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.edge import LAB_PASSWORD, EdgeLab
+from lab.graph_standin import GraphStandin
 from lab.sipp import start_sipp_server
-from provisioning.graph_standin import GraphStandin
 from tests.provisioning.conftest import APP_ID, provision, site_toml
 
 NUMBER, PNID = "+15550100001", "100000000000001"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lab.graph_standin import FaultRule, GraphStandin
 from provisioning.credential_store import credential_for, open_store
-from provisioning.graph_standin import FaultRule, GraphStandin
 from tests.provisioning.conftest import APP_ID, NUMBERS, SIP_DOMAIN, TOKEN, provision, site_toml
 
 ONE, PNID1 = NUMBERS[0]

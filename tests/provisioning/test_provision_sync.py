@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from lab.graph_standin import FaultRule, GraphStandin
+from lab.graph_standin.seed import seed_numbers
 from provisioning.credential_store import credential_for, open_store
-from provisioning.graph_standin import FaultRule, GraphStandin
-from provisioning.graph_standin.seed import seed_numbers
 from tests.provisioning.conftest import APP_ID, NUMBERS, OTHER_APP_ID, SIP_DOMAIN, TOKEN, provision, site_toml
 
 STORE = Path("store") / "credentials.sqlite"

@@ -1,4 +1,4 @@
-"""Run the Graph stand-in in its own process: `python -m provisioning.graph_standin --numbers 100`.
+"""Run the Graph stand-in in its own process: `python -m lab.graph_standin --numbers 100`.
 
 The benchmark uses this so that the stand-in and the client do not share one interpreter's
 lock. It seeds `--numbers` numbers (ids FIRST_ID.., business numbers +1555..), each with a
@@ -14,13 +14,13 @@ import signal
 import sys
 import threading
 
-from provisioning.graph_standin.faults import RateLimiter
-from provisioning.graph_standin.seed import seed_numbers
-from provisioning.graph_standin.server import GraphStandin
+from lab.graph_standin.faults import RateLimiter
+from lab.graph_standin.seed import seed_numbers
+from lab.graph_standin.server import GraphStandin
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provisioning.graph_standin")
+    parser = argparse.ArgumentParser(prog="python -m lab.graph_standin")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--numbers", type=int, default=10)
     parser.add_argument("--app-id", default="700000000000001")

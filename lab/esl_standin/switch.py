@@ -18,8 +18,8 @@ from email.utils import formatdate
 from typing import Protocol
 
 from esl.event import Event
-from esl.standin.apps import run_application
-from esl.standin.channel import Channel, now_us
+from lab.esl_standin.apps import run_application
+from lab.esl_standin.channel import Channel, now_us
 
 
 class EventSink(Protocol):

@@ -12,11 +12,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from esl import wire
-from esl.standin.api import StandinApi
-from esl.standin.listener import Listener
-from esl.standin.scenarios import MetaBehaviour, UicCall, play_uic
-from esl.standin.switch import CallRuntime, Switch
 from esl.wire import STREAM_LIMIT
+from lab.esl_standin.api import StandinApi
+from lab.esl_standin.listener import Listener
+from lab.esl_standin.scenarios import MetaBehaviour, UicCall, play_uic
+from lab.esl_standin.switch import CallRuntime, Switch
 
 
 @dataclass

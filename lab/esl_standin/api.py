@@ -11,12 +11,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from esl.standin.channel import Channel
-from esl.standin.scenarios import MetaBehaviour, meta_bye, refuse_bic
-from esl.standin.switch import QueuedApp, Switch
+from lab.esl_standin.channel import Channel
+from lab.esl_standin.scenarios import MetaBehaviour, meta_bye, refuse_bic
+from lab.esl_standin.switch import QueuedApp, Switch
 
 if TYPE_CHECKING:
-    from esl.standin.listener import Listener
+    from lab.esl_standin.listener import Listener
 
 ORIGINATE_USAGE = (
     "-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] [<context>] "

@@ -5,8 +5,8 @@ graph.facebook.com; see `state.py` for the rules it implements and `faults.py` f
 be made to get wrong.
 """
 
-from provisioning.graph_standin.faults import FaultRule, RateLimiter
-from provisioning.graph_standin.server import GraphStandin
-from provisioning.graph_standin.state import GraphApiError, GraphState
+from lab.graph_standin.faults import FaultRule, RateLimiter
+from lab.graph_standin.server import GraphStandin
+from lab.graph_standin.state import GraphApiError, GraphState
 
 __all__ = ["FaultRule", "GraphApiError", "GraphStandin", "GraphState", "RateLimiter"]

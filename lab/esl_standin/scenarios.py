@@ -19,8 +19,8 @@ from typing import Any
 from esl.diagnosis import EDGE_DIAGNOSIS_HEADER
 from esl.meta_errors import META_ERRORS_BY_KEY
 from esl.sipcause import hangup_cause_for_sip_status
-from esl.standin.channel import Channel
-from esl.standin.switch import CallRuntime, Switch
+from lab.esl_standin.channel import Channel
+from lab.esl_standin.switch import CallRuntime, Switch
 
 DURATION_HEADER = "X-WA-Meta-Call-Duration"
 

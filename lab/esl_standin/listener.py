@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape
 from esl import wire
 from esl.errors import EslError
 from esl.event import Event, serialize_json, serialize_plain
-from esl.standin.switch import CallRuntime, QueuedApp, Switch
+from lab.esl_standin.switch import CallRuntime, QueuedApp, Switch
 
 AUTH_TIMEOUT_S = 25.0
 ApiHandler = Callable[[str, str, "Listener"], Awaitable[str]]

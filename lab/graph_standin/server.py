@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from provisioning.graph_standin.faults import FaultPlan, FaultRule, RateLimiter
-from provisioning.graph_standin.state import GraphApiError, GraphState
+from lab.graph_standin.faults import FaultPlan, FaultRule, RateLimiter
+from lab.graph_standin.state import GraphApiError, GraphState
 
 PATH = re.compile(r"^/(v(\d+)\.(\d+))/([^/]+)(?:/([a-z_]+))?$")
 MIN_MAJOR_VERSION = 17

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from esl.standin.switch import CallRuntime, QueuedApp, Switch
+    from lab.esl_standin.switch import CallRuntime, QueuedApp, Switch
 
 HOLDING_APPS = frozenset({"park", "ivr", "lua", "javascript", "conference", "fifo", "socket"})
 KNOWN_APPS = frozenset(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioning.graph_standin.state import GraphState
+from lab.graph_standin.state import GraphState
 
 FIRST_ID = 200_000_000_000_000
 FIRST_NUMBER = 15_550_000_000
