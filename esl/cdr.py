@@ -76,6 +76,22 @@ def is_whatsapp_call(event: Event) -> bool:
     return "x-wa-meta-wacid" in headers or "x-wa-business-number" in headers
 
 
+def dtls_failed(event: Event, cause: str) -> bool:
+    """FreeSWITCH ended a DTLS call because its DTLS association failed.
+
+    FreeSWITCH sets no variable for it: on a failed handshake or a peer certificate that does
+    not match the SDP's ``a=fingerprint`` (its log: "Fingerprint Verification Failed") the DTLS
+    state machine hangs the call up with DESTINATION_OUT_OF_ORDER (switch_rtp.c,
+    dtls_state_fail) before any SRTP key was installed, and ``rtp_has_crypto`` is set only when
+    one is. On a DTLS leg nothing else ends a call with that cause without keys.
+    """
+    return (cause == "DESTINATION_OUT_OF_ORDER"
+            and (event.variable("wa_srtp_mode") == "DTLS"
+                 or event.variable("rtp_use_dtls") == "true")
+            and not event.variable("rtp_has_crypto")
+            and not (event.variable("sip_hangup_disposition") or "").startswith("recv_"))
+
+
 def record_from_hangup(event: Event) -> CallRecord:
     """The complete CDR of a call from its CHANNEL_HANGUP_COMPLETE event."""
     invite = sip_headers(event, HEADER_PREFIX)
@@ -130,6 +146,7 @@ def record_from_hangup(event: Event) -> CallRecord:
             answered=answered,
             controller_code=event.variable("wa_diagnosis"),
             edge_header=event.variable("sip_rh_" + EDGE_DIAGNOSIS_HEADER),
+            dtls_failed=dtls_failed(event, cause),
         ),
         media_timeout=cause == "MEDIA_TIMEOUT",
         state="ended",

@@ -40,6 +40,14 @@ for _offer, _what in _OFFERED.items():
                 "srtp_key_exchange_protocol at Meta (or change it there)")
 
 
+DTLS_FAILED = (
+    "DTLS-SRTP failed: FreeSWITCH ended the call when the DTLS handshake with WhatsApp's media "
+    "server failed, before any SRTP key (no audio either way). Most often the certificate Meta "
+    "presented does not match the a=fingerprint of its SDP (FreeSWITCH logs 'Fingerprint "
+    "Verification Failed'): check that nothing between Meta and FreeSWITCH rewrites the SDP; "
+    "otherwise FreeSWITCH's log names the handshake error")
+
+
 def edge_diagnosis(value: str | None) -> str | None:
     """``code: cause; fix: ...`` from the edge's header, or None when absent or malformed."""
     if not value:
@@ -66,9 +74,12 @@ def diagnose(
     answered: bool,
     controller_code: str | None = None,
     edge_header: str | None = None,
+    dtls_failed: bool = False,
 ) -> str:
     if controller_code:
         return CONTROLLER_DIAGNOSES.get(controller_code, controller_code)
+    if dtls_failed:
+        return DTLS_FAILED
     from_edge = edge_diagnosis(edge_header) if direction == "bic" and not answered else None
     if from_edge:
         return from_edge  # the edge saw Meta's answer (or refused itself): its words win

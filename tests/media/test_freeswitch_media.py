@@ -18,6 +18,7 @@ import pytest
 
 from esl.cdr import CallRecord
 from esl.controller import Controller
+from esl.diagnosis import DTLS_FAILED
 from esl.site import controller_settings
 from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate
 from lab.media.freeswitch_call import (
@@ -230,6 +231,7 @@ async def test_wrong_fingerprint_ends_the_call_with_a_diagnosis(
     record = await ended_record(controller, call.wacid)
     assert record.hangup_cause == "DESTINATION_OUT_OF_ORDER", record
     assert "Fingerprint Verification Failed" in fs_log_since(switch, log_start)
+    assert record.diagnosis == DTLS_FAILED, record
 
 
 async def test_business_sending_no_media_is_ended_by_whatsapp(
