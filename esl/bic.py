@@ -77,6 +77,9 @@ def originate_command(request: BicRequest, settings: ControllerSettings, call_uu
     variables = [
         ("origination_uuid", call_uuid),
         ("originate_timeout", str(math.ceil(ring_s or settings.freeswitch.originate_timeout_s))),
+        # answered means Meta's 200 OK: without it an API originate returns at a 183 with SDP
+        # (early media) and the call would count as answered while it still rings
+        ("ignore_early_media", "true"),
         ("origination_caller_id_number", request.business_number),
         ("origination_caller_id_name", request.business_number),
         ("sip_h_X-WA-Business-Number", request.business_number),

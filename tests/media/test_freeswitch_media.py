@@ -204,6 +204,19 @@ async def test_srtp_mode_mismatch_is_refused_with_488_and_a_diagnosis(
     assert len(lines) == 1 and "SRTP mode mismatch" in lines[0], lines
 
 
+async def test_bic_183_with_sdp_is_not_answered(switch: FreeswitchLab, controller: Controller,
+                                                tmp_path: Path) -> None:
+    """A 183 with SDP before the 200 (Meta sends none, but a proxy or a future Meta may): the
+    originate must report the call answered only at the 200, not at the early media."""
+    call, result = await bic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=2,
+                                  settings=controller_settings(switch.config),
+                                  answer_after_s=2.0, business_tone_hz=FS_TONE_HZ)
+    log.info("%s", call.line())  # WhatsApp's clock started at the 183
+    assert result.answered, (result, call)
+    assert call.status_at_result == 200, f"place_bic said answered while Meta had sent {call}"
+    assert heard(call.report.heard_hz, FS_TONE_HZ), call.line()
+
+
 async def test_rfc4733_dtmf_arrives_as_digits(switch: FreeswitchLab, controller: Controller,
                                               tmp_path: Path) -> None:
     call = await uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=4, dtmf="1#9")
