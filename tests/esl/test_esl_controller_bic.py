@@ -12,7 +12,7 @@ from esl.bic import BicRequest, BicRequestError, originate_command
 from esl.controller import Controller
 from esl.diagnosis import edge_diagnosis
 from esl.meta_errors import META_ERRORS_BY_KEY, diagnose_sip_failure
-from esl.standin import BicOutcome, FreeSwitchStandin, MetaBehaviour
+from lab.esl_standin import BicOutcome, FreeSwitchStandin, MetaBehaviour
 from tests.esl.controller_fixtures import DTLS_NUMBER, SDES_NUMBER, ended_record, make_settings
 
 USER = "+15550200002"
@@ -41,7 +41,10 @@ async def test_bic_answered_bridges_agent_and_records_meta_duration(
     assert request.variables["origination_caller_id_number"] == SDES_NUMBER
     assert request.variables["sip_h_X-WA-Business-Number"] == SDES_NUMBER
     assert request.variables["rtp_secure_media_outbound"] == "mandatory:AES_CM_128_HMAC_SHA1_80"
-    assert request.variables["absolute_codec_string"] == "OPUS,PCMU,PCMA"
+    # the number enables no G.711 at Meta: the offer carries OPUS alone, DTMF at 8000 Hz only
+    assert request.variables["absolute_codec_string"] == "OPUS"
+    assert request.variables["sdp_telephone_event_rate"] == "8000"
+    assert request.variables["ignore_early_media"] == "true"  # answered means Meta's 200
     record = await ended_record(controller, result.call_uuid)
     assert record.direction == "bic"
     assert record.business_number == SDES_NUMBER and record.user_number == USER

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from esl.controller import Controller
-from esl.standin import FreeSwitchStandin, UicCall
+from lab.esl_standin import FreeSwitchStandin, UicCall
 from tests.esl.controller_fixtures import (
     DTLS_NUMBER,
     SDES_NUMBER,
@@ -84,7 +84,8 @@ async def test_sdes_call_is_answered_with_media_first_and_cdr_written(
 async def test_dtls_number_sets_no_sdes_and_runs_ivr_route(
     standin: FreeSwitchStandin, controller: Controller
 ) -> None:
-    handle = await place(standin, controller, UicCall(business_number=DTLS_NUMBER, talk_s=0.05))
+    handle = await place(standin, controller,
+                         UicCall(business_number=DTLS_NUMBER, srtp_offer="DTLS", talk_s=0.05))
     await handle.finished()
     variables = handle.runtime.channel.variables
     assert "rtp_secure_media" not in variables
