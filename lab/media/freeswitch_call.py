@@ -121,12 +121,13 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
                    hold_s: float, timeouts: MediaTimeouts | None = None,
                    peer_tone_hz: float = PEER_TONE_HZ, dtmf: str = "",
                    mutate_offer: Callable[[str], str] | None = None,
-                   observe: bool = True) -> MediaCall:
+                   observe: bool = True, business_dtmf: str = "") -> MediaCall:
     """A user-initiated call: WhatsApp's offer, FreeSWITCH's answer, media for `hold_s`, then
     Meta's BYE; or the peer's BYE when its no-media limit strikes first. `dtmf` is sent as
     RFC 4733 events once media flows; `mutate_offer` changes the offer (bad-case tests);
     `observe=False` skips what needs the Event Socket per call (the channel's recording, DTMF
-    events), for many calls at once."""
+    events), for many calls at once. `business_dtmf` (``uuid_send_dtmf`` syntax) is sent by
+    FreeSWITCH once its media reaches WhatsApp."""
     timed_out = asyncio.Event()
     peer = await MediaPeer(mode, tone_hz=peer_tone_hz, timeouts=timeouts,
                            on_media_timeout=lambda _reason: timed_out.set()).open()
@@ -165,10 +166,13 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
         if call.call_uuid is not None:
             call.recording = await record_read_stream(switch, call.call_uuid,
                                                       folder / f"heard-{call.call_uuid}.wav")
-        if dtmf:
+        if dtmf or business_dtmf:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(peer.first_packet.wait(), hold_s)
+        if dtmf:
             peer.send_dtmf(dtmf)
+        if business_dtmf and call.call_uuid is not None:
+            await switch.api_async(f"uuid_send_dtmf {call.call_uuid} {business_dtmf}")
         waits = [asyncio.ensure_future(timed_out.wait()), asyncio.ensure_future(uac.remote_bye.wait())]
         await asyncio.wait(waits, timeout=hold_s, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waits:

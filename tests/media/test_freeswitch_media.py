@@ -204,6 +204,18 @@ async def test_srtp_mode_mismatch_is_refused_with_488_and_a_diagnosis(
     assert len(lines) == 1 and "SRTP mode mismatch" in lines[0], lines
 
 
+async def test_uic_business_dtmf_counts_in_8000_hz(switch: FreeswitchLab, controller: Controller,
+                                                   tmp_path: Path) -> None:
+    """On user-initiated calls too (Meta offers telephone-event/8000 beside Opus 48000):
+    FreeSWITCH's events toward WhatsApp count their duration in 8 kHz units (0002)."""
+    skip_if_stock_chosen()
+    call = await uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=3,
+                          business_dtmf="7@200")
+    received = call.report.dtmf_received
+    assert [(e.digit, e.ended) for e in received] == [("7", True)], received
+    assert 1200 <= received[0].duration <= 2000, f"needs patches/freeswitch/0002: {received}"
+
+
 async def test_bic_183_with_sdp_is_not_answered(switch: FreeswitchLab, controller: Controller,
                                                 tmp_path: Path) -> None:
     """A 183 with SDP before the 200 (Meta sends none, but a proxy or a future Meta may): the
