@@ -21,7 +21,7 @@ from esl.client import EslConnection
 from esl.diagnosis import diagnose
 from esl.errors import EslError
 from esl.media import bic_codecs, common_variables, dial_variables, srtp_variables
-from esl.settings import E164_PATTERN, ControllerSettings
+from siteconfig.controller import E164_PATTERN, ControllerSettings
 
 E164 = re.compile(E164_PATTERN)
 BSUID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -33,8 +33,8 @@ from esl.errors import EslError
 from esl.event import Event
 from esl.gctune import tune_gc
 from esl.prometheus import MetricsListenError
-from esl.settings import ControllerSettings, SettingsError
 from esl.site import load_controller_settings
+from siteconfig.controller import ControllerSettings, SettingsError
 
 app = typer.Typer(help="WhatsApp calls on FreeSWITCH: the ESL controller.", no_args_is_help=True)
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)

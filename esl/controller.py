@@ -19,11 +19,11 @@ from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.client import EslConnection, connect_inbound, serve_outbound
 from esl.errors import ConnectionClosed, EslError
 from esl.event import Event
-from esl.listen_address import parse_listen_address
 from esl.metrics import LatencySamples
 from esl.prometheus import ControllerMetrics, MeteredCdrStore, MetricsEndpoint, metered_uic
-from esl.settings import ControllerSettings
 from esl.uic import UicHandler
+from siteconfig.controller import ControllerSettings
+from siteconfig.listen_address import parse_listen_address
 
 log = logging.getLogger(__name__)
 

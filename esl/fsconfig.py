@@ -14,7 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from esl.settings import ControllerSettings
+from siteconfig.controller import ControllerSettings
 
 TEMPLATES = (
     "freeswitch.xml",

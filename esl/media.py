@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from esl.settings import MediaSettings, NumberSettings, check_safe_argument
+from siteconfig.controller import MediaSettings, NumberSettings, check_safe_argument
 
 MULTISET_DELIMITER = "|"
 TELEPHONE_EVENT_RATE = 8000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from esl.settings import Route
 from esl.whatsapp_call import WhatsAppCall
+from siteconfig.controller import Route
 
 
 def _payload_matches(pattern: str | None, value: str | None) -> bool:

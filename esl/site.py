@@ -11,8 +11,8 @@ import tomllib
 from pathlib import Path
 
 from esl.fsconfig import FreeswitchSite
-from esl.settings import ControllerSettings, NumberSettings, SettingsError, load_settings
-from provisioning.config import ConfigError, SiteConfig, load_config
+from siteconfig.controller import ControllerSettings, NumberSettings, SettingsError, load_settings
+from siteconfig.model import ConfigError, SiteConfig, load_config
 
 
 def controller_settings(cfg: SiteConfig) -> ControllerSettings:

@@ -25,8 +25,8 @@ from esl.event import Event
 from esl.media import multiset_argument, silence_stream, uic_variables
 from esl.metrics import LatencySamples
 from esl.routing import choose_route
-from esl.settings import ControllerSettings, NumberSettings, Route
 from esl.whatsapp_call import WhatsAppCall, read_whatsapp_call
+from siteconfig.controller import ControllerSettings, NumberSettings, Route
 
 log = logging.getLogger(__name__)
 

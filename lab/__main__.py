@@ -37,7 +37,7 @@ from lab.metrics_summary import Expected, summarize
 from lab.processes import LabError
 from lab.sdp_summary import describe_sdp, sdp_body
 from lab.sipp import SippResult, TracedMessage
-from provisioning.config import ConfigError, SiteConfig
+from siteconfig.model import ConfigError, SiteConfig
 
 LAB_NUMBERS = {"SDES": ("+15550100008", "100000000000008"),
                "DTLS": ("+15550100009", "100000000000009")}

@@ -20,11 +20,11 @@ from lab.meta_standin import META_HOST, WHATSAPP_USER, MetaStandin, StandinPorts
 from lab.processes import LabError, ManagedProcess, free_port, wait_for_tcp
 from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
-from provisioning.config import SiteConfig
 from provisioning.credential_store import credential_for, open_store
 from provisioning.kamailio_binary import KamailioNotFound, kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call, reload_credentials
 from provisioning.render import RenderOptions, render_kamailio
+from siteconfig.model import SiteConfig
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "site.toml"
 LAB_PASSWORD = "lab-sip-password-1"

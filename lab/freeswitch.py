@@ -31,10 +31,10 @@ from cryptography.x509.oid import NameOID
 from esl.client import connect_inbound
 from esl.errors import EslError
 from lab.processes import LabError, ManagedProcess, free_port, wait_for_tcp
-from provisioning.config import SiteConfig
 from provisioning.freeswitch_binary import FreeswitchNotFound, freeswitch_binary
 from provisioning.render import RenderError
 from provisioning.render_freeswitch import render_freeswitch
+from siteconfig.model import SiteConfig
 
 PROFILE = "wa-edge"
 START_TIMEOUT_S = 60.0  # a loaded 2-core machine; a first start with a cached certificate takes ~2 s

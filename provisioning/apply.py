@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioning.config import Number, SiteConfig
 from provisioning.graph_client import GraphClient
 from provisioning.graph_errors import GraphError
 from provisioning.settings_model import (
@@ -24,6 +23,7 @@ from provisioning.settings_model import (
     sip_differences,
     srtp_difference,
 )
+from siteconfig.model import Number, SiteConfig
 
 
 @dataclass

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from provisioning.commands import register as register_graph_commands
-from provisioning.config import ConfigError, SiteConfig, load_config
 from provisioning.render import RenderError, RenderOptions, render_kamailio
 from provisioning.render_freeswitch import render_freeswitch
+from siteconfig.model import ConfigError, SiteConfig, load_config
 
 app = typer.Typer(help="Provision and render the wa-sip WhatsApp SIP edge.",
                   no_args_is_help=True, add_completion=False)

@@ -27,7 +27,6 @@ from rich.table import Table
 
 from provisioning import kamailio_rpc
 from provisioning.apply import apply_number
-from provisioning.config import ConfigError, Number, SiteConfig, load_config, split_host_port
 from provisioning.credential_store import StoreError
 from provisioning.doctor import Finding, Level, graph_auth_finding, number_findings, tls_findings, worst
 from provisioning.graph_client import GraphClient, client_from_config, resolve_app_id
@@ -38,6 +37,7 @@ from provisioning.status import number_status
 from provisioning.store_backend import CredentialBackend, open_credentials, store_location
 from provisioning.sync import SyncOptions, SyncOutcome, summary, sync_numbers
 from provisioning.tls_probe import probe_tls
+from siteconfig.model import ConfigError, Number, SiteConfig, load_config, split_host_port
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_ATTENTION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 PROGRESS_MIN_NUMBERS = 20

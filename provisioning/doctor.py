@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from provisioning import kamailio_rpc
-from provisioning.config import Number, SiteConfig
 from provisioning.credential_store import StoreError, credential_for
 from provisioning.graph_client import GraphClient
 from provisioning.graph_errors import GraphError
 from provisioning.settings_model import DEFAULT_SRTP, SettingsFormatError, parse_settings
 from provisioning.store_backend import CredentialBackend
 from provisioning.tls_probe import TlsProbe
+from siteconfig.model import Number, SiteConfig
 
 
 class Level(Enum):

@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from provisioning.config import GraphSection
 from provisioning.graph_errors import GraphError, network_error, parse_error
 from provisioning.graph_pacing import Pacer
+from siteconfig.model import GraphSection
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 CONNECTIONS_PER_POOL = 8

@@ -16,8 +16,8 @@ from pathlib import Path
 import jinja2
 
 from kemi.metrics import METRICS as PROM_METRICS
-from provisioning.config import SiteConfig, split_host_port
 from provisioning.templates_dir import KEMI_DIR, credentials_schema, templates_dir
+from siteconfig.model import SiteConfig, split_host_port
 
 DS_ALGORITHMS = {"hash-callid": 0, "round-robin": 4, "priority": 8}
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -15,8 +15,8 @@ import jinja2
 
 from esl.fsconfig import TEMPLATES, check_complete, check_rendered_xml, freeswitch_context
 from esl.site import controller_settings, freeswitch_site
-from provisioning.config import SiteConfig, split_host_port
 from provisioning.render import RenderError, replace_folder, template_environment
+from siteconfig.model import SiteConfig, split_host_port
 
 SECRET_FILES = frozenset({"autoload_configs/event_socket.conf.xml"})
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioning.config import Number
 from provisioning.credential_store import StoreError, credential_for
 from provisioning.graph_client import GraphClient
 from provisioning.graph_errors import GraphError
 from provisioning.settings_model import ServerEntry, SettingsFormatError, parse_settings
 from provisioning.store_backend import CredentialBackend
+from siteconfig.model import Number
 
 WINDOW_ACCOUNT = (
     "During the rotation: calls already connected go on (the digest is only checked on the first "

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from provisioning.config import META_PARAM_LIMIT, Number, SiteConfig
+from siteconfig.model import META_PARAM_LIMIT, Number, SiteConfig
 
 DEFAULT_SRTP = "DTLS"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioning.config import Number, SiteConfig
 from provisioning.credential_store import StoreError, credential_for
 from provisioning.graph_client import GraphClient
 from provisioning.graph_errors import GraphError
@@ -22,6 +21,7 @@ from provisioning.settings_model import (
     srtp_difference,
 )
 from provisioning.store_backend import CredentialBackend
+from siteconfig.model import Number, SiteConfig
 
 
 @dataclass

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from provisioning.config import CredentialsSection
 from provisioning.credential_store import Credential, WriteOutcome, open_store
+from siteconfig.model import CredentialsSection
 
 
 class CredentialBackend(Protocol):

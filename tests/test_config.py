@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lab.edge import EXAMPLE_CONFIG, merge
-from provisioning.config import ConfigError, SiteConfig, load_config, parse_config
+from siteconfig.model import ConfigError, SiteConfig, load_config, parse_config
 
 CONFIG_PATH = Path("/srv/wa-sip/site.toml")
 

@@ -12,8 +12,8 @@ import pytest
 from kemi.diagnoses import DIGEST_ANSWERS, EDGE_DIAGNOSES, META_ANSWERS
 from kemi.metrics import BIC_OUTCOMES, METRICS, UIC_OUTCOMES, EdgeMetrics, http_action
 from lab.edge import EXAMPLE_CONFIG, merge
-from provisioning.config import ConfigError, SiteConfig, parse_config
 from provisioning.render import render_kamailio
+from siteconfig.model import ConfigError, SiteConfig, parse_config
 from tests.test_render import kamailio_check
 
 

@@ -38,8 +38,8 @@ from lab.meta_standin.digest_rules import (
     parse_digest,
     without_params,
 )
-from provisioning.config import ConfigError, load_config, parse_config
 from provisioning.render import edge_settings
+from siteconfig.model import ConfigError, load_config, parse_config
 
 EDGE_PY = Path(__file__).resolve().parent.parent / "kemi" / "edge.py"
 OWN = frozenset({"sip.example.com"})

@@ -21,8 +21,8 @@ from kemi.request_uri import is_ip_literal
 from kemi.settings import EdgeSettings, settings_from_dict
 from kemi.wa_headers import edge_header_block, edge_headers
 from lab.edge import EXAMPLE_CONFIG
-from provisioning.config import load_config
 from provisioning.render import edge_settings
+from siteconfig.model import load_config
 
 sys.modules.setdefault("KSR", types.ModuleType("KSR"))  # kemi.edge imports it; never called here
 import kemi.edge as edge_module  # noqa: E402

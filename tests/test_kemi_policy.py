@@ -21,8 +21,8 @@ from kemi.request_uri import RequestUriError, parse_uic_request_uri, split_sip_u
 from kemi.settings import EdgeSettings, IPNetwork, RouteSettings, settings_from_dict
 from kemi.wa_headers import edge_headers, header_fields, screen_inbound_headers
 from lab.edge import EXAMPLE_CONFIG
-from provisioning.config import SiteConfig, load_config
 from provisioning.render import DS_ALGORITHMS, edge_settings
+from siteconfig.model import SiteConfig, load_config
 
 DOMAINS = frozenset({"sip.example.com", "sip2.example.com"})
 META_RURI = "sip:+1234567890;tgrp=wacall;trunk-context=byoc.example.com@sip.example.com;transport=tls"

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from kemi.settings import load_settings
 from lab.edge import EXAMPLE_CONFIG, merge
 from provisioning.cli import app
-from provisioning.config import SiteConfig, load_config
 from provisioning.kamailio_binary import kamailio_available, kamailio_binary
 from provisioning.render import (
     DS_ALGORITHMS,
@@ -25,6 +24,7 @@ from provisioning.render import (
     render_kamailio,
 )
 from provisioning.templates_dir import templates_dir
+from siteconfig.model import SiteConfig, load_config
 
 RENDERED = ("credentials-schema.sql", "dispatcher.list", "edge-settings.json", "kamailio.cfg",
             "tls.cfg", "wa_edge.py")

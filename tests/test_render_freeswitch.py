@@ -17,9 +17,9 @@ from esl.fsconfig import TEMPLATES
 from esl.site import controller_settings, freeswitch_site, load_controller_settings
 from lab.edge import EXAMPLE_CONFIG, merge
 from provisioning.cli import app
-from provisioning.config import ConfigError, SiteConfig, load_config, parse_config
 from provisioning.render import RenderError
 from provisioning.render_freeswitch import render_freeswitch
+from siteconfig.model import ConfigError, SiteConfig, load_config, parse_config
 
 SDES_NUMBER = {"business_number": "+15550100002", "phone_number_id": "100000000000002",
                "srtp_mode": "SDES", "sdes_suites": ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM"]}

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import jinja2
 
-from provisioning.config import SiteConfig, split_host_port
 from provisioning.render import DS_ALGORITHMS, RenderOptions, render_kamailio
 from provisioning.templates_dir import KEMI_DIR
+from siteconfig.model import SiteConfig, split_host_port
 
 from .site import BenchSite
 

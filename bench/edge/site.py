@@ -17,8 +17,8 @@ from typing import Any
 from lab.certs import TestCa, make_test_ca
 from lab.edge import EXAMPLE_CONFIG, merge
 from lab.processes import free_port
-from provisioning.config import SiteConfig
 from provisioning.credential_store import credential_for, open_store
+from siteconfig.model import SiteConfig
 
 BENCH_PASSWORD = "bench-sip-password-1"
 META_USER = "+15550123456"

@@ -35,8 +35,8 @@ from lab.edge import EXAMPLE_CONFIG, merge
 from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate, loopback_overrides
 from lab.processes import LabError, free_port
 from lab.sipp import scenario
-from provisioning.config import SiteConfig
 from provisioning.freeswitch_binary import freeswitch_available
+from siteconfig.model import SiteConfig
 
 BUSINESS_NUMBER = "+15550100001"
 PASSWORD = "bench-Esl-password"

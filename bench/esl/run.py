@@ -50,8 +50,8 @@ from real_switch import AnswerClock, run_real_switch  # noqa: E402  (beside this
 
 from esl.controller import Controller  # noqa: E402
 from esl.gctune import tune_gc  # noqa: E402
-from esl.settings import ControllerSettings  # noqa: E402
 from lab.esl_standin import FreeSwitchStandin, UicCall, UicHandle  # noqa: E402
+from siteconfig.controller import ControllerSettings  # noqa: E402
 
 PASSWORD = "bench-password"
 BUSINESS_NUMBER = "+15550100001"

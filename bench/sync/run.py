@@ -29,10 +29,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lab.graph_standin.seed import seeded_number  # noqa: E402
-from provisioning.config import Number  # noqa: E402
 from provisioning.credential_store import open_store  # noqa: E402
 from provisioning.graph_client import GraphClient, RetryPolicy  # noqa: E402
 from provisioning.sync import SyncOptions, SyncOutcome, sync_numbers  # noqa: E402
+from siteconfig.model import Number  # noqa: E402
 
 APP_ID = "700000000000001"
 TOKEN = "bench-token-not-a-secret"

@@ -21,7 +21,6 @@ from pathlib import Path
 from esl.bic import BicRequest, BicResult, place_bic
 from esl.client import connect_inbound
 from esl.event import Event
-from esl.settings import ControllerSettings
 from lab.edge import EXAMPLE_CONFIG, merge
 from lab.freeswitch import FreeswitchLab, FreeswitchPorts, loopback_overrides
 from lab.media.peer import MediaPeer, MediaReport, MediaTimeouts
@@ -30,7 +29,8 @@ from lab.media.sip_uac import SipUac
 from lab.media.sip_uas import SipUas
 from lab.media.tone import dominant_frequency
 from lab.processes import free_port
-from provisioning.config import SiteConfig
+from siteconfig.controller import ControllerSettings
+from siteconfig.model import SiteConfig
 
 PEER_TONE_HZ = 1000.0
 FREESWITCH_TONE_HZ = 440.0

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from esl.cdr import CallRecord
 from esl.controller import Controller
-from esl.settings import ControllerSettings
 from lab.esl_standin import FreeSwitchStandin, UicCall, UicHandle
+from siteconfig.controller import ControllerSettings
 from tests.esl.conftest import PASSWORD
 
 SDES_NUMBER = "+15550100001"

@@ -114,7 +114,7 @@ def test_bad_bic_requests_are_refused_before_freeswitch(
 
 async def test_originate_without_freeswitch_fails_clearly(tmp_path: Path) -> None:
     from esl.errors import ConnectionClosed
-    from esl.settings import ControllerSettings
+    from siteconfig.controller import ControllerSettings
 
     settings = ControllerSettings.model_validate(
         {

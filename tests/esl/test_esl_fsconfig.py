@@ -15,7 +15,7 @@ from esl.fsconfig import (
     check_rendered_xml,
     freeswitch_context,
 )
-from esl.settings import ControllerSettings
+from siteconfig.controller import ControllerSettings
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "freeswitch"
 

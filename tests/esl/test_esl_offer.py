@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from esl.event import Event
 from esl.offer import offered_srtp_mode
-from esl.settings import ControllerSettings, NumberSettings, Route, RouteTarget
 from esl.uic import MISMATCH_CAUSE, plan_uic
 from esl.whatsapp_call import read_whatsapp_call
+from siteconfig.controller import ControllerSettings, NumberSettings, Route, RouteTarget
 
 DTLS_OFFER = """v=0\r
 o=- 1 1 IN IP4 157.240.1.1\r

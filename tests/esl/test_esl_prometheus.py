@@ -16,8 +16,8 @@ from esl.call_outcome import KNOWN_CODES
 from esl.cdr import CallRecord
 from esl.client import connect_inbound
 from esl.controller import Controller
-from esl.settings import ControllerSettings, SettingsError, load_settings
 from lab.esl_standin import BicOutcome, FreeSwitchStandin, MetaBehaviour, UicCall
+from siteconfig.controller import ControllerSettings, SettingsError, load_settings
 from tests.esl.conftest import PASSWORD
 from tests.esl.controller_fixtures import SDES_NUMBER, ended_record, make_settings, place
 

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from esl.event import Event
 from esl.media import bic_codecs, dial_variables, multiset_argument, srtp_variables
 from esl.routing import choose_route
-from esl.settings import ControllerSettings, NumberSettings, SettingsError, load_settings
 from esl.whatsapp_call import read_whatsapp_call
+from siteconfig.controller import ControllerSettings, NumberSettings, SettingsError, load_settings
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import pytest
 from lab.edge import EXAMPLE_CONFIG, merge
 from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate, loopback_overrides
 from lab.processes import free_port
-from provisioning.config import SiteConfig
 from provisioning.freeswitch_binary import freeswitch_available
+from siteconfig.model import SiteConfig
 
 ESL_PASSWORD = "esl-Secret-42"
 

@@ -11,11 +11,11 @@ import pytest
 from esl.bic import BicRequest, place_bic
 from esl.client import connect_inbound
 from esl.errors import EslError
-from esl.settings import ControllerSettings
 from esl.site import controller_settings
 from lab.freeswitch import FreeswitchLab
 from lab.processes import wait_for_udp_bound
 from lab.sipp import SippServer, start_sipp_server
+from siteconfig.controller import ControllerSettings
 from tests.freeswitch.conftest import ESL_PASSWORD, SDES_NUMBER
 
 WHATSAPP_USER = "+15550123456"

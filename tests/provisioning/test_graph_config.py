@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.config import ConfigError, load_config
 from provisioning.graph_token import TokenError, load_token
+from siteconfig.model import ConfigError, load_config
 from tests.provisioning.conftest import site_toml
 
 

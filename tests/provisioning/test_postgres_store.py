@@ -13,12 +13,12 @@ import pytest
 from lab.certs import make_test_ca
 from lab.graph_standin import GraphStandin
 from lab.processes import ManagedProcess, free_port
-from provisioning.config import load_config
 from provisioning.credential_store import StoreError, WriteOutcome, credential_for
 from provisioning.kamailio_binary import kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 from provisioning.pg_store import open_postgres_store, redact_url
 from provisioning.render import RenderOptions, render_kamailio
+from siteconfig.model import load_config
 from tests.provisioning.conftest import APP_ID, NUMBERS, SIP_DOMAIN, provision, site_toml
 from tests.provisioning.pg_cluster import postgres_cluster, server_bin
 

@@ -16,8 +16,8 @@ from kemi.digest_credentials import (
 )
 from kemi.drop_summary import Drop, DropSummary
 from lab.edge import EXAMPLE_CONFIG
-from provisioning.config import load_config
 from provisioning.render import RenderOptions, render_kamailio
+from siteconfig.model import load_config
 
 RURI = "sip:+15550100001;tgrp=wacall;trunk-context=byoc.example.com@sip.example.com;transport=tls"
 GOOD = ('Digest username="15550100001", realm="sip.example.com", nonce="abc", '

@@ -25,7 +25,7 @@ from lab.attack.tls_hold import (
 )
 from lab.edge import EdgeLab
 from lab.sipp import start_sipp_server
-from provisioning.config import ConnectionLimits
+from siteconfig.model import ConnectionLimits
 from tests.conftest import edge_overrides
 
 LIMITS = ConnectionLimits()  # the defaults a site gets: the test checks what users run

@@ -15,8 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from esl.listen_address import parse_listen_address
-from esl.settings import (
+from siteconfig.controller import (
     E164_PATTERN,
     SDES_SUITES,
     FreeswitchSettings,
@@ -24,7 +23,8 @@ from esl.settings import (
     MediaSettings,
     ReconnectSettings,
 )
-from esl.settings import Route as ControllerRoute
+from siteconfig.controller import Route as ControllerRoute
+from siteconfig.listen_address import parse_listen_address
 
 E164 = re.compile(E164_PATTERN)
 HOSTNAME = re.compile(

@@ -1,7 +1,7 @@
 """``host:port`` for a listening socket, checked when the settings load, not when binding fails.
 
 Kept in ``esl/`` with the standard library only, so the controller's settings stay
-self-contained (esl/settings.py) and the site config can use the same check.
+self-contained (siteconfig/controller.py) and the site config can use the same check.
 """
 
 from __future__ import annotations

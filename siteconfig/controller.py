@@ -24,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from esl.listen_address import parse_listen_address
+from siteconfig.listen_address import parse_listen_address
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
-"""A '+', then 7 to 15 digits (the settings and ``esl.bic``; provisioning.config can import it)."""
+"""A '+', then 7 to 15 digits (the settings and ``esl.bic``; siteconfig.model can import it)."""
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 SrtpMode = Literal["SDES", "DTLS"]
 G711 = Literal["PCMU", "PCMA"]
