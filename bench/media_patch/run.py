@@ -45,6 +45,10 @@ def with_audio(call: MediaCall) -> bool:
 
 async def calls_at(binary: str, count: int, folder: Path, pem: Path) -> dict[str, list[MediaCall]]:
     os.environ["WA_SIP_FREESWITCH"] = binary
+    # The binary's RUNPATH names /opt/freeswitch/lib, which after install-freeswitch holds the
+    # patched core: a stock install moved aside must run on its own libfreeswitch (RUNPATH, unlike
+    # RPATH, yields to LD_LIBRARY_PATH), or "stock" would measure the patched core again.
+    os.environ["LD_LIBRARY_PATH"] = str(Path(binary).resolve().parent.parent / "lib")
     freeswitch_binary.cache_clear()
     config = media_site(FreeswitchPorts(), folder)
     lab = FreeswitchLab(folder, config, pem)
