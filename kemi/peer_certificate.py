@@ -1,6 +1,6 @@
 """Does the peer's TLS certificate name the host we meant to reach?
 
-Kamailio 5.6's tls module verifies the chain only. Before the edge answers Meta's digest
+Kamailio's tls module (5.6 and 6.1 alike) verifies the chain only. Before the edge answers Meta's digest
 challenge (which proves knowledge of the SIP password), the script checks the certificate's
 names itself. `$tls_peer_san_hostname` holds only the first DNS name, so the edge reads the whole
 certificate (`$tls_peer_raw_cert`, PEM) and takes its subjectAltName DNS names with a small DER
