@@ -6,8 +6,12 @@ driving it. Meta is played on both of its sides: SIPp behind stunnel (TLS, a tes
 run time) places user-initiated calls; for business-initiated calls `wa-esl originate` sends
 FreeSWITCH's INVITE through its gateway to the edge, then to the Meta stand-in (a second
 Kamailio behind stunnel with a `wa.meta.vc` certificate that challenges with 407 and checks the
-digest and From rules), then to the WhatsApp user, a SIPp UAS. The Meta side sends SDP only,
-no media yet, so calls are short.
+digest and From rules), then to the WhatsApp user, a SIPp UAS. Those calls carry SDP only.
+
+A media section follows (lab/media_section.py): the four media flows (user- and
+business-initiated, SDES and DTLS) with lab/media's peer playing WhatsApp's media side, one
+`media:` line per call, all through the edge (and the Meta stand-in on business-initiated
+calls); a call fails unless each side hears the other's tone.
 
 Ladders show each leg as its own party saw it: Meta's SIPp trace, FreeSWITCH's sofia siptrace
 (turned on over the Event Socket), the Meta stand-in's events and the WhatsApp user's trace.
@@ -32,6 +36,7 @@ from esl.cdr import CallRecord
 from lab.bundle import BundleLab
 from lab.edge import EXAMPLE_CONFIG
 from lab.freeswitch_trace import TRACE_COMMANDS, executed, read_freeswitch_trace, wait_for_call
+from lab.media_section import MEDIA_CALLS, media_call, media_overrides
 from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER, StandinEvent
 from lab.metrics_summary import Expected, summarize
 from lab.processes import LabError
@@ -333,7 +338,10 @@ def lab_overrides(config_path: Path) -> tuple[dict[str, Any], list[str]]:
             numbers.append({"business_number": number, "phone_number_id": number_id,
                             "srtp_mode": mode})
             added.append(f"{number} ({mode})")
-    routes = [IVR_ROUTE, *raw.get("esl", {}).get("routes", [])]
+    media_numbers, media_routes = media_overrides()
+    numbers += media_numbers
+    added += [f"{n['business_number']} ({n['srtp_mode']}, media calls)" for n in media_numbers]
+    routes = [IVR_ROUTE, *media_routes, *raw.get("esl", {}).get("routes", [])]
     return {"numbers": numbers, "esl": {"routes": routes}}, added
 
 
@@ -399,6 +407,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  why: {result.detail}")
                 if result.passed and play in COUNTED_AS:
                     expected[COUNTED_AS[play]] += 1
+            print("\nlab: media section: WhatsApp's media played by lab/media's peer (1000 Hz), "
+                  "FreeSWITCH playing 440 Hz")
+            for index, (who, mode) in enumerate(MEDIA_CALLS, len(CALLS) + 1):
+                call_folder = folder / f"call-{index}"
+                call_folder.mkdir()
+                outcome = media_call(bundle, who, mode, call_folder)
+                results.append(LabCall(outcome.name, outcome.passed, [], outcome.notes,
+                                       outcome.detail))
+                print(f"\n[{'PASS' if outcome.passed else 'FAIL'}] {outcome.name}")
+                for note in outcome.notes:
+                    print(f"  {note}" if note.startswith("media:") else f"  = {note}")
+                if outcome.detail:
+                    print(f"  why: {outcome.detail}")
+                if outcome.answered:
+                    expected[("uic" if who == "user" else "bic", "answered")] += 1
             results.append(metrics_check(bundle, expected))
     except (LabError, ConfigError) as error:
         print(f"lab: cannot run: {error}", file=sys.stderr)

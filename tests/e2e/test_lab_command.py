@@ -19,7 +19,7 @@ def test_lab_command_runs_every_call_through_the_real_switch() -> None:
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0, done.stdout + done.stderr
     summary = re.fullmatch(r"lab: (\d+) passed, 0 failed", lines[-1])
-    assert summary and int(summary[1]) >= 6, lines[-1]  # six calls (and checks after them)
+    assert summary and int(summary[1]) >= 12, lines[-1]  # calls, metrics check, 4 media calls
     text = done.stdout
     # FreeSWITCH's legs, from its own siptrace: a UIC it answered, a BIC it placed
     assert "edge        ──▶ FreeSWITCH  INVITE sip:+1555" in text
@@ -37,3 +37,10 @@ def test_lab_command_runs_every_call_through_the_real_switch() -> None:
     assert "the edge told FreeSWITCH: X-WA-Diagnosis: declined" in text
     # both /metrics endpoints scraped at the end agree with the calls placed
     assert "[PASS] metrics scraped from the edge and wa-esl match the calls placed" in text
+    # the media section: four flows, audio heard both ways on each
+    media = [line for line in lines if line.startswith("  media: ")]
+    assert len(media) == 4, media
+    assert all(line.endswith("tone 440 Hz heard by WhatsApp, 1000 Hz heard by FreeSWITCH")
+               for line in media), media
+    assert sum(line.startswith("  media: DTLS AES_CM_128_HMAC_SHA1_80, handshake ")
+               for line in media) == 2, media
