@@ -6,7 +6,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch
+.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch bench-media
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -49,6 +49,12 @@ bench-abuse: system-deps python-deps
 # DTLS with WhatsApp's ICE-lite media, stock FreeSWITCH (STOCK=bin/freeswitch) vs the patched one
 bench-media-patch: system-deps python-deps
 	$(VENV)/bin/python -m bench.media_patch.run $(BENCH_ARGS)
+
+# Concurrent SRTP + Opus calls on one FreeSWITCH (SDES, DTLS, Opus<->PCMU): CPU per call, loss,
+# jitter, highest load with loss < 0.5 %; plot bench/media/media-bench.png; ~4 min.
+bench-media: system-deps python-deps
+	$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/python -m bench.media.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -121,15 +121,16 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
                    hold_s: float, timeouts: MediaTimeouts | None = None,
                    peer_tone_hz: float = PEER_TONE_HZ, dtmf: str = "",
                    mutate_offer: Callable[[str], str] | None = None,
-                   observe: bool = True, business_dtmf: str = "") -> MediaCall:
+                   observe: bool = True, business_dtmf: str = "", lean: bool = False) -> MediaCall:
     """A user-initiated call: WhatsApp's offer, FreeSWITCH's answer, media for `hold_s`, then
     Meta's BYE; or the peer's BYE when its no-media limit strikes first. `dtmf` is sent as
     RFC 4733 events once media flows; `mutate_offer` changes the offer (bad-case tests);
     `observe=False` skips what needs the Event Socket per call (the channel's recording, DTMF
     events), for many calls at once. `business_dtmf` (``uuid_send_dtmf`` syntax) is sent by
-    FreeSWITCH once its media reaches WhatsApp."""
+    FreeSWITCH once its media reaches WhatsApp. `lean` makes the peer bench-media's lean one
+    (pre-encoded tone, nothing decoded)."""
     timed_out = asyncio.Event()
-    peer = await MediaPeer(mode, tone_hz=peer_tone_hz, timeouts=timeouts,
+    peer = await MediaPeer(mode, tone_hz=peer_tone_hz, timeouts=timeouts, lean=lean,
                            on_media_timeout=lambda _reason: timed_out.set()).open()
     uac = await SipUac(("127.0.0.1", switch.sip_port)).open()
     caller = whatsapp_user()

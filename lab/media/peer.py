@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 
 from lab.media.dtls import DtlsCertificate, DtlsEndpoint, make_certificate
 from lab.media.opus import CLOCK_RATE, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
+from lab.media.receive_stats import ReceiveStats
 from lab.media.rtp import (
     Kind,
     RtpHeader,
@@ -58,6 +60,7 @@ DTMF_PACKETS = 5  # 100 ms per digit in 20 ms packets
 DTMF_END_PACKETS = 3  # the end packet is sent three times (RFC 4733 2.5.1.4)
 DTMF_GAP_FRAMES = 5  # 100 ms of audio between digits
 HEARD_SECONDS = 10  # what the frequency analysis looks at: the most recent audio
+LEAN_FRAMES = 50  # a lean peer's tone: one second of Opus frames encoded once, sent in a loop
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class MediaReport:
     bytes_sent: int = 0
     packets_received: int = 0
     bytes_received: int = 0
+    packets_expected: int = 0  # from the business's RTP sequence numbers (RFC 3550 A.3)
+    packets_lost: int = 0
+    jitter_ms: float = 0.0  # RFC 3550 interarrival jitter of the business's audio
     rtcp_sent: int = 0
     rtcp_received: int = 0
     auth_failures: int = 0
@@ -112,6 +118,8 @@ class MediaReport:
         else:
             parts.append("no business packet")
         parts.append(f"{self.packets_received}/{self.packets_sent} packets")
+        if self.packets_lost:
+            parts.append(f"{self.packets_lost} lost")
         if self.auth_failures:
             parts.append(f"{self.auth_failures} SRTP auth failures")
         heard = f"{self.heard_hz:.0f} Hz" if self.heard_hz is not None else "nothing"
@@ -132,14 +140,30 @@ class _Stream:
     timestamp: int = field(default_factory=lambda: int.from_bytes(os.urandom(4), "big"))
 
 
+@functools.lru_cache(maxsize=4)
+def lean_frames(tone_hz: float) -> tuple[bytes, ...]:
+    """One second of the tone in Opus frames, encoded once per process for every lean peer."""
+    encoder, tone = OpusEncoder(), ToneGenerator(tone_hz, SAMPLE_RATE)
+    return tuple(encoder.encode(tone.frame(FRAME_SAMPLES)) for _ in range(LEAN_FRAMES))
+
+
 class MediaPeer(asyncio.DatagramProtocol):
-    """WhatsApp's media for one call; `await MediaPeer(...).open()` binds its port."""
+    """WhatsApp's media for one call; `await MediaPeer(...).open()` binds its port.
+
+    `lean=True` (bench-media's load generator) sends pre-encoded frames of the tone and does not
+    decode what arrives (no `heard_hz`): Opus in Python would cost more CPU than FreeSWITCH's
+    side of the call, and the bench measures FreeSWITCH. Loss and jitter are counted either way.
+    """
 
     def __init__(self, mode: SrtpMode, *, tone_hz: float = 1000.0, address: str = "127.0.0.1",
                  timeouts: MediaTimeouts | None = None,
                  certificate: DtlsCertificate | None = None,
-                 on_media_timeout: Callable[[str], None] | None = None) -> None:
+                 on_media_timeout: Callable[[str], None] | None = None,
+                 lean: bool = False) -> None:
         self.mode = mode
+        self.lean = lean
+        self._lean_frames = lean_frames(tone_hz) if lean else ()
+        self.receive_stats = ReceiveStats(CLOCK_RATE)
         self.address = address
         self.timeouts = timeouts or MediaTimeouts()
         self.on_media_timeout = on_media_timeout
@@ -211,6 +235,9 @@ class MediaPeer(asyncio.DatagramProtocol):
         if self.dtls is not None and self.dtls.failure:
             report.failure = self.dtls.failure
         report.heard_hz = dominant_frequency(b"".join(self._heard), SAMPLE_RATE)
+        report.packets_expected = self.receive_stats.expected
+        report.packets_lost = self.receive_stats.lost
+        report.jitter_ms = self.receive_stats.jitter_ms
         if self.ack_at is not None and self.first_packet_at is not None:
             report.first_packet_after_ack_ms = (self.first_packet_at - self.ack_at) * 1000
         return report
@@ -309,7 +336,9 @@ class MediaPeer(asyncio.DatagramProtocol):
         if self.first_packet_at is None:
             self.first_packet_at = now
             self.first_packet.set()
-        if header.payload_type == self._opus_pt:
+        self.receive_stats.packet(header.ssrc, header.sequence, header.timestamp, now,
+                                  audio=header.payload_type == self._opus_pt)
+        if header.payload_type == self._opus_pt and not self.lean:
             try:
                 self._heard.append(self._decoder.decode(payload))
             except ValueError:
@@ -347,7 +376,10 @@ class MediaPeer(asyncio.DatagramProtocol):
             if self._dtmf:
                 next_at = await self._send_digit(self._dtmf.popleft(), next_at)
                 continue
-            payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
+            if self.lean:
+                payload = self._lean_frames[self.report.packets_sent % LEAN_FRAMES]
+            else:
+                payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
             header = RtpHeader(self._opus_pt, stream.sequence, stream.timestamp, stream.ssrc,
                                marker=self.report.packets_sent == 0)
             self._send_srtp(header.pack() + payload)

@@ -1,0 +1,1 @@
+"""make bench-media: concurrent SRTP calls with Opus on one FreeSWITCH."""
