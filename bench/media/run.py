@@ -142,6 +142,27 @@ def bench_site(ports: FreeswitchPorts, folder: Path, g711: tuple[str, int]) -> S
     return SiteConfig.model_validate({**dict(base), "numbers": [*base.numbers, number], "esl": esl})
 
 
+class TunedFreeswitch(FreeswitchLab):
+    """The rendered FreeSWITCH, with mod_opus's encoder `complexity` (0-10) changed if asked:
+    libopus is most of FreeSWITCH's CPU on these calls, and complexity its main knob."""
+
+    def __init__(self, folder: Path, config: SiteConfig, pem: Path, opus_complexity: int | None) -> None:
+        super().__init__(folder, config, pem)
+        self.opus_complexity = opus_complexity
+
+    def render(self) -> Path:
+        out = super().render()
+        if self.opus_complexity is not None:
+            conf = self.conf / "autoload_configs" / "opus.conf.xml"
+            text, count = re.subn(r'name="complexity" value="\d+"',
+                                  f'name="complexity" value="{self.opus_complexity}"',
+                                  conf.read_text(encoding="utf-8"))
+            if count != 1:
+                raise SystemExit(f"{conf}: no complexity parameter to change")
+            conf.write_text(text, encoding="utf-8")
+        return out
+
+
 def freeswitch_pid(lab: FreeswitchLab) -> int:
     """FreeSWITCH writes its pid into its run folder."""
     return int((lab.run_dir / "run" / "freeswitch.pid").read_text(encoding="ascii").split()[0])
@@ -246,7 +267,8 @@ def limit_of(step: Step) -> str:
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, str]:
     pem = dtls_certificate(folder / "dtls-srtp.pem")
     g711 = await G711Endpoint().open()
-    lab = FreeswitchLab(folder, bench_site(FreeswitchPorts(), folder, ("127.0.0.1", g711.port)), pem)
+    lab = TunedFreeswitch(folder, bench_site(FreeswitchPorts(), folder, ("127.0.0.1", g711.port)),
+                          pem, args.opus_complexity)
     await asyncio.to_thread(lab.start)
     result: dict[str, str] = {}
     steps: dict[str, list[Step]] = {}
@@ -302,6 +324,8 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, str]:
     result["ref_one_call_fs_cpu_us"] = f"{ref_us:.0f}"
     if ref_us > 0 and sdes not in ("none", "0"):
         result["sdes_per_call_vs_one_call"] = f"{float(sdes) / ref_us:.2f}"
+    if args.opus_complexity is not None:
+        result["opus_complexity"] = str(args.opus_complexity)
     result["elapsed_s"] = f"{time.monotonic() - started:.0f}"
     return result
 
@@ -313,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenarios", type=lambda text: text.split(","), default=list(SCENARIOS))
     parser.add_argument("--measure", type=float, default=5.0, help="CPU window per step (s)")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds for all ramps")
+    parser.add_argument("--opus-complexity", type=int, choices=range(11), default=None,
+                        help="mod_opus encoder complexity (default: the rendered opus.conf's)")
     parser.add_argument("--plot", type=Path, default=Path(__file__).parent / "media-bench.png")
     args = parser.parse_args(argv)
     unknown = set(args.scenarios) - set(SCENARIOS)
