@@ -65,3 +65,16 @@ async def ended_record(controller: Controller, call_uuid: str, timeout: float = 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"no ended CDR for {call_uuid}: {record}")
         await asyncio.sleep(0.01)
+
+
+async def ended_by_wacid(controller: Controller, wacid: str, timeout: float = 15.0) -> CallRecord:
+    """The CDR of the call with `wacid`, once it says the call ended (real FreeSWITCH calls,
+    whose UUID the test does not choose)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        records = [r for r in controller.store.recent(limit=50) if r.wacid == wacid]
+        if records and records[0].state == "ended":
+            return records[0]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no ended CDR for {wacid}: {records[:1]}")
+        await asyncio.sleep(0.1)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from esl.cdr import CallRecord
 from esl.controller import Controller
 from esl.site import controller_settings
 from lab.freeswitch import FreeswitchLab
 from lab.processes import free_port
 from lab.sipp import SippResult, run_sipp_client
+from tests.esl.controller_fixtures import ended_by_wacid
 from tests.freeswitch.conftest import DTLS_NUMBER, META_USER, SDES_NUMBER
 
 
@@ -50,25 +50,13 @@ async def edge_call(switch: FreeswitchLab, flow: str, number: str, hold_ms: int,
     return EdgeCall(wacid, result)
 
 
-async def ended(controller: Controller, wacid: str, timeout: float = 15.0) -> CallRecord:
-    """The CDR of the call with `wacid`, once it says the call ended."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        records = [r for r in controller.store.recent(limit=50) if r.wacid == wacid]
-        if records and records[0].state == "ended":
-            return records[0]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"no ended CDR for {wacid}: {records[:1]}")
-        await asyncio.sleep(0.1)
-
-
 async def test_sdes_call_ends_when_meta_hangs_up(switch: FreeswitchLab, controller: Controller,
                                                  tmp_path: Path) -> None:
     """The profile's RTP timer: without it the BYE waited ~5 s behind a blocked playback."""
     call = await edge_call(switch, "fs-uic-sdes", SDES_NUMBER, 3000, tmp_path)
     result = call.result
     assert result.passed, (result.errors, result.first_lines())
-    record = await ended(controller, call.wacid)
+    record = await ended_by_wacid(controller, call.wacid)
     assert record.srtp_mode == "SDES" and record.route == "catch-all"
     assert record.meta_duration_s == 3
     assert record.fs_duration_s is not None and 2.8 <= record.fs_duration_s < 4.5, record
@@ -81,7 +69,7 @@ async def test_dtls_call_without_media_ends_when_meta_hangs_up(
     call = await edge_call(switch, "fs-uic-dtls", DTLS_NUMBER, 3000, tmp_path)
     assert call.result.passed, (call.result.errors, call.result.first_lines())
     assert bye_answered_within(call.result) < 1.5
-    record = await ended(controller, call.wacid)
+    record = await ended_by_wacid(controller, call.wacid)
     assert record.srtp_mode == "DTLS" and record.hangup_cause == "NORMAL_CLEARING"
     # FreeSWITCH marks a DTLS leg answered once its media is up (here: never), so billmsec is 0;
     # the call's life is what shows it ended with the BYE
@@ -113,7 +101,7 @@ async def test_park_route_holds_the_call_without_an_error(
     log_start = switch.log.stat().st_size
     call = await edge_call(switch, "fs-uic-sdes", SDES_NUMBER, 1000, tmp_path)
     assert call.result.passed, (call.result.errors, call.result.first_lines())
-    record = await ended(controller, call.wacid)
+    record = await ended_by_wacid(controller, call.wacid)
     assert record.route == "catch-all" and record.hangup_cause == "NORMAL_CLEARING"
     with switch.log.open("rb") as log:
         log.seek(log_start)

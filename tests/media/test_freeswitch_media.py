@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from esl.cdr import CallRecord
 from esl.controller import Controller
 from esl.diagnosis import DTLS_FAILED
 from esl.site import controller_settings
@@ -34,6 +33,7 @@ from lab.media.freeswitch_patch import is_patched
 from lab.media.peer import MediaTimeouts
 from lab.media.sdp import SrtpMode
 from provisioning.freeswitch_binary import freeswitch_available, freeswitch_binary
+from tests.esl.controller_fixtures import ended_by_wacid
 
 pytestmark = pytest.mark.skipif(not freeswitch_available(),
                                 reason="no FreeSWITCH: run scripts/install-freeswitch")
@@ -59,18 +59,6 @@ async def controller(switch: FreeswitchLab) -> AsyncIterator[Controller]:
         yield running
     finally:
         await running.stop()
-
-
-async def ended_record(controller: Controller, wacid: str, timeout: float = 15.0) -> CallRecord:
-    """The CDR of the call with `wacid` once it says the call ended."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        records = [r for r in controller.store.recent(limit=50) if r.wacid == wacid]
-        if records and records[0].state == "ended":
-            return records[0]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"no ended CDR for {wacid}: {records[:1]}")
-        await asyncio.sleep(0.1)
 
 
 def heard(value: float | None, tone: float) -> bool:
@@ -195,7 +183,7 @@ async def test_srtp_mode_mismatch_is_refused_with_488_and_a_diagnosis(
     assert call.warning == (f'305 wa-esl "Incompatible media format: {offered.value} offered, '
                             f'number is {number_mode}"'), call
     assert call.report.packets_received == 0 and call.report.packets_sent == 0
-    record = await ended_record(controller, call.wacid)
+    record = await ended_by_wacid(controller, call.wacid)
     assert record.hangup_cause == "INCOMPATIBLE_DESTINATION", record
     assert record.answer_at is None and record.srtp_mode == number_mode
     assert record.diagnosis is not None and record.diagnosis.startswith(
@@ -253,7 +241,7 @@ async def test_wrong_fingerprint_ends_the_call_with_a_diagnosis(
     report = call.report
     assert call.sip_status == 200 and call.business_hung_up, call
     assert report.packets_received == 0 and report.packets_sent == 0, call.line()
-    record = await ended_record(controller, call.wacid)
+    record = await ended_by_wacid(controller, call.wacid)
     assert record.hangup_cause == "DESTINATION_OUT_OF_ORDER", record
     assert "Fingerprint Verification Failed" in fs_log_since(switch, log_start)
     assert record.diagnosis == DTLS_FAILED, record
@@ -277,7 +265,7 @@ async def test_business_sending_no_media_is_ended_by_whatsapp(
     assert call.bye_status == 200 and not call.business_hung_up, call
     assert report.packets_sent == 0 and report.packets_received == 0
     assert report.dtls_handshake_ms is None and report.stun_requests > 0
-    record = await ended_record(controller, call.wacid)
+    record = await ended_by_wacid(controller, call.wacid)
     assert record.hangup_cause == "NORMAL_CLEARING", record
 
 
