@@ -25,7 +25,7 @@ from typing import Any
 from esl.cdr import CallRecord, CdrStore
 from lab.edge import EXAMPLE_CONFIG, LAB_PASSWORD, EdgeLab, merge
 from lab.freeswitch import FreeswitchLab, FreeswitchPorts, dtls_certificate, loopback_overrides
-from lab.processes import LabError, ManagedProcess, free_port
+from lab.processes import LabError, LabParty, ManagedProcess, free_port
 from lab.sipp import SippResult
 from lab.site_toml import write_site_toml
 
@@ -99,7 +99,7 @@ class Originated:
         return found[1] if found else None
 
 
-class BundleLab:
+class BundleLab(LabParty):
     """Edge + Meta stand-in + FreeSWITCH + wa-esl in `folder`; use as a context manager."""
 
     def __init__(self, folder: Path, config_path: Path = EXAMPLE_CONFIG,
@@ -120,17 +120,6 @@ class BundleLab:
         self.dtls_pem = dtls_pem or dtls_certificate(folder / "dtls" / "dtls-srtp.pem")
         self.freeswitch = FreeswitchLab(folder / "freeswitch", self.config, self.dtls_pem)
         self.wa_esl: WaEsl | None = None
-
-    def __enter__(self) -> BundleLab:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         write_site_toml(self.config_file, self.edge.raw_config)

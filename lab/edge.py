@@ -17,7 +17,7 @@ from typing import Any
 
 from lab.certs import TestCa, make_test_ca
 from lab.meta_standin import META_HOST, WHATSAPP_USER, MetaStandin, StandinPorts
-from lab.processes import LabError, ManagedProcess, free_port, wait_for_tcp
+from lab.processes import LabError, LabParty, ManagedProcess, free_port, wait_for_tcp
 from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
 from provisioning.credential_store import credential_for, open_store
@@ -53,7 +53,7 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class EdgeLab:
+class EdgeLab(LabParty):
     """Kamailio + Meta's TLS client leg, in `folder`; use as a context manager.
 
     With `meta_standin`, Meta's own edge is played too (stunnel + a second Kamailio, see
@@ -115,17 +115,6 @@ class EdgeLab:
         return self.folder / "out" / "kamailio" / "kamailio_rpc.sock"
 
     # ---- life cycle -------------------------------------------------------------------------
-
-    def __enter__(self) -> EdgeLab:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         for tool in ("sipp", "stunnel4"):

@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from esl.client import connect_inbound
 from esl.errors import EslError
-from lab.processes import LabError, ManagedProcess, free_port, wait_for_tcp
+from lab.processes import LabError, LabParty, ManagedProcess, free_port, wait_for_tcp
 from provisioning.freeswitch_binary import FreeswitchNotFound, freeswitch_binary
 from provisioning.render import RenderError
 from provisioning.render_freeswitch import render_freeswitch
@@ -96,7 +96,7 @@ def dtls_certificate(path: Path) -> Path:
     return path
 
 
-class FreeswitchLab:
+class FreeswitchLab(LabParty):
     """One FreeSWITCH rendered from `config` into `folder`; use as a context manager."""
 
     def __init__(self, folder: Path, config: SiteConfig, dtls_pem: Path | None = None) -> None:
@@ -113,17 +113,6 @@ class FreeswitchLab:
         self.conf = folder / "out" / "freeswitch"
         self.run_dir = folder / "run"
         self.starts = 0
-
-    def __enter__(self) -> FreeswitchLab:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def log(self) -> Path:

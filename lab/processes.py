@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 
 class LabError(Exception):
@@ -56,6 +57,28 @@ def wait_for_udp_bound(host: str, port: int, timeout: float, what: str) -> None:
                 return
         time.sleep(0.05)
     raise LabError(f"{what} did not bind UDP {host}:{port} within {timeout:.0f} s")
+
+
+class LabParty:
+    """A part of the lab used as a context manager: started on entry, stopped on exit, and
+    stopped again when starting fails half-way, so no process of a failed start outlives it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class ManagedProcess:

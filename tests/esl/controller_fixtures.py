@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from esl.cdr import CallRecord
@@ -78,3 +80,15 @@ async def ended_by_wacid(controller: Controller, wacid: str, timeout: float = 15
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"no ended CDR for {wacid}: {records[:1]}")
         await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running_controller(settings: ControllerSettings) -> AsyncIterator[Controller]:
+    """A controller connected to a (real) FreeSWITCH's Event Socket, stopped afterwards."""
+    running = Controller(settings)
+    await running.start()
+    try:
+        await asyncio.wait_for(running.inbound_ready.wait(), 15)
+        yield running
+    finally:
+        await running.stop()

@@ -17,19 +17,14 @@ from esl.site import controller_settings
 from lab.freeswitch import FreeswitchLab
 from lab.processes import free_port
 from lab.sipp import SippResult, run_sipp_client
-from tests.esl.controller_fixtures import ended_by_wacid
+from tests.esl.controller_fixtures import ended_by_wacid, running_controller
 from tests.freeswitch.conftest import DTLS_NUMBER, META_USER, SDES_NUMBER
 
 
 @pytest.fixture
 async def controller(switch: FreeswitchLab) -> AsyncIterator[Controller]:
-    running = Controller(controller_settings(switch.config))
-    await running.start()
-    await asyncio.wait_for(running.inbound_ready.wait(), 15)
-    try:
+    async with running_controller(controller_settings(switch.config)) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @dataclass

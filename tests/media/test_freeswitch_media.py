@@ -33,7 +33,7 @@ from lab.media.freeswitch_patch import is_patched
 from lab.media.peer import MediaTimeouts
 from lab.media.sdp import SrtpMode
 from provisioning.freeswitch_binary import freeswitch_available, freeswitch_binary
-from tests.esl.controller_fixtures import ended_by_wacid
+from tests.esl.controller_fixtures import ended_by_wacid, running_controller
 
 pytestmark = pytest.mark.skipif(not freeswitch_available(),
                                 reason="no FreeSWITCH: run scripts/install-freeswitch")
@@ -52,13 +52,8 @@ def switch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreeswitchLab]:
 
 @pytest.fixture
 async def controller(switch: FreeswitchLab) -> AsyncIterator[Controller]:
-    running = Controller(controller_settings(switch.config))
-    await running.start()
-    await asyncio.wait_for(running.inbound_ready.wait(), 15)
-    try:
+    async with running_controller(controller_settings(switch.config)) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 def heard(value: float | None, tone: float) -> bool:
