@@ -1,10 +1,12 @@
-"""Finding a part the bundle runs but Debian does not ship (Kamailio >= 6, FreeSWITCH): one
-lookup order shared by the install scripts (scripts/lib/vendored.sh) and the Python side.
+"""Finding a part the bundle runs (Kamailio, FreeSWITCH) where the user or Debian's packages put
+it: one lookup order shared by the scripts (scripts/install-kamailio, scripts/install-freeswitch)
+and the Python side. Nothing here installs anything.
 
 Order: the binary the user names ($WA_SIP_<PART>: the only answer, never a silent fallback),
-then <prefix>/<relative> ($<PART>_PREFIX, default under /opt, where the install script puts it),
-then the name on PATH. A binary counts only when it runs and reports a version at or above the
-minimum, so a broken or too-old install is reported, not used.
+then <prefix>/<relative> when $<PART>_PREFIX is set (a build of the user's own), then the name on
+PATH, then the usual install places (`fallbacks`: e.g. /usr/sbin/kamailio, not on a non-root
+user's PATH). A binary counts only when it runs and reports a version at or above the minimum,
+so a broken or too-old install is reported, not used.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ class InstalledPart:
     command: str  # "kamailio": the name on PATH
     binary_env: str  # "WA_SIP_KAMAILIO"
     prefix_env: str  # "KAMAILIO_PREFIX"
-    default_prefix: str  # "/opt/kamailio"
     relative: str  # "sbin/kamailio"
+    fallbacks: tuple[str, ...]  # after PATH, in order: ("/usr/sbin/kamailio",)
     version_flag: str  # "-v"
     version_pattern: re.Pattern[str]  # three groups: major, minor, patch
     minimum: tuple[int, int]
@@ -43,15 +45,18 @@ class InstalledPart:
         return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
     def candidates(self) -> list[str]:
-        """Where to look, first match wins (mirrors the install script)."""
+        """Where to look, first match wins (mirrors the script)."""
         named = os.environ.get(self.binary_env)
         if named:
             return [named]
-        prefix = os.environ.get(self.prefix_env, self.default_prefix)
-        found = [str(Path(prefix) / self.relative)]
+        found = []
+        prefix = os.environ.get(self.prefix_env)
+        if prefix:
+            found.append(str(Path(prefix) / self.relative))
         on_path = shutil.which(self.command)
         if on_path:
             found.append(on_path)
+        found.extend(path for path in self.fallbacks if path not in found)
         return found
 
     def find(self) -> str:

@@ -1,10 +1,13 @@
 """Which Kamailio binary the bundle runs: one answer for the lab, the tests, the benches and
 `provision render --check`.
 
-wa-sip needs Kamailio 6.0 or later (Debian 12's 5.6.3 crashes under a TLS scan with OpenSSL 3 and
-lacks auth.pv_www_authenticate). `scripts/install-kamailio` puts 6.1.4 in /opt/kamailio when no
-supported one is installed; this module looks in the same places, in the same order:
-$WA_SIP_KAMAILIO, $KAMAILIO_PREFIX/sbin/kamailio (default /opt/kamailio), then `kamailio` on PATH.
+wa-sip runs on Kamailio 5.6 or later: Debian 12's packages (5.6.3), Debian 13's (6.0.1), or a
+newer one the user installed (Kamailio's own repository deb.kamailio.org, a build of their own).
+What 5.6 lacks (401 challenges, a tls module safe toward the Internet, a per-source connection
+limit) is said by `scripts/install-kamailio` and covered outside Kamailio (README, "Supported
+Kamailio"). This module looks in the same places, in the same order, as that script:
+$WA_SIP_KAMAILIO (the only answer when set), $KAMAILIO_PREFIX/sbin/kamailio when set, `kamailio`
+on PATH, then /usr/sbin/kamailio (Debian's packages; not on a non-root user's PATH).
 """
 
 from __future__ import annotations
@@ -14,17 +17,18 @@ import re
 
 from provisioning.installed_binary import InstalledPart, PartNotFound
 
-MINIMUM = (6, 0)
-DEFAULT_PREFIX = "/opt/kamailio"
+MINIMUM = (5, 6)
+DEBIAN_BINARY = "/usr/sbin/kamailio"
 
 KAMAILIO = InstalledPart(
     name="Kamailio", command="kamailio", binary_env="WA_SIP_KAMAILIO",
-    prefix_env="KAMAILIO_PREFIX", default_prefix=DEFAULT_PREFIX, relative="sbin/kamailio",
+    prefix_env="KAMAILIO_PREFIX", relative="sbin/kamailio", fallbacks=(DEBIAN_BINARY,),
     version_flag="-v",
     version_pattern=re.compile(r"^version: kamailio (\d+)\.(\d+)\.(\d+)", re.MULTILINE),
     minimum=MINIMUM,
-    advice="run scripts/install-kamailio (make test does), install Kamailio's own 6.1 packages, "
-           "or set WA_SIP_KAMAILIO to a kamailio binary")
+    advice="run scripts/install-kamailio (make test does: it installs Debian's kamailio "
+           "packages), or set WA_SIP_KAMAILIO to a kamailio binary or KAMAILIO_PREFIX to its "
+           "install folder")
 
 KamailioNotFound = PartNotFound
 
@@ -46,7 +50,7 @@ def kamailio_binary() -> str:
 
 
 def kamailio_available() -> bool:
-    """For tests that skip without one (make test installs it, so CI never skips)."""
+    """For tests that skip without one (make test installs Debian's, so CI never skips)."""
     try:
         kamailio_binary()
     except KamailioNotFound:

@@ -1,13 +1,61 @@
-"""Shared fixtures: a real Kamailio edge on loopback, started once per test module."""
+"""Shared fixtures: a real Kamailio edge on loopback, started once per test module. And the
+`needs_freeswitch` marker: such tests are skipped with the reason where no FreeSWITCH is
+installed, and the summary says how many ran and how many were skipped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
 from lab.edge import LAB_PASSWORD, EdgeLab
+from lab.media.freeswitch_patch import is_patched
+from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing, freeswitch_version
 from provisioning.kamailio_rpc import call
+
+NEEDS_FREESWITCH = "needs_freeswitch"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = freeswitch_missing()
+    if missing is None:
+        return
+    for item in items:
+        if item.get_closest_marker(NEEDS_FREESWITCH) is not None:
+            item.add_marker(pytest.mark.skip(reason=missing))
+
+
+def freeswitch_tests_line(outcomes: dict[str, str]) -> str:
+    """`FreeSWITCH tests: 0 ran, 57 skipped (no FreeSWITCH ...)`: a run that tested less never
+    reads like a full one."""
+    ran = sum(1 for outcome in outcomes.values() if outcome == "ran")
+    missing = freeswitch_missing()
+    if missing is not None:
+        why = missing
+    else:
+        binary = freeswitch_binary()
+        why = (f"FreeSWITCH {freeswitch_version()} at {binary}, "
+               f"{'patched' if is_patched(binary) else 'stock'}")
+    return f"FreeSWITCH tests: {ran} ran, {len(outcomes) - ran} skipped ({why})"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> Generator[None]:
+    """After the short test summary (a wrapper around the terminal reporter's), just above the
+    final counts line."""
+    yield
+    outcomes: dict[str, str] = {}  # nodeid -> "ran" or "skipped"
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if not isinstance(report, pytest.TestReport) or NEEDS_FREESWITCH not in report.keywords:
+                continue
+            if report.skipped:
+                outcomes[report.nodeid] = "skipped"
+            else:
+                outcomes.setdefault(report.nodeid, "ran")
+    if outcomes:
+        terminalreporter.write_line(freeswitch_tests_line(outcomes))
 
 SECOND_NUMBER = "+15550100002"  # configured, but no credentials are ever synced for it
 FAILURE_LIMIT = 3

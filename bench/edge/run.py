@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_term)
     plan = plan_from(args)
     if not kamailio_available():
-        print("bench-edge: no Kamailio 6 (make test installs it)", file=sys.stderr)
+        print("bench-edge: no Kamailio installed (make test installs Debian's)", file=sys.stderr)
         return 2
     for tool in ("sipp", "stunnel4"):
         if shutil.which(tool) is None:

@@ -1,7 +1,7 @@
 """The whole bundle on loopback: Meta's SIPp through stunnel, the Kamailio edge, a real
 FreeSWITCH from the rendered configuration, `wa-esl run` as a process, the Meta stand-in and a
-WhatsApp user for business-initiated calls (lab/bundle.py). Skipped only where FreeSWITCH is not
-installed (`make test` installs it, so CI runs them)."""
+WhatsApp user for business-initiated calls (lab/bundle.py). Skipped, with the reason and counted
+in the summary, where no FreeSWITCH is installed (marker `needs_freeswitch`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from lab.bundle import BundleLab
 from lab.freeswitch import dtls_certificate
 from lab.freeswitch_trace import TRACE_COMMANDS
-from provisioning.freeswitch_binary import freeswitch_available
+from provisioning.freeswitch_binary import freeswitch_missing
 
 SDES_NUMBER = "+15550100001"
 DTLS_NUMBER = "+15550100002"
@@ -35,8 +35,8 @@ ROUTES: list[dict[str, Any]] = [
 
 
 def skip_without_freeswitch() -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not freeswitch_available(),
-                              reason="no FreeSWITCH: run scripts/install-freeswitch")
+    """The `needs_freeswitch` marker: tests/conftest.py skips (and counts) them without one."""
+    return pytest.mark.needs_freeswitch
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +61,9 @@ def start_bundle(folder: Path, dtls_pem: Path) -> BundleLab:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory, e2e_dtls_pem: Path) -> Iterator[BundleLab]:
     """One bundle per test module (a start is ~5 s); tests that kill a part start their own."""
-    if not freeswitch_available():
-        pytest.skip("no FreeSWITCH: run scripts/install-freeswitch")
+    missing = freeswitch_missing()
+    if missing is not None:
+        pytest.skip(missing)
     running = start_bundle(tmp_path_factory.mktemp("bundle"), e2e_dtls_pem)
     try:
         yield running

@@ -14,6 +14,8 @@ from esl.errors import AuthError
 from lab.freeswitch import PROFILE, FreeswitchLab
 from tests.freeswitch.conftest import ESL_PASSWORD
 
+pytestmark = pytest.mark.needs_freeswitch  # skipped, and counted, without one
+
 
 def rendered_modules(lab: FreeswitchLab) -> list[str]:
     root = ET.parse(lab.conf / "autoload_configs" / "modules.conf.xml").getroot()

@@ -18,6 +18,8 @@ from lab.sipp import SippServer, start_sipp_server
 from siteconfig.controller import ControllerSettings
 from tests.freeswitch.conftest import ESL_PASSWORD, SDES_NUMBER
 
+pytestmark = pytest.mark.needs_freeswitch  # skipped, and counted, without one
+
 WHATSAPP_USER = "+15550123456"
 
 

@@ -20,6 +20,8 @@ from lab.sipp import SippResult, run_sipp_client
 from tests.esl.controller_fixtures import ended_by_wacid, running_controller
 from tests.freeswitch.conftest import DTLS_NUMBER, META_USER, SDES_NUMBER
 
+pytestmark = pytest.mark.needs_freeswitch  # skipped, and counted, without one
+
 
 @pytest.fixture
 async def controller(switch: FreeswitchLab) -> AsyncIterator[Controller]:

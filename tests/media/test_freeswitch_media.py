@@ -2,14 +2,14 @@
 agent plays the edge, wa-esl answers (SRTP per number, silence first) and routes to a tone.
 FreeSWITCH plays 440 Hz, WhatsApp 1000 Hz; each side must name the other's tone.
 
-DTLS needs FreeSWITCH built with patches/freeswitch/0001 (scripts/install-freeswitch does it):
-stock FreeSWITCH never sends its ClientHello to an ICE-lite peer."""
+DTLS needs a FreeSWITCH built with patches/freeswitch/0001 (a build of the user's own, with the
+patch marker: README, "FreeSWITCH patch"): stock FreeSWITCH never sends its ClientHello to an
+ICE-lite peer, so on a stock one those tests are skipped with that reason."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,11 +32,10 @@ from lab.media.freeswitch_call import (
 from lab.media.freeswitch_patch import is_patched
 from lab.media.peer import MediaTimeouts
 from lab.media.sdp import SrtpMode
-from provisioning.freeswitch_binary import freeswitch_available, freeswitch_binary
+from provisioning.freeswitch_binary import freeswitch_binary
 from tests.esl.controller_fixtures import ended_by_wacid, running_controller
 
-pytestmark = pytest.mark.skipif(not freeswitch_available(),
-                                reason="no FreeSWITCH: run scripts/install-freeswitch")
+pytestmark = pytest.mark.needs_freeswitch  # skipped, and counted, without one
 
 log = logging.getLogger(__name__)
 FS_TONE_HZ = FREESWITCH_TONE_HZ
@@ -90,15 +89,11 @@ async def test_uic_dtls_audio_both_ways(switch: FreeswitchLab, controller: Contr
 
 
 def require_patch() -> None:
-    """DTLS with an ICE-lite peer needs the patch: fail without it, unless stock FreeSWITCH was
-    chosen on purpose (WA_SIP_FREESWITCH_STOCK=1, see scripts/install-freeswitch)."""
-    if is_patched(freeswitch_binary()):
-        return
-    if os.environ.get("WA_SIP_FREESWITCH_STOCK") == "1":
-        pytest.skip("WA_SIP_FREESWITCH_STOCK=1: stock FreeSWITCH gets no DTLS media with ICE-lite")
+    """DTLS with an ICE-lite peer needs the patch: skipped, with the reason, on a stock one."""
     if not is_patched(freeswitch_binary()):
-        pytest.fail(f"{freeswitch_binary()} lacks patches/freeswitch (stock FreeSWITCH sends no "
-                    "DTLS ClientHello to an ICE-lite peer): run scripts/install-freeswitch")
+        pytest.skip(f"{freeswitch_binary()} is stock: DTLS numbers need patches/freeswitch/0001 "
+                    "or the rtpengine anchor (stock FreeSWITCH sends no DTLS ClientHello to an "
+                    "ICE-lite peer)")
 
 
 @pytest.mark.parametrize("mode", [SrtpMode.SDES, SrtpMode.DTLS])
@@ -120,9 +115,10 @@ async def test_bic_audio_both_ways(switch: FreeswitchLab, controller: Controller
         assert report.dtls_handshake_ms is not None and report.role_conflicts == 0
 
 
-def skip_if_stock_chosen() -> None:
-    if os.environ.get("WA_SIP_FREESWITCH_STOCK") == "1":
-        pytest.skip("WA_SIP_FREESWITCH_STOCK=1: stock FreeSWITCH offers telephone-event per codec rate")
+def skip_without_dtmf_patch() -> None:
+    if not is_patched(freeswitch_binary()):
+        pytest.skip(f"{freeswitch_binary()} is stock: it offers telephone-event per codec rate "
+                    "(patches/freeswitch/0002 gives 8000 Hz only)")
 
 
 def rtpmaps(sdp: str) -> list[tuple[str, str, str]]:
@@ -139,7 +135,7 @@ async def test_bic_offer_has_the_numbers_codecs_and_dtmf_at_8000_only(
     FreeSWITCH offers one telephone-event per codec rate (/48000 beside Opus) and counts the
     events it sends in Opus's 48 kHz clock; patches/freeswitch/0002 with wa-esl's
     sdp_telephone_event_rate=8000 offers /8000 alone and counts in 8 kHz units."""
-    skip_if_stock_chosen()
+    skip_without_dtmf_patch()
     if mode is SrtpMode.DTLS:
         require_patch()
     number = SDES_NUMBER if mode is SrtpMode.SDES else DTLS_NUMBER
@@ -191,7 +187,7 @@ async def test_uic_business_dtmf_counts_in_8000_hz(switch: FreeswitchLab, contro
                                                    tmp_path: Path) -> None:
     """On user-initiated calls too (Meta offers telephone-event/8000 beside Opus 48000):
     FreeSWITCH's events toward WhatsApp count their duration in 8 kHz units (0002)."""
-    skip_if_stock_chosen()
+    skip_without_dtmf_patch()
     call = await uic_call(switch, SrtpMode.SDES, SDES_NUMBER, tmp_path, hold_s=3,
                           business_dtmf="7@200")
     received = call.report.dtmf_received
