@@ -597,6 +597,10 @@ class WhatsAppEdge:
         """Check the credentials header of the configured challenge against the HA1; no check
         of the From user (Meta's From is the WhatsApp caller)."""
         realm = self.settings.sip_domain
+        if not self.settings.www_challenge:
+            # 5.6: one call for both headers (Proxy-Authorization for an INVITE); checks 0 =
+            # no From-user check.
+            return int(KSR.auth.pv_auth_check(realm, ha1, HA1_PASSWORD, 0))
         if self.settings.challenge_code == 401:
             return int(KSR.auth.pv_www_authenticate(realm, ha1, HA1_PASSWORD))
         return int(KSR.auth.pv_proxy_authenticate(realm, ha1, HA1_PASSWORD))
@@ -605,7 +609,9 @@ class WhatsAppEdge:
         """401 (WWW-Authenticate) or 407 (Proxy-Authenticate) with qop=auth, per the site config."""
         flags = QOP_AUTH | (STALE if stale else 0)
         self.metrics.digest("stale" if stale else "challenged")
-        if self.settings.challenge_code == 401:
+        if not self.settings.www_challenge:
+            KSR.auth.auth_challenge(self.settings.sip_domain, flags)  # 5.6: 407 for an INVITE
+        elif self.settings.challenge_code == 401:
             KSR.auth.www_challenge(self.settings.sip_domain, flags)
         else:
             KSR.auth.proxy_challenge(self.settings.sip_domain, flags)

@@ -10,6 +10,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # (host, port, transport) of a FreeSWITCH node: host lower-case without brackets, transport
@@ -88,6 +89,10 @@ class EdgeSettings:
     freeswitch_nodes: frozenset[NodeAddress]
     meta_host_name: str = "wa.meta.vc"
     bic: BicSettings = BicSettings()
+    kamailio_version: str = "5.6"
+    www_challenge: bool = False
+    """The Kamailio has the explicit 401/407 auth calls (6.0+); 5.6 has auth_challenge and
+    pv_auth_check, which challenge an INVITE with 407 (provisioning/kamailio_features.py)."""
 
 
 def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
@@ -122,7 +127,16 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
                                    for host, port, transport in nodes_raw),
         meta_host_name=str(raw.get("meta_host_name", "wa.meta.vc")),
         bic=bic_settings_from_dict(raw.get("bic")),
+        **kamailio_settings(raw.get("kamailio")),
     )
+
+
+def kamailio_settings(raw: object) -> dict[str, Any]:
+    """The rendered target Kamailio's version and features (absent: 5.6's)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {"kamailio_version": str(raw.get("version", "5.6")),
+            "www_challenge": bool(raw.get("www_challenge", False))}
 
 
 def load_settings(path: Path) -> EdgeSettings:
