@@ -16,6 +16,12 @@ from pathlib import Path
 import jinja2
 
 from kemi.metrics import METRICS as PROM_METRICS
+from provisioning.kamailio_features import (
+    OLDEST,
+    KamailioFeatures,
+    features_for,
+    installed_features,
+)
 from provisioning.templates_dir import KEMI_DIR, credentials_schema, templates_dir
 from siteconfig.model import SiteConfig, split_host_port
 
@@ -35,11 +41,31 @@ class RenderOptions:
     log_level: int = 2
     probe_interval: int = 10
     auth_secret: str | None = None
+    kamailio: KamailioFeatures | None = None
+    """The Kamailio the output is for; None = the one installed here (the oldest supported,
+    5.6, when none is), see target_features."""
 
 
-def edge_settings(cfg: SiteConfig) -> dict[str, object]:
-    """What the KEMI edge reads at start (kemi/settings.py is the other half of this)."""
+def target_features(options: RenderOptions) -> KamailioFeatures:
+    """The Kamailio a render is for: the one named, else the one installed, else 5.6 (whose
+    output every supported Kamailio loads, less what 6.0 adds)."""
+    return options.kamailio or installed_features() or features_for(OLDEST)
+
+
+def check_supported(cfg: SiteConfig, features: KamailioFeatures) -> None:
+    """Refuse a site config that asks for what the target Kamailio cannot do."""
+    if cfg.auth.challenge_code == 401 and not features.www_challenge:
+        raise RenderError(f"auth.challenge_code = 401 needs Kamailio 6.0 or later; this render "
+                          f"is for Kamailio {features.text}, which challenges with 407 only "
+                          "(set challenge_code = 407, or render for a newer Kamailio)")
+
+
+def edge_settings(cfg: SiteConfig,
+                  features: KamailioFeatures | None = None) -> dict[str, object]:
+    """What the KEMI edge reads at start (kemi/settings.py is the other half of this);
+    `features`: the Kamailio it runs in (default: the oldest supported)."""
     return {
+        "kamailio": (features or features_for(OLDEST)).to_settings(),
         "sip_domain": cfg.site.sip_domain,
         "accepted_domains": cfg.site.accepted_domains,
         "auth_mode": cfg.auth.mode,
@@ -92,6 +118,8 @@ def template_environment() -> jinja2.Environment:
 def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = None) -> Path:
     """Write OUT/kamailio/{kamailio.cfg,tls.cfg,dispatcher.list,wa_edge.py,...}; return it."""
     options = options or RenderOptions()
+    features = target_features(options)
+    check_supported(cfg, features)
     target = out.resolve() / "kamailio"
     tls_host, tls_port = cfg.listen.tls_socket()
     internal_host, internal_port = cfg.listen.internal_socket()
@@ -101,6 +129,7 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
 
     context = {
         "cfg": cfg,
+        "kamailio": features,
         "out": str(target),
         "workers": options.workers,
         "log_level": options.log_level,
@@ -123,7 +152,8 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
             files[name] = env.get_template(f"kamailio/{name}.j2").render(context)
     except jinja2.TemplateError as error:
         raise RenderError(f"template kamailio/{name}.j2: {error}") from None
-    files["edge-settings.json"] = json.dumps(edge_settings(cfg), indent=2, sort_keys=True) + "\n"
+    files["edge-settings.json"] = json.dumps(edge_settings(cfg, features), indent=2,
+                                             sort_keys=True) + "\n"
     files["credentials-schema.sql"] = credentials_schema()
     replace_folder(target, files)
     return target

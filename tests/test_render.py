@@ -16,12 +16,14 @@ from kemi.settings import load_settings
 from lab.edge import EXAMPLE_CONFIG, merge
 from provisioning.cli import app
 from provisioning.kamailio_binary import kamailio_available, kamailio_binary
+from provisioning.kamailio_features import features_for
 from provisioning.render import (
     DS_ALGORITHMS,
     RenderError,
     RenderOptions,
     edge_settings,
     render_kamailio,
+    target_features,
 )
 from provisioning.templates_dir import templates_dir
 from siteconfig.model import SiteConfig, load_config
@@ -109,7 +111,7 @@ def test_edge_settings_json_loads_in_the_edge(example: SiteConfig, tmp_path: Pat
     assert settings.freeswitch_nodes == frozenset({("10.0.0.10", 5080, "udp"),
                                                    ("10.0.0.11", 5080, "udp")})
     assert json.loads((target / "edge-settings.json").read_text()) == json.loads(
-        json.dumps(edge_settings(example)))
+        json.dumps(edge_settings(example, target_features(RenderOptions()))))
 
 
 def test_edge_settings_json_for_two_sets(tmp_path: Path) -> None:
@@ -279,3 +281,42 @@ def test_cli_render_failure_exits_1(tmp_path: Path) -> None:
                                       "--out", str(blocker / "out")])
     assert result.exit_code == 1
     assert "render failed" in result.stderr
+
+
+# ---- one config for every supported Kamailio -------------------------------------------------
+
+KAMAILIO_56 = RenderOptions(kamailio=features_for((5, 6, 3)))
+KAMAILIO_61 = RenderOptions(kamailio=features_for((6, 1, 4)))
+HARDENING_ONLY_6 = ("tcp_accept_iplimit=", "tcp_msg_data_timeout=", "tcp_msg_read_timeout=",
+                    "tcp_check_timer=", "xhttp_prom_metadata_flags", "help='")
+
+
+def test_a_render_for_56_leaves_out_what_56_does_not_parse(example: SiteConfig,
+                                                           tmp_path: Path) -> None:
+    with_metrics = example_with({"metrics": {"edge_listen": "127.0.0.1:9091"}})
+    old = (render_kamailio(with_metrics, tmp_path / "56", KAMAILIO_56) / "kamailio.cfg").read_text()
+    new = (render_kamailio(with_metrics, tmp_path / "61", KAMAILIO_61) / "kamailio.cfg").read_text()
+    for text in HARDENING_ONLY_6:
+        assert text not in old, text
+        assert text in new, text
+    assert "# 5.6.3. Do not edit" in old and "# 6.1.4. Do not edit" in new
+
+
+def test_401_is_refused_for_a_kamailio_without_it(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match=r"challenge_code = 401 needs Kamailio 6\.0"):
+        render_kamailio(example_with({"auth": {"challenge_code": 401}}), tmp_path / "out",
+                        KAMAILIO_56)
+    target = render_kamailio(example_with({"auth": {"challenge_code": 401}}), tmp_path / "out",
+                             KAMAILIO_61)
+    settings = load_settings(target / "edge-settings.json")
+    assert settings.www_challenge and settings.kamailio_version == "6.1.4"
+    assert not (tmp_path / "out" / "kamailio" / "kamailio.cfg").read_text().count("5.6.3")
+
+
+def test_the_installed_kamailio_accepts_a_render_for_its_own_version(tmp_path: Path) -> None:
+    """kamailio -c on the binary that is here, with metrics on: what its version offers only."""
+    with_metrics = example_with({"metrics": {"edge_listen": "127.0.0.1:9091"}})
+    target = render_kamailio(with_metrics, tmp_path / "out", RenderOptions(workers=2,
+                                                                           probe_interval=0))
+    result = kamailio_check(target / "kamailio.cfg")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
