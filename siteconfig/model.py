@@ -25,6 +25,7 @@ from siteconfig.controller import (
 )
 from siteconfig.controller import Route as ControllerRoute
 from siteconfig.listen_address import parse_listen_address
+from siteconfig.meta_ranges import Network, RangesError, parse_networks, read_ranges_file, shipped_ranges
 
 E164 = re.compile(E164_PATTERN)
 HOSTNAME = re.compile(
@@ -197,12 +198,107 @@ class ConnectionLimits(Strict):
         return self
 
 
+
+# ---- [security.admission]: nftables in front of the Meta-facing TLS port ---------------------
+
+
+class AdmissionSettings(Strict):
+    """Who may open a connection to the Meta-facing TLS port, judged by nftables before TLS
+    (`provision render` writes OUT/nftables/wa-sip.nft). Meta's ranges get a connection budget of
+    their own; everyone else shares what is left of the edge's total (max_connections) and is
+    limited per source, or dropped with meta_only. A cap inside Kamailio or HAProxy cannot tell
+    Meta from an attacker: 400 idle connections from 200 addresses filled it."""
+
+    enabled: bool = Field(
+        default=True, description="Render the ruleset; doctor checks that it is loaded.")
+    meta_ranges: list[str] | None = Field(
+        default=None, description="Meta's CIDRs (IPv4 and IPv6), inline; default: meta_ranges_file.")
+    meta_ranges_file: Path | None = Field(
+        default=None, description="File of Meta's CIDRs, one a line, that `provision meta-ranges "
+        "refresh` rewrites; default: the list shipped in siteconfig/meta_ranges.txt.")
+    meta_connections: Annotated[int, Field(ge=1, le=1000000)] = Field(
+        default=256, description="Concurrent connections from all of Meta's ranges together.")
+    other_connections: Annotated[int, Field(ge=1, le=1000000)] | None = Field(
+        default=None, description="Concurrent connections from all other sources together; "
+        "default: security.connections.max_connections - meta_connections.")
+    per_source_connections: Annotated[int, Field(ge=1, le=100000)] = Field(
+        default=8, description="Concurrent connections from one non-Meta source address.")
+    per_source_new_per_second: Annotated[int, Field(ge=1, le=100000)] = Field(
+        default=4, description="New connections per second from one non-Meta source address.")
+    per_source_new_burst: Annotated[int, Field(ge=1, le=100000)] = Field(
+        default=8, description="New connections one non-Meta source may open at once before "
+        "per_source_new_per_second applies.")
+    ipv6_source_prefix: Annotated[int, Field(ge=32, le=128)] = Field(
+        default=64, description="An IPv6 'source' for the per-source limits is this prefix (a "
+        "host gets a /64, so counting /128s would not limit it).")
+    meta_only: bool = Field(
+        default=False, description="Drop every new connection that is not from Meta's ranges.")
+
+    @field_validator("meta_ranges")
+    @classmethod
+    def _ranges(cls, values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        if not values:
+            raise ValueError("is empty: Meta could not connect (omit it for the shipped list)")
+        try:
+            parse_networks(values)
+        except RangesError as error:
+            raise ValueError(str(error)) from None
+        return values
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AdmissionSettings:
+        if self.meta_ranges is not None and self.meta_ranges_file is not None:
+            raise ValueError("set meta_ranges or meta_ranges_file, not both")
+        if self.other_connections is not None and self.per_source_connections > self.other_connections:
+            raise ValueError(f"per_source_connections {self.per_source_connections} is more than "
+                             f"other_connections {self.other_connections}")
+        return self
+
+    def networks(self) -> list[Network]:
+        """Meta's ranges in effect: inline, the site's file, or the shipped list (RangesError)."""
+        if self.meta_ranges is not None:
+            return parse_networks(self.meta_ranges)
+        if self.meta_ranges_file is not None:
+            return read_ranges_file(self.meta_ranges_file)
+        return shipped_ranges()
+
+    def other_budget(self, max_connections: int) -> int:
+        """Connections all non-Meta sources may hold together."""
+        if self.other_connections is not None:
+            return self.other_connections
+        return max(max_connections - self.meta_connections, 0)
+
+# ---- end of [security.admission] ----------------------------------------------------------------
+
+
 class SecuritySection(Strict):
     allowed_sources: list[str] = Field(
         default_factory=list, description="CIDR prefixes allowed to send to the TLS socket; empty = any.")
     pike_requests_per_second: Annotated[int, Field(ge=0, le=100000)] = Field(
         default=100, description="Per-source request rate before pike blocks it; 0 disables pike.")
     connections: ConnectionLimits = ConnectionLimits()
+    admission: AdmissionSettings = AdmissionSettings()
+
+    @model_validator(mode="after")
+    def _admission_fits(self) -> SecuritySection:
+        admission, total = self.admission, self.connections.tls_max_connections
+        others = admission.other_budget(total)
+        if not admission.enabled:
+            return self
+        if admission.meta_connections + (0 if admission.meta_only else others) > total:
+            raise ValueError(
+                f"admission.meta_connections {admission.meta_connections}"
+                + ("" if admission.meta_only else f" + other_connections {others}")
+                + f" is more than connections.max_connections {total}: the others could fill the "
+                "edge's cap before Meta's budget is used; lower them or raise max_connections")
+        if not admission.meta_only and others < admission.per_source_connections:
+            raise ValueError(
+                f"admission leaves {others} connections for non-Meta sources, fewer than "
+                f"per_source_connections {admission.per_source_connections}: lower "
+                "meta_connections, or set meta_only = true")
+        return self
 
     @field_validator("allowed_sources")
     @classmethod
@@ -579,7 +675,22 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         "edge_log": base / config.esl.edge_log if config.esl.edge_log else None})
     graph = config.graph.model_copy(update={
         "token_file": base / config.graph.token_file if config.graph.token_file else None})
-    return config.model_copy(update={"tls": tls, "esl": esl, "graph": graph})
+    security = _resolve_admission(config.security, base, path)
+    return config.model_copy(update={"tls": tls, "esl": esl, "graph": graph, "security": security})
+
+
+def _resolve_admission(security: SecuritySection, base: Path, path: Path) -> SecuritySection:
+    """[security.admission]: meta_ranges_file relative to the config, and its list validated."""
+    admission = security.admission
+    if admission.meta_ranges_file is not None:
+        admission = admission.model_copy(update={"meta_ranges_file": base / admission.meta_ranges_file})
+    if admission.enabled:
+        key = "meta_ranges" if admission.meta_ranges is not None else "meta_ranges_file"
+        try:
+            admission.networks()
+        except RangesError as error:
+            raise ConfigError(path, [f"security.admission.{key}: {error}"]) from None
+    return security.model_copy(update={"admission": admission})
 
 
 def load_config(path: Path) -> SiteConfig:
