@@ -11,8 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from provisioning.commands import register as register_graph_commands
+from provisioning.meta_ranges_command import register as register_meta_ranges
 from provisioning.render import RenderError, RenderOptions, render_kamailio
 from provisioning.render_freeswitch import render_freeswitch
+from provisioning.render_nftables import render_nftables
 from siteconfig.model import ConfigError, SiteConfig, load_config
 
 app = typer.Typer(help="Provision and render the wa-sip WhatsApp SIP edge.",
@@ -53,6 +55,7 @@ def render(
         target = render_kamailio(site, out_dir, RenderOptions(workers=workers,
                                                               probe_interval=probe_interval))
         fs_target = render_freeswitch(site, out_dir)
+        nft_ruleset = render_nftables(site, out_dir)
     except RenderError as error:
         err.print(f"[bold red]render failed:[/] {escape(str(error))}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -60,10 +63,15 @@ def render(
     out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")
     out.print(f"rendered the FreeSWITCH configuration into {fs_target}: start FreeSWITCH with "
               f"-conf {fs_target} (it includes nothing else)")
+    if nft_ruleset is not None:
+        out.print(f"rendered the admission rules for the Meta-facing TLS port into {nft_ruleset}: "
+                  f"load them with nft -f {nft_ruleset} (table inet wa_sip only)")
 
 
 # apply, sync, rotate-password, status, doctor: the Graph-facing commands (commands.py).
 register_graph_commands(app)
+# meta-ranges refresh: Meta's address ranges for the admission rules (meta_ranges_command.py).
+register_meta_ranges(app)
 
 
 if __name__ == "__main__":

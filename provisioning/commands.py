@@ -28,7 +28,15 @@ from rich.table import Table
 from provisioning import kamailio_rpc
 from provisioning.apply import apply_number
 from provisioning.credential_store import StoreError
-from provisioning.doctor import Finding, Level, graph_auth_finding, number_findings, tls_findings, worst
+from provisioning.doctor import (
+    Finding,
+    Level,
+    admission_findings,
+    graph_auth_finding,
+    number_findings,
+    tls_findings,
+    worst,
+)
 from provisioning.graph_client import GraphClient, client_from_config, resolve_app_id
 from provisioning.graph_errors import GraphError
 from provisioning.graph_token import TokenError, load_token, redact
@@ -370,6 +378,9 @@ def doctor(
         help="CA bundle for the chain check (default: system).")] = None,
     expiry_days: Annotated[int, typer.Option(min=1, help="Warn when the certificate expires sooner.")] = 21,
     skip_graph: Annotated[bool, typer.Option("--skip-graph", help="Only the TLS/TCP checks.")] = False,
+    skip_admission: Annotated[bool, typer.Option(
+        "--skip-admission", help="Not on the edge host: skip the check of the nftables admission "
+        "rules (table inet wa_sip).")] = False,
     rpc_socket: RpcOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
@@ -389,6 +400,8 @@ def doctor(
         err.print(f"[bold red]--connect:[/] {escape(str(error))}")
         raise typer.Exit(EXIT_CONFIG) from None
     findings: list[Finding] = tls_findings(probe_tls(host, port, cfg.site.sip_domain, ca_file), expiry_days)
+    if not skip_admission:
+        findings += admission_findings(cfg)  # the nftables rules in front of the TLS port
     if not skip_graph:
         findings += _graph_doctor(config, number, token_file, as_json, rpc_socket or [])
     if as_json:

@@ -9,6 +9,7 @@ configured hostname, SRTP agreement between Meta and FreeSWITCH, and the store/e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -18,6 +19,9 @@ from provisioning import kamailio_rpc
 from provisioning.credential_store import StoreError, credential_for
 from provisioning.graph_client import GraphClient
 from provisioning.graph_errors import GraphError
+from provisioning.nftables_state import NftUnavailable, loaded_table
+from provisioning.render import RenderError
+from provisioning.render_nftables import RULESET_NAME, meta_sets
 from provisioning.settings_model import DEFAULT_SRTP, SettingsFormatError, parse_settings
 from provisioning.store_backend import CredentialBackend
 from provisioning.tls_probe import TlsProbe
@@ -205,3 +209,46 @@ def _store_finding(cfg: SiteConfig, number: Number, store: CredentialBackend, pa
 def worst(findings: list[Finding]) -> Level:
     levels = {f.level for f in findings}
     return Level.FAIL if Level.FAIL in levels else Level.WARN if Level.WARN in levels else Level.PASS
+
+
+# ---- admission: the nftables rules in front of the TLS port (render_nftables.py) ---------------
+
+
+def admission_findings(cfg: SiteConfig, nft: Sequence[str] = ("nft",)) -> list[Finding]:
+    """Is `table inet wa_sip` loaded, and does it hold the Meta ranges and port rendered now?"""
+    if not cfg.security.admission.enabled:
+        return []
+    subject = "table inet wa_sip"
+    reload_fix = f"provision render, then nft -f OUT/nftables/{RULESET_NAME} (as root)"
+    try:
+        expected = meta_sets(cfg)
+        loaded = loaded_table(nft)
+    except RenderError as error:
+        return [Finding("admission", Level.FAIL, subject, str(error), "fix security.admission")]
+    except NftUnavailable as error:
+        return [Finding("admission", Level.WARN, subject, f"cannot check the admission rules: {error}",
+                        "run provision doctor as root on the edge host, with nftables installed")]
+    if loaded is None:
+        return [Finding("admission", Level.FAIL, subject,
+                        "the admission rules are not loaded: anyone can fill the TLS port's "
+                        "connection cap and lock Meta out", reload_fix)]
+    found = []
+    for label, want, have in (("IPv4", expected.v4, loaded.sets.v4), ("IPv6", expected.v6, loaded.sets.v6)):
+        if want == have:
+            found.append(Finding("admission.meta_ranges", Level.PASS, subject,
+                                 f"{label}: the loaded Meta set matches the config ({len(want)} ranges)"))
+        else:
+            missing = sorted(set(map(str, want)) - set(map(str, have)))
+            extra = sorted(set(map(str, have)) - set(map(str, want)))
+            found.append(Finding("admission.meta_ranges", Level.FAIL, subject,
+                                 f"{label}: the loaded Meta set differs from the config (missing "
+                                 f"{', '.join(missing[:5]) or 'none'}; not in the config "
+                                 f"{', '.join(extra[:5]) or 'none'})", reload_fix))
+    port = cfg.listen.tls_socket()[1]
+    if port in loaded.ports:
+        found.append(Finding("admission.port", Level.PASS, subject, f"rules judge TCP port {port}"))
+    else:
+        found.append(Finding("admission.port", Level.FAIL, subject,
+                             f"the loaded rules judge port(s) {sorted(loaded.ports)}, the TLS port "
+                             f"is {port}", reload_fix))
+    return found
