@@ -29,9 +29,21 @@ origin:         AS32934
 """
 
 
+HEADER = "[security.admission]"
+
+
+def example_with(extra: str, text: str | None = None) -> str:
+    """The example config with `extra` ("[security.admission]\\nkey = value...") merged into its
+    own [security.admission] table."""
+    text = EXAMPLE.read_text() if text is None else text
+    assert extra == "" or extra.startswith(HEADER + "\n"), extra
+    start = text.index(HEADER)
+    line_end = text.index("\n", start) + 1
+    return text[:line_end] + extra.removeprefix(HEADER + "\n") + "\n" + text[line_end:]
+
+
 def site(extra: str = "", folder: Path | None = None) -> SiteConfig:
-    text = EXAMPLE.read_text() + "\n" + extra
-    return parse_config(text, (folder or EXAMPLE.parent) / "site.toml")
+    return parse_config(example_with(extra), (folder or EXAMPLE.parent) / "site.toml")
 
 
 def problems(extra: str) -> list[str]:
@@ -116,7 +128,7 @@ def nft(namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
 ])
 def test_rendered_ruleset_loads_idempotently(namespace: str, tmp_path: Path, tls: str, extra: str) -> None:
     text = EXAMPLE.read_text().replace('tls = "0.0.0.0:5061"', f'tls = "{tls}"', 1)
-    cfg = parse_config(text + "\n" + extra, EXAMPLE)
+    cfg = parse_config(example_with(extra, text), EXAMPLE)
     ruleset = render_nftables(cfg, tmp_path)
     assert ruleset is not None
     check = nft(namespace, "-c", "-f", str(ruleset))
@@ -157,7 +169,7 @@ def refresh(*args: str) -> tuple[int, str]:
 def site_with_file(tmp_path: Path) -> Path:
     (tmp_path / "meta.txt").write_text("31.13.24.0/21\n157.240.0.0/16\n")
     config = tmp_path / "site.toml"
-    config.write_text(EXAMPLE.read_text() + '\n[security.admission]\nmeta_ranges_file = "meta.txt"\n')
+    config.write_text(example_with('[security.admission]\nmeta_ranges_file = "meta.txt"'))
     return config
 
 
@@ -217,6 +229,6 @@ def test_refresh_needs_a_site_file(tmp_path: Path) -> None:
     code, output = refresh("-c", str(EXAMPLE), "--from", "x")
     assert code == 2 and "meta_ranges_file is not set" in output
     config = tmp_path / "site.toml"
-    config.write_text(EXAMPLE.read_text() + '\n[security.admission]\nmeta_ranges = ["10.0.0.0/8"]\n')
+    config.write_text(example_with('[security.admission]\nmeta_ranges = ["10.0.0.0/8"]'))
     code, output = refresh("-c", str(config), "--from", "x")
     assert code == 2 and "set inline" in output
