@@ -1,5 +1,6 @@
 # wa-sip: the two commands a newcomer needs are `make lab` and `make test`.
-# Both install what is missing (Debian packages with apt-get, Python packages into .venv).
+# Both install what is missing (Debian packages with apt-get, Python packages into .venv) and
+# build nothing: Kamailio is Debian's (or a newer one you have), FreeSWITCH is yours if any.
 
 SHELL := /bin/bash
 VENV := .venv
@@ -46,8 +47,11 @@ bench-edge: system-deps python-deps
 bench-abuse: system-deps python-deps
 	$(VENV)/bin/python -m bench.abuse.run $(BENCH_ARGS)
 
-# DTLS with WhatsApp's ICE-lite media, stock FreeSWITCH (STOCK=bin/freeswitch) vs the patched one
+# DTLS with WhatsApp's ICE-lite media, a stock FreeSWITCH vs one patched with patches/freeswitch/.
+# Builds nothing: both are yours (STOCK=/path/bin/freeswitch, PATCHED=... or the one
+# scripts/install-freeswitch finds, which must be a build of your own with the patches applied).
 bench-media-patch: system-deps python-deps
+	@echo "bench-media-patch: needs a FreeSWITCH you patched yourself (patches/freeswitch/, PATCHED=... or the one install-freeswitch found) and a stock one (STOCK=...); it builds none"
 	$(VENV)/bin/python -m bench.media_patch.run $(BENCH_ARGS)
 
 # Concurrent SRTP + Opus calls on one FreeSWITCH (SDES, DTLS, Opus<->PCMU): CPU per call, loss,

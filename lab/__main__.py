@@ -253,8 +253,8 @@ def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool, dtls: boo
     offer = describe_sdp(sdp_body(invite.text)) if invite is not None else ""
     if dtls and not passed and offer and not offer.startswith("UDP/TLS/RTP/SAVPF"):
         detail = (f"FreeSWITCH offered {offer.split(',')[0]}, not Meta's UDP/TLS/RTP/SAVPF: this "
-                  "FreeSWITCH lacks wa-sip's patch (patches/freeswitch/); run "
-                  "scripts/install-freeswitch. " + detail)
+                  "FreeSWITCH lacks wa-sip's patch (patches/freeswitch/0001, for a build of your own: "
+                  "README, 'FreeSWITCH patch'). " + detail)
     return LabCall(name, passed, bic_ladder(freeswitch, meta, user.trace()), notes, detail)
 
 

@@ -4,8 +4,9 @@
 calls (and SDES ones as the reference both builds must pass) at each binary: a real FreeSWITCH
 from the rendered configuration, wa-esl answering, the media peer playing WhatsApp. Per build it
 prints the calls with audio both ways, the DTLS handshake and first-packet times, packets and
-STUN role conflicts. The patched binary is the one scripts/install-freeswitch settled on (or
-PATCHED=...); STOCK defaults to the unpatched install it moved aside, if any.
+STUN role conflicts. Both builds are the user's (wa-sip builds no FreeSWITCH): the patched binary
+is PATCHED=... or the one scripts/install-freeswitch finds, STOCK=... the stock one (default: a
+leftover /opt/freeswitch.unpatched-*, if any).
 Last line: RESULT stock_dtls_audio=<n>/<N> patched_dtls_audio=<n>/<N> ...
 """
 

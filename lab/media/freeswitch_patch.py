@@ -1,7 +1,8 @@
 """Whether a FreeSWITCH install carries wa-sip's patches (patches/freeswitch/*.patch).
 
-scripts/install-freeswitch records the patch set it built with in
-`<prefix>/share/wa-sip/freeswitch-patches` (`sha256sum` lines); the DTLS media tests need it,
+A FreeSWITCH the user built with them records the patch set in
+`<prefix>/share/wa-sip/freeswitch-patches` (`sha256sum` lines, README "FreeSWITCH patch"; wa-sip
+builds none, scripts/install-freeswitch reads the same file); the DTLS media tests need it,
 because stock FreeSWITCH never starts DTLS with an ICE-lite peer (see the patch's header).
 """
 
@@ -15,7 +16,7 @@ MARKER = Path("share/wa-sip/freeswitch-patches")
 
 
 def patch_set() -> str:
-    """What the install script writes: one `sha256  name` line per patch, sorted by name."""
+    """What a patched install records: one `sha256  name` line per patch, sorted by name."""
     lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}"
              for p in sorted(PATCHES.glob("*.patch"))]
     return "\n".join(lines)
