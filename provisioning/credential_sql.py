@@ -37,17 +37,25 @@ class Credential:
     business_number: str
     ha1: str
     ha1_meta: str
+    ha1_meta_sha256: str = ""
+    """SHA-256 HA1 for realm wa.meta.vc (RFC 7616/8760): Meta's 407 offers SHA-256 first and
+    the edge answers it when this is there (a store written before it: MD5)."""
 
 
-def ha1(username: str, realm: str, password: str) -> str:
-    """RFC 2617 HA1 for MD5, the only algorithm Meta documents."""
-    return hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()
+def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """RFC 7616 HA1 = H(username:realm:password), H = MD5 or SHA-256."""
+    text = f"{username}:{realm}:{password}".encode()
+    if algorithm == "SHA-256":
+        return hashlib.sha256(text).hexdigest()
+    return hashlib.md5(text).hexdigest()
 
 
 def credential_for(business_number: str, password: str, realm: str) -> Credential:
     """Digest material for `business_number` (+E164); the user name is its digits, as Meta sends."""
     digits = business_number.removeprefix("+")
-    return Credential(business_number, ha1(digits, realm, password), ha1(digits, META_REALM, password))
+    return Credential(business_number, ha1(digits, realm, password),
+                      ha1(digits, META_REALM, password),
+                      ha1(digits, META_REALM, password, "SHA-256"))
 
 
 class Cursor(Protocol):
@@ -65,9 +73,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _keys(business_number: str) -> tuple[str, str]:
+def _keys(business_number: str) -> tuple[str, str, str]:
     digits = business_number.removeprefix("+")
-    return f"{digits}:ha1", f"{digits}:ha1_meta"
+    return f"{digits}:ha1", f"{digits}:ha1_meta", f"{digits}:ha1_meta_sha256"
 
 
 class SqlCredentialStore(ABC):
@@ -99,9 +107,10 @@ class SqlCredentialStore(ABC):
         rows = {str(name): str(value) for name, value in cursor.fetchall()}
         found = {}
         for number in numbers:
-            key_ha1, key_meta = _keys(number)
+            key_ha1, key_meta, key_sha256 = _keys(number)
             if key_ha1 in rows:
-                found[number] = Credential(number, rows[key_ha1], rows.get(key_meta, ""))
+                found[number] = Credential(number, rows[key_ha1], rows.get(key_meta, ""),
+                                           rows.get(key_sha256, ""))
         return found
 
     def get(self, business_number: str) -> Credential | None:
@@ -128,8 +137,11 @@ class SqlCredentialStore(ABC):
                         "INSERT INTO wa_credential_history (business_number, ha1, ha1_meta,"
                         " retired_at, reason) VALUES (?, ?, ?, ?, ?)"),
                         (old.business_number, old.ha1, old.ha1_meta, _now(), reason))
-                key_ha1, key_meta = _keys(credential.business_number)
-                for key, value in ((key_ha1, credential.ha1), (key_meta, credential.ha1_meta)):
+                key_ha1, key_meta, key_sha256 = _keys(credential.business_number)
+                for key, value in ((key_ha1, credential.ha1), (key_meta, credential.ha1_meta),
+                                   (key_sha256, credential.ha1_meta_sha256)):
+                    if key == key_sha256 and not value:
+                        continue  # a credential made without it (older callers): MD5 only
                     cursor.execute(self._sql(
                         "INSERT INTO wa_creds (key_name, key_value) VALUES (?, ?)"
                         " ON CONFLICT (key_name) DO UPDATE SET key_value = excluded.key_value"),
@@ -148,7 +160,7 @@ class SqlCredentialStore(ABC):
     def remove(self, business_number: str) -> bool:
         """Forget a number's credential (its history stays); True if it was there."""
         with self._transaction() as cursor:
-            cursor.execute(self._sql("DELETE FROM wa_creds WHERE key_name IN (?, ?)"),
+            cursor.execute(self._sql("DELETE FROM wa_creds WHERE key_name IN (?, ?, ?)"),
                            _keys(business_number))
             removed = cursor.rowcount > 0
             cursor.execute(self._sql("DELETE FROM wa_credential_meta WHERE business_number = ?"),

@@ -4,7 +4,8 @@ Both stores hold the same thing, chosen so that no plain SIP password is ever wr
 per business number, HA1 = MD5(digits:realm:password) for the two realms in use, which is all
 Kamailio needs in both call directions:
   - `<digits>:ha1`       realm = site.sip_domain: the edge checks Meta's digest on user-initiated calls;
-  - `<digits>:ha1_meta`  realm = wa.meta.vc: uac_auth_mode(1) answers Meta's 407 on business-initiated calls.
+  - `<digits>:ha1_meta`  realm = wa.meta.vc (MD5), `<digits>:ha1_meta_sha256` (SHA-256): the edge
+    answers Meta's 407 on business-initiated calls with them (kemi/digest_answer.py).
 Replaced pairs go to `wa_credential_history` (same HA1 form) so a rotation's old credential is kept.
 The price: if the site's sip_domain changes, the passwords must be fetched again (`provision sync`
 does that, since Graph returns the password on every GET with include_sip_credentials=true).

@@ -89,6 +89,9 @@ def test_ha1_matches_md5_of_digits_realm_password() -> None:
     assert META_REALM == "wa.meta.vc"
     assert ha1("u", "r", "p") == md5("u:r:p")
     assert credential.ha1 != credential.ha1_meta
+    assert credential.ha1_meta_sha256 == hashlib.sha256(
+        b"15550100001:wa.meta.vc:s3cret:pw").hexdigest()
+    assert ha1("u", "r", "p", "SHA-256") == hashlib.sha256(b"u:r:p").hexdigest()
 
 
 def test_stored_keys_are_what_kamailio_reads(store: CredentialStore, store_path: Path) -> None:
@@ -96,6 +99,8 @@ def test_stored_keys_are_what_kamailio_reads(store: CredentialStore, store_path:
     assert sorted(rows(store_path, "SELECT key_name, key_value, key_type, value_type FROM wa_creds")) == [
         ("15550100001:ha1", md5(f"15550100001:{REALM}:pw"), 0, 0),
         ("15550100001:ha1_meta", md5("15550100001:wa.meta.vc:pw"), 0, 0),
+        ("15550100001:ha1_meta_sha256",
+         hashlib.sha256(b"15550100001:wa.meta.vc:pw").hexdigest(), 0, 0),
     ]
     assert rows(store_path, "SELECT business_number, realm, meta_realm FROM wa_credential_meta") == [
         (FIRST, REALM, "wa.meta.vc")]
@@ -117,7 +122,7 @@ def test_put_created_unchanged_updated(store: CredentialStore, store_path: Path)
     old = credential_for(FIRST, "pw-1", REALM)
     assert not any(secret in field for field in history[0]
                    for secret in ("pw-1", "pw-2", old.ha1, old.ha1_meta))
-    assert len(rows(store_path, "SELECT * FROM wa_creds")) == 2
+    assert len(rows(store_path, "SELECT * FROM wa_creds")) == 3
 
 
 def test_realm_change_is_an_update(store: CredentialStore) -> None:
@@ -182,7 +187,7 @@ def test_remove(store: CredentialStore, store_path: Path) -> None:
     assert store.get(FIRST) is None
     assert store.get(SECOND) == credential_for(SECOND, "pw", REALM)
     assert sorted(str(r[0]) for r in rows(store_path, "SELECT key_name FROM wa_creds")) == [
-        "15550100002:ha1", "15550100002:ha1_meta"]
+        "15550100002:ha1", "15550100002:ha1_meta", "15550100002:ha1_meta_sha256"]
     assert rows(store_path, "SELECT business_number FROM wa_credential_meta") == [(SECOND,)]
     assert store.remove(FIRST) is False
 

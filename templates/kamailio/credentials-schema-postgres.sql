@@ -4,6 +4,8 @@
 -- writes it in one transaction per batch, so a reader never sees half an update.
 --   <digits>:ha1       MD5(digits:sip_domain:password)  checks Meta's digest on user-initiated calls
 --   <digits>:ha1_meta  MD5(digits:wa.meta.vc:password)  answers Meta's 407 on business-initiated calls
+--   <digits>:ha1_meta_sha256  SHA-256(digits:wa.meta.vc:password)  the same, for Meta's SHA-256
+--                     challenge (offered first; the edge answers it when this key is there)
 CREATE TABLE IF NOT EXISTS wa_creds (
     id SERIAL PRIMARY KEY,
     key_name VARCHAR(64) NOT NULL UNIQUE,

@@ -4,6 +4,8 @@
 -- Keys in wa_creds (one row each, key_type 0 = single value, value_type 0 = string):
 --   <digits>:ha1       MD5(digits:sip_domain:password)  checks Meta's digest on user-initiated calls
 --   <digits>:ha1_meta  MD5(digits:wa.meta.vc:password)  answers Meta's 407 on business-initiated calls
+--   <digits>:ha1_meta_sha256  SHA-256(digits:wa.meta.vc:password)  the same, for Meta's SHA-256
+--                     challenge (offered first; the edge answers it when this key is there)
 -- <digits> is the business number without '+', the user name Meta uses. Plain passwords are not
 -- stored: the HA1 pair keeps both call directions working.
 CREATE TABLE IF NOT EXISTS wa_creds (
