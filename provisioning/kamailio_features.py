@@ -10,7 +10,7 @@ sources and from running Debian 12's 5.6.3 (see README, "Supported Kamailio"):
 - the auth module's 401 path for KEMI (`www_challenge`, `pv_www_authenticate`, with
   `proxy_challenge`, `pv_proxy_authenticate`, `auth_algorithm`) arrived after 5.6: 5.6 has
   `auth_challenge` (407 for an INVITE) and `pv_auth_check`;
-- xhttp_prom's `help` field and `xhttp_prom_metadata_flags` are not in 5.6;
+- xhttp_prom's `help` field and `xhttp_prom_metadata_flags` came with 6.1;
 - 5.6's tls module, with OpenSSL 3, dies of a double free under an ordinary TLS scan, so on 5.6
   Meta's TLS port must be terminated by something else (HAProxy) and Kamailio's tls module
   only opens the edge's own connections toward Meta.
@@ -52,8 +52,9 @@ class KamailioFeatures:
 
     @property
     def prom_help(self) -> bool:
-        """xhttp_prom takes `help` in metric definitions and xhttp_prom_metadata_flags."""
-        return self.modern
+        """xhttp_prom takes `help` in metric definitions and xhttp_prom_metadata_flags (6.1.0,
+        upstream 89cf1a45e4; 6.0 refuses both at start)."""
+        return self.version[:2] >= (6, 1)
 
     @property
     def tls_faces_internet(self) -> bool:
