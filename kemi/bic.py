@@ -111,7 +111,7 @@ def challenge_algorithm(challenge: str) -> str:
     """The algorithm of one WWW-/Proxy-Authenticate value; none named means MD5 (RFC 7616 3.3).
 
     Meta's 407 carries a SHA-256 and an MD5 challenge; the edge logs which it was offered so
-    that a challenge Kamailio's uac cannot answer (it answers MD5 only) is named in the log.
+    that a challenge the edge cannot answer (no HA1 for its algorithm, no qop=auth) is named.
     """
     match = _ALGORITHM.search(challenge)
     return match[1].upper() if match else "MD5"

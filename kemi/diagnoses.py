@@ -117,9 +117,10 @@ EDGE_DIAGNOSES: dict[str, Diagnosis] = {d.code: d for d in (
               "no digest was sent", "check DNS and bic.meta_server: something else answers"),
     Diagnosis("meta_auth_rejected", "Meta challenged again after our digest: the SIP password "
               "is wrong or was reset", "run provision sync to fetch the current SIP password"),
-    Diagnosis("meta_auth_failed", "Meta's challenge could not be answered: no MD5 challenge "
-              "for realm wa.meta.vc (Kamailio's uac answers MD5 only)",
-              "see the edge log for the challenges Meta offered"),
+    Diagnosis("meta_auth_failed", "Meta's challenge could not be answered: no qop=auth "
+              "challenge in an algorithm the edge holds an HA1 for (SHA-256 or MD5)",
+              "see the edge log for the challenges Meta offered; run provision sync to write "
+              "the SHA-256 HA1"),
     Diagnosis("meta_unreachable", "no answer from Meta's SIP server", "check bic.meta_server, "
               "DNS, the firewall toward port 5061 and the CA bundle"),
     Diagnosis("reinvite_refused", "Meta refuses re-INVITE and UPDATE; the session is unchanged",

@@ -30,6 +30,7 @@ from kemi.decisions import (
     source_check,
 )
 from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
+from kemi.digest_answer import authorization, choose, parse_challenge
 from kemi.digest_credentials import CredentialsProblem, credentials_for, same_resource
 from kemi.drop_summary import Drop, DropSummary
 from kemi.metrics import SOCKET_NAME as METRICS_SOCKET
@@ -45,7 +46,8 @@ DONE = 1  # KEMI return value: the route ran to its end, Kamailio keeps the mess
 QOP_AUTH = 1
 STALE = 16
 HA1_PASSWORD = 1
-META_REALM = "wa.meta.vc"  # the realm of Meta's 407, for which ha1_meta was computed
+CSEQ_DIFF_VAR = "cseq_diff"  # the dialog module's own variable (dlg_cseq.c)
+CSEQ_AUTH_MARKER = "P-K-CSeq-Auth"  # the core's marker header for it (core/srapi.c)
 SOURCE_CACHE_SIZE = 1024  # allow-list decisions kept per worker (Meta's prefixes hold few hosts)
 MAX_CHALLENGES = 8  # challenge headers of one 401/407 looked at (Meta sends two)
 OUTCOME_FLAG = 10  # transaction flag: this INVITE's outcome is counted (2xx retransmissions)
@@ -410,19 +412,19 @@ class WhatsAppEdge:
             self._setup_outcome("bic", "answered", status)
 
     def note_meta_challenges(self, status: int) -> None:
-        """Keep the algorithms Meta offered (e.g. "SHA-256,MD5") for the failure route's log.
-
-        uac answers the first challenge it can (MD5) and skips the others; when it can answer
-        none, the log and the diagnosis then say what Meta offered.
-        """
+        """Keep Meta's challenges (e.g. SHA-256 then MD5) for the failure route, which answers
+        one of them (kemi/digest_answer.py), and their algorithms for its log line."""
         name = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
-        offered = []
+        values = []
         for index in range(MAX_CHALLENGES):
             value = KSR.pv.get(f"$(hdr({name})[{index}])")
             if value is None:
                 break
-            offered.append(challenge_algorithm(str(value)))
-        KSR.pv.sets("$avp(wa_challenges)", ",".join(offered) or "none")
+            values.append(str(value))
+        KSR.pv.sets("$avp(wa_challenges)",
+                    ",".join(challenge_algorithm(v) for v in values) or "none")
+        # One AVP, one challenge a line: a header value holds no line break once parsed.
+        KSR.pv.sets("$avp(wa_challenge_values)", "\n".join(values))
 
     def check_meta_certificate(self, status: int) -> None:
         """Mark the transaction when the peer that challenged us holds a certificate for Meta.
@@ -462,11 +464,12 @@ class WhatsAppEdge:
                                     "meta_unreachable")
 
     def answer_meta_challenge(self) -> None:
-        """Answer Meta's 407 once with uac (HA1 for realm wa.meta.vc), only to a checked peer.
+        """Answer Meta's 407 once, with the strongest challenge the edge holds an HA1 for
+        (SHA-256, else MD5), only to a checked peer; the digest uri is the request URI, which
+        is also the To URI (kemi/bic.py).
 
-        Meta offers SHA-256 then MD5; 6.1.4's uac skips the SHA-256 challenge and answers the
-        MD5 one with its own nonce and opaque, which Meta accepts (MD5 is its documented
-        algorithm). The digest uri is the request URI, which is also the To URI (kemi/bic.py).
+        The answer is built here (kemi/digest_answer.py) on every Kamailio: no released uac
+        answers SHA-256, and 5.6/6.0's uac fails on Meta's 407 (SHA-256 first) altogether.
         """
         if KSR.pv.get("$avp(wa_auth_sent)") == 1:
             self._refuse_in_failure(403, "Forbidden - Meta refused the SIP password "
@@ -478,22 +481,30 @@ class WhatsAppEdge:
                                     "meta_certificate_mismatch")
             return
         digits = str(KSR.pv.get("$avp(wa_bic_digits)") or "")
-        ha1 = KSR.htable.sht_get(CREDS_TABLE, f"{digits}:ha1_meta")
-        if not digits or not isinstance(ha1, str) or not ha1:
+        ha1s = {algorithm: ha1 for algorithm, key in (("MD5", "ha1_meta"),
+                                                       ("SHA-256", "ha1_meta_sha256"))
+                if isinstance(ha1 := KSR.htable.sht_get(CREDS_TABLE, f"{digits}:{key}"), str)
+                and ha1}
+        if not digits or not ha1s:
             self._refuse_in_failure(503, "Service Unavailable - no SIP password for "
                                     f"+{digits}", "no_meta_credentials")
             return
-        KSR.pv.sets("$avp(wa_auth_user)", digits)
-        KSR.pv.sets("$avp(wa_auth_ha1)", ha1)
-        KSR.pv.sets("$avp(wa_auth_realm)", META_REALM)
-        KSR.seturi(str(KSR.pv.get("$avp(wa_bic_ruri)")))
         offered = str(KSR.pv.get("$avp(wa_challenges)") or "none")
-        if KSR.uac.uac_auth_mode(HA1_PASSWORD) < 0:
+        values = str(KSR.pv.get("$avp(wa_challenge_values)") or "").split("\n")
+        challenge = choose([c for v in values if (c := parse_challenge(v)) is not None], ha1s)
+        if challenge is None:
             self._refuse_in_failure(502, f"Bad Gateway - cannot answer Meta's challenge (offered "
-                                    f"{offered}; this edge answers MD5)", "meta_auth_failed")
+                                    f"{offered}; this edge answers "
+                                    f"{' or '.join(sorted(ha1s, reverse=True))} with qop=auth)",
+                                    "meta_auth_failed")
             return
+        ruri = str(KSR.pv.get("$avp(wa_bic_ruri)"))
+        KSR.seturi(ruri)
+        value = authorization(challenge, digits, ha1s[challenge.algorithm], "INVITE", ruri)
+        KSR.hdr.append(f"Proxy-Authorization: {value}\r\n")
+        self._renumber_cseq()
         KSR.info(f"wa-edge: BIC call-id={KSR.kx.get_callid()} Meta offered {offered}: "
-                 "answered with MD5\n")
+                 f"answered with {challenge.algorithm}\n")
         KSR.pv.seti("$avp(wa_auth_sent)", 1)
         self._toward_meta()
         KSR.tm.t_on_reply("ksr_onreply_meta")
@@ -501,6 +512,21 @@ class WhatsAppEdge:
         if KSR.tm.t_relay() < 0:
             self._refuse_in_failure(503, "Service Unavailable - cannot reach Meta",
                                     "meta_unreachable")
+
+    def _renumber_cseq(self) -> None:
+        """The authenticated INVITE takes the next CSeq (RFC 3261 8.1.3.5), and the dialog
+        module maps it back for FreeSWITCH (replies, ACK, BYE) for the rest of the call.
+
+        This is what uac_auth asks of the dialog module (its cseq-update callback, with
+        track_cseq_updates on): one more in the dialog's `cseq_diff` variable, and the new value
+        in the core's P-K-CSeq-Auth marker header, which the dialog module writes into the CSeq
+        (and the Via branch) as the request leaves, then removes.
+        """
+        diff = KSR.dialog.var_get(CSEQ_DIFF_VAR)
+        step = (int(diff) if isinstance(diff, (int, str)) and str(diff).isdigit() else 0) + 1
+        KSR.dialog.var_sets(CSEQ_DIFF_VAR, str(step))
+        cseq = int(str(KSR.pv.get("$cs")))
+        KSR.hdr.append(f"{CSEQ_AUTH_MARKER}: {cseq + step}\r\n")
 
     def authenticate(self, target: UicTarget, fields: list[tuple[str, str]]) -> str | None:
         """'digest' or 'none' when the call may go on; None when a reply was sent.

@@ -9,6 +9,7 @@ import hashlib
 import socket
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from lab.meta_standin import (
 from lab.meta_standin.digest_rules import FORBIDDEN_URI, parse_digest, without_params
 from lab.processes import free_port
 from lab.sipp import SippResult
+from provisioning.credential_sql import credential_for
+from provisioning.credential_store import open_store
 from tests.conftest import SECOND_NUMBER, edge_overrides, sip_header
 
 NUMBER = "+15550100001"
@@ -103,19 +106,20 @@ def test_answered_call_answers_407_once_and_meets_metas_form(bic_edge: EdgeLab,
     assert f"<sip:{NUMBER}@sip.example.com>" in sip_header(invite, "From")[0]
     assert sip_header(invite, "To")[0].startswith(f"<{ruri}>")
 
-    # Meta's 407 offered SHA-256 then MD5, each with its own nonce and opaque; the edge (uac)
-    # answered the MD5 one, echoing that challenge's nonce and opaque, with digest uri = To URI
-    # = request URI; Meta's checks (pairing, auth module's response check) accepted it.
+    # Meta's 407 offered SHA-256 then MD5, each with its own nonce and opaque; the edge
+    # answered the SHA-256 one (the strongest, RFC 8760), echoing that challenge's nonce and
+    # opaque, with digest uri = To URI = request URI; Meta's checks (pairing, RFC 7616 response,
+    # nonce count, CSeq above the challenged one) accepted it.
     (challenge,) = meta_407s(bic_edge, fs)
     offered = challenges_offered(challenge)
     assert [algorithm for algorithm, _, _ in offered] == ["SHA-256", "MD5"]
     assert len({nonce for _, nonce, _ in offered}) == len({opaque for _, _, opaque in offered}) == 2
     (verdict,) = digest_verdicts(bic_edge, fs)
-    assert verdict.first_line == "accepted MD5"
+    assert verdict.first_line == "accepted SHA-256"
     echoed = detail_fields(verdict)
-    assert (echoed["nonce"], echoed["opaque"]) == offered[1][1:]
+    assert (echoed["nonce"], echoed["opaque"]) == offered[0][1:]
     assert echoed["uri"] == echoed["to"] == ruri
-    assert "Meta offered SHA-256,MD5: answered with MD5" in bic_edge.kamailio_log()
+    assert "Meta offered SHA-256,MD5: answered with SHA-256" in bic_edge.kamailio_log()
 
     # FreeSWITCH sees its own From, To and CSeq again, and no diagnosis on success.
     ok = next(m.text for m in fs.trace if m.first_line == "SIP/2.0 200 OK")
@@ -212,7 +216,7 @@ def test_second_407_after_our_digest_is_a_failure_not_a_loop(bic_edge: EdgeLab,
     assert invites_at_meta(bic_edge, fs) == ["cseq=1 auth=no", "cseq=2 auth=yes"]
     # Meta's own check refused it: the second 407 says why, with two fresh challenges.
     second = meta_407s(bic_edge, fs)[1]
-    assert detail_fields(second)["why"].startswith("MD5_answer_refused_by_the_auth_module")
+    assert detail_fields(second)["why"] == "SHA-256_answer_refused:_wrong_response"
     assert len(challenges_offered(second)) == 2
 
 
@@ -232,10 +236,54 @@ def test_metas_digest_uri_refusal_gets_its_own_diagnosis(bic_edge: EdgeLab,
     assert "diagnosis meta_auth_uri_mismatch;" in bic_edge.kamailio_log()
 
 
-def test_sha256_only_challenge_is_named_not_answered(bic_edge: EdgeLab, tmp_path: Path) -> None:
-    """Were Meta to drop MD5, uac has nothing to answer: 502 naming what Meta offered."""
-    fs = bic_edge.freeswitch_call("bic-meta-sha256-only", dialed=SHA256_ONLY_NUMBER,
-                                  folder=tmp_path)
+def md5_only_store(edge: EdgeLab) -> None:
+    """NUMBER's credentials as a store written before the SHA-256 HA1 existed."""
+    full = credential_for(NUMBER, LAB_PASSWORD, edge.config.site.sip_domain)
+    store = open_store(edge.config.credentials.sqlite_path())
+    try:
+        store.remove(NUMBER)
+        store.put(replace(full, ha1_meta_sha256=""), edge.config.site.sip_domain)
+    finally:
+        store.close()
+    edge.reload_credentials()
+
+
+def test_a_store_without_the_sha256_ha1_answers_md5(bic_edge: EdgeLab, tmp_path: Path) -> None:
+    md5_only_store(bic_edge)
+    try:
+        user = bic_edge.whatsapp_user("bic-answered", folder=tmp_path)
+        fs = bic_edge.freeswitch_call("bic-answered", folder=tmp_path)
+        assert fs.passed, fs.errors
+        assert user.wait(USER_WAIT) == 0, user.log_tail()
+    finally:
+        bic_edge.write_credentials({NUMBER: LAB_PASSWORD})
+        bic_edge.reload_credentials()
+    (challenge,) = meta_407s(bic_edge, fs)
+    offered = challenges_offered(challenge)
+    (verdict,) = digest_verdicts(bic_edge, fs)
+    assert verdict.first_line == "accepted MD5"
+    assert (detail_fields(verdict)["nonce"], detail_fields(verdict)["opaque"]) == offered[1][1:]
+    assert invites_at_meta(bic_edge, fs) == ["cseq=1 auth=no", "cseq=2 auth=yes"]
+
+
+def test_sha256_only_challenge_is_answered_with_sha256(bic_edge: EdgeLab, tmp_path: Path) -> None:
+    """Were Meta to drop MD5, the edge still answers (no released uac could); with only an
+    MD5 HA1 in the store it cannot: 502 naming what Meta offered."""
+    user = bic_edge.whatsapp_user("bic-answered", folder=tmp_path / "sha")
+    fs = bic_edge.freeswitch_call("bic-answered", dialed=SHA256_ONLY_NUMBER,
+                                  folder=tmp_path / "sha")
+    assert fs.passed, fs.errors
+    assert user.wait(USER_WAIT) == 0, user.log_tail()
+    (verdict,) = digest_verdicts(bic_edge, fs)
+    assert verdict.first_line == "accepted SHA-256"
+
+    md5_only_store(bic_edge)
+    try:
+        fs = bic_edge.freeswitch_call("bic-meta-sha256-only", dialed=SHA256_ONLY_NUMBER,
+                                      folder=tmp_path)
+    finally:
+        bic_edge.write_credentials({NUMBER: LAB_PASSWORD})
+        bic_edge.reload_credentials()
     assert fs.passed, fs.errors
     assert diagnosis_code(final_reply(fs)) == "meta_auth_failed"
     assert invites_at_meta(bic_edge, fs) == ["cseq=1 auth=no"]

@@ -1,8 +1,8 @@
 """Meta's side of business-initiated calls on loopback: stunnel (TLS, a test-CA certificate for
 `wa.meta.vc`) in front of a second Kamailio running `standin.py`.
 
-Debian's SIPp cannot judge a digest (its `verifyauth` refuses the correct header uac_auth
-sends), so Meta is a Kamailio whose auth module checks the edge's answer to the 407. It is as
+Debian's SIPp cannot judge a digest (its `verifyauth` refuses a correct Proxy-Authorization),
+so Meta is a Kamailio whose KEMI script checks the edge's answer to the 407. It is as
 strict as Meta's field traces show Meta to be: two challenges (SHA-256 first, then MD5, each with
 its own nonce and opaque), an answer that must use one of them with that one's nonce, opaque and
 algorithm, and Meta's 403 when the digest uri is not the To URI (digest_rules.py). The WhatsApp

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from dataclasses import dataclass
 
 # Meta's order in its 407: the strongest first (RFC 8760 3).
@@ -111,3 +112,52 @@ def answered_algorithm(fields: dict[str, str], secret: bytes) -> tuple[str | Non
     if not hmac.compare_digest(opaque, opaque_for(secret, nonce, algorithm)):
         return None, f"opaque is not the one of this nonce's {algorithm} challenge"
     return algorithm, "ok"
+
+
+# ---- the nonce and the response, as Meta's side judges them ---------------------------------
+# Meta's nonces are opaque to its clients; the stand-in's are `time.salt.mac`: stateless to make
+# and check on any worker (like opaque_for), unforgeable, and dated so that an old one is stale.
+
+NONCE_LIFETIME = 30
+_HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+_NC = re.compile(r"^[0-9a-f]{8}$")
+
+
+def make_nonce(secret: bytes, now: float) -> str:
+    stamp = f"{int(now):08x}"
+    salt = secrets.token_hex(8)
+    mac = hmac.new(secret, f"nonce|{stamp}.{salt}".encode(), hashlib.sha256).hexdigest()[:24]
+    return f"{stamp}.{salt}.{mac}"
+
+
+def nonce_problem(secret: bytes, nonce: str, now: float,
+                  lifetime: int = NONCE_LIFETIME) -> str | None:
+    """None for a nonce the stand-in made less than `lifetime` s ago, else why not."""
+    parts = nonce.split(".")
+    if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{8}", parts[0]):
+        return "nonce is not one of ours"
+    mac = hmac.new(secret, f"nonce|{parts[0]}.{parts[1]}".encode(),
+                   hashlib.sha256).hexdigest()[:24]
+    if not hmac.compare_digest(mac, parts[2]):
+        return "nonce is not one of ours"
+    age = now - int(parts[0], 16)
+    if age < 0 or age > lifetime:
+        return f"nonce is stale ({int(age)} s old)"
+    return None
+
+
+def nonce_count(fields: dict[str, str]) -> int | None:
+    """The answer's nc as a number (8 hex digits, RFC 7616 3.4), or None."""
+    nc = fields.get("nc", "").lower()
+    return int(nc, 16) if _NC.match(nc) else None
+
+
+def expected_response(algorithm: str, username: str, realm: str, password: str, method: str,
+                      fields: dict[str, str]) -> str:
+    """RFC 7616 3.4.1, qop=auth, computed from the plain password as Meta holds it."""
+    digest = _HASHES[algorithm]
+    ha1 = digest(f"{username}:{realm}:{password}".encode()).hexdigest()
+    ha2 = digest(f"{method}:{fields.get('uri', '')}".encode()).hexdigest()
+    text = (f"{ha1}:{fields.get('nonce', '')}:{fields.get('nc', '')}:{fields.get('cnonce', '')}"
+            f":auth:{ha2}")
+    return digest(text.encode()).hexdigest()

@@ -5,8 +5,9 @@ included: a 407 with two challenges (`algorithm=SHA-256` first, then `MD5`, each
 nonce and opaque, `realm="wa.meta.vc"`, `qop="auth"`) to an INVITE without a correct answer;
 Meta's `403 Proxy auth uri does not match SIP "to" uri` when the digest uri is neither the To URI
 nor the To URI without its parameters; an answer that must use one challenge with that
-challenge's own nonce, opaque and algorithm, its response checked by Kamailio's auth module (set
-to that algorithm) with the number's SIP password (user = digits, no '+'); then the From
+challenge's own nonce, opaque and algorithm, its response checked (RFC 7616, digest_rules.py)
+with the number's SIP password (user = digits, no '+'), each nonce count once, and a higher
+CSeq than the challenged INVITE's; then the From
 rules (400 "Asset not found" for an unknown number, 403 "SIP server X ... does not match" for a
 From domain the sub-domain rule refuses), a 404 for a request URI that is not
 `+E164@wa.meta.vc`, 500 to a re-INVITE. Error answers come on demand: the called number picks
@@ -25,6 +26,7 @@ Standard library and KSR only: this runs in Kamailio's embedded Python.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import secrets
@@ -41,8 +43,9 @@ else:  # inside Kamailio the entry script puts this folder, not the project, on 
     import digest_rules
 
 DONE = 1
-QOP_AUTH = 1
 CONNECTIONS = "calls"  # htable: Call-ID -> the edge's connection (source of its INVITE)
+NONCES = "nonces"  # htable: nonce -> the highest nonce count accepted with it
+CHALLENGED = "challenged"  # htable: Call-ID -> the CSeq of the INVITE last challenged
 
 
 class MetaStandin:
@@ -187,8 +190,13 @@ class MetaStandin:
 
         The digest uri must be the To URI or the To URI without its parameters (else Meta's
         403); the answer must use one of the two challenges with that challenge's own nonce,
-        opaque and algorithm, and qop=auth; then Kamailio's auth module, set to that algorithm,
-        checks the nonce (its own, unexpired, nonce count) and the response.
+        opaque and algorithm, and qop=auth; the nonce must be one the stand-in made within its
+        lifetime and each nonce count is accepted once (a replay is challenged again); the
+        response must be RFC 7616's for that algorithm and the number's password; and the
+        authenticated INVITE must carry a higher CSeq than the one challenged (RFC 3261
+        8.1.3.5). The check is the stand-in's own (digest_rules.py, RFC 7616's vectors in the
+        tests): Kamailio's auth module checks one algorithm per process and 5.6's cannot
+        switch, while Meta offers two in one 407.
         """
         value = KSR.hdr.get("Proxy-Authorization")
         if value is None:
@@ -211,33 +219,50 @@ class MetaStandin:
         if algorithm is None or number is None or fields.get("realm") != self.realm:
             self.challenge(called, why if algorithm is None else f"unknown user {user!r} or realm")
             return False
-        KSR.auth.auth_algorithm(algorithm)
-        result = KSR.auth.pv_auth_check(self.realm, number["password"], 0, 0)
-        if result != 1:
-            self.challenge(called, f"{algorithm} answer refused by the auth module ({result})")
+        problem = self.digest_problem(algorithm, user, number["password"], fields)
+        if problem is not None:
+            self.challenge(called, f"{algorithm} answer refused: {problem}")
             return False
-        KSR.auth.consume_credentials()
         self.event("auth", f"accepted {algorithm}",
                    f"nonce={fields.get('nonce')} opaque={fields.get('opaque')} "
                    f"uri={fields.get('uri')} to={to_uri} nc={fields.get('nc')}")
         return True
 
-    def challenge(self, called: str, why: str) -> None:
-        """Meta's 407: a SHA-256 then an MD5 challenge, each with its own nonce and opaque.
+    def digest_problem(self, algorithm: str, user: str, password: str,
+                       fields: dict[str, str]) -> str | None:
+        """Why this answer is refused (nonce, nonce count, response, CSeq), or None."""
+        nonce = fields.get("nonce", "")
+        stale = digest_rules.nonce_problem(self.secret, nonce, time.time())
+        if stale is not None:
+            return stale
+        count = digest_rules.nonce_count(fields)
+        if count is None or not fields.get("cnonce"):
+            return "no valid nc and cnonce"
+        expected = digest_rules.expected_response(algorithm, user, self.realm, password,
+                                                  str(KSR.kx.get_method()), fields)
+        if not hmac.compare_digest(expected, fields.get("response", "").lower()):
+            return "wrong response"
+        used = KSR.htable.sht_get(NONCES, nonce)
+        if isinstance(used, int) and count <= used:
+            return f"nonce count {count} already used"
+        KSR.htable.sht_seti(NONCES, nonce, count)
+        challenged = KSR.htable.sht_get(CHALLENGED, str(KSR.kx.get_callid()))
+        cseq = int(str(KSR.pv.get("$cs")))
+        if isinstance(challenged, int) and cseq <= challenged:
+            return f"CSeq {cseq} is not above the challenged {challenged}"
+        return None
 
-        The nonces come from Kamailio's auth module (nonce_count on, so each is unique and can
-        be answered once per count); the opaques bind each nonce to its algorithm.
-        """
+    def challenge(self, called: str, why: str) -> None:
+        """Meta's 407: a SHA-256 then an MD5 challenge, each with its own nonce and opaque
+        (the opaque binds the nonce to its algorithm); the CSeq it answers is kept, so that the
+        answer must come with a higher one."""
+        now = time.time()
         challenges = []
         for algorithm in self.algorithms.get(called, digest_rules.CHALLENGE_ALGORITHMS):
-            KSR.auth.auth_algorithm(algorithm)
-            if KSR.auth.auth_get_www_authenticate(self.realm, QOP_AUTH, "$var(challenge)") < 0:
-                raise RuntimeError("auth module made no challenge")
-            nonce = re.search(r'nonce="([^"]+)"', str(KSR.pv.get("$var(challenge)")))
-            if nonce is None:
-                raise RuntimeError("no nonce in the auth module's challenge")
+            nonce = digest_rules.make_nonce(self.secret, now)
             challenges.append(digest_rules.Challenge(
-                algorithm, nonce[1], digest_rules.opaque_for(self.secret, nonce[1], algorithm)))
+                algorithm, nonce, digest_rules.opaque_for(self.secret, nonce, algorithm)))
+        KSR.htable.sht_seti(CHALLENGED, str(KSR.kx.get_callid()), int(str(KSR.pv.get("$cs"))))
         self.event("sent", "407 Proxy Authentication Required",
                    f"cseq={KSR.pv.get('$cs')} why={why.replace(' ', '_')} challenges="
                    + ",".join(c.summary() for c in challenges))
