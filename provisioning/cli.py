@@ -3,6 +3,7 @@ it calls (config, render, credential_store, ...), as in kamcli."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from provisioning.commands import register as register_graph_commands
+from provisioning.kamailio_features import (
+    FeatureError,
+    features_for,
+    installed_kamailio,
+    parse_version,
+)
 from provisioning.meta_ranges_command import register as register_meta_ranges
-from provisioning.render import RenderError, RenderOptions, render_kamailio
+from provisioning.render import RenderError, RenderOptions, render_kamailio, target_features
 from provisioning.render_freeswitch import render_freeswitch
 from provisioning.render_nftables import render_nftables
 from siteconfig.model import ConfigError, SiteConfig, load_config
@@ -48,18 +55,31 @@ def render(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Kamailio worker processes.")] = 4,
     probe_interval: Annotated[int, typer.Option(
         min=0, help="Seconds between OPTIONS probes of FreeSWITCH nodes; 0 = off.")] = 10,
+    kamailio_version: Annotated[str | None, typer.Option(
+        "--kamailio-version", help="Render for this Kamailio (5.6, 6.0, 6.1.4, ...) instead of "
+        "the one installed here (the oldest supported, 5.6, when none is).")] = None,
 ) -> None:
     """Render the Kamailio edge into OUT/kamailio/ and the FreeSWITCH side into OUT/freeswitch/."""
     site = _load(config)
     try:
-        target = render_kamailio(site, out_dir, RenderOptions(workers=workers,
-                                                              probe_interval=probe_interval))
+        named = features_for(parse_version(kamailio_version)) if kamailio_version else None
+    except FeatureError as error:
+        err.print(f"[bold red]--kamailio-version:[/] {escape(str(error))}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    options = RenderOptions(workers=workers, probe_interval=probe_interval, kamailio=named)
+    features = target_features(options)
+    try:
+        target = render_kamailio(site, out_dir, replace(options, kamailio=features))
         fs_target = render_freeswitch(site, out_dir)
         nft_ruleset = render_nftables(site, out_dir)
     except RenderError as error:
         err.print(f"[bold red]render failed:[/] {escape(str(error))}")
         raise typer.Exit(EXIT_FAILED) from None
-    out.print(f"rendered the Kamailio edge into {target}")
+    found = "named" if named else ("installed here" if installed_kamailio() else
+                                   "none installed here: the oldest supported")
+    out.print(f"rendered the Kamailio edge into {target}, for Kamailio {features.text} ({found})")
+    for lack in features.lacks():
+        out.print(f"  Kamailio {features.text}: {escape(lack)}")
     out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")
     out.print(f"rendered the FreeSWITCH configuration into {fs_target}: start FreeSWITCH with "
               f"-conf {fs_target} (it includes nothing else)")

@@ -33,6 +33,7 @@ from provisioning.doctor import (
     Level,
     admission_findings,
     graph_auth_finding,
+    kamailio_findings,
     number_findings,
     tls_findings,
     worst,
@@ -40,6 +41,7 @@ from provisioning.doctor import (
 from provisioning.graph_client import GraphClient, client_from_config, resolve_app_id
 from provisioning.graph_errors import GraphError
 from provisioning.graph_token import TokenError, load_token, redact
+from provisioning.kamailio_features import installed_features, installed_kamailio
 from provisioning.rotate import WINDOW_ACCOUNT, RotationError, rotate_password
 from provisioning.status import number_status
 from provisioning.store_backend import CredentialBackend, open_credentials, store_location
@@ -379,8 +381,8 @@ def doctor(
     expiry_days: Annotated[int, typer.Option(min=1, help="Warn when the certificate expires sooner.")] = 21,
     skip_graph: Annotated[bool, typer.Option("--skip-graph", help="Only the TLS/TCP checks.")] = False,
     skip_admission: Annotated[bool, typer.Option(
-        "--skip-admission", help="Not on the edge host: skip the check of the nftables admission "
-        "rules (table inet wa_sip).")] = False,
+        "--skip-admission", help="Not on the edge host: skip the checks of the nftables admission "
+        "rules (table inet wa_sip) and of the installed Kamailio.")] = False,
     rpc_socket: RpcOption = None,
     token_file: TokenFileOption = None,
     as_json: JsonOption = False,
@@ -402,6 +404,7 @@ def doctor(
     findings: list[Finding] = tls_findings(probe_tls(host, port, cfg.site.sip_domain, ca_file), expiry_days)
     if not skip_admission:
         findings += admission_findings(cfg)  # the nftables rules in front of the TLS port
+        findings += kamailio_findings(cfg, installed_features(), installed_kamailio())
     if not skip_graph:
         findings += _graph_doctor(config, number, token_file, as_json, rpc_socket or [])
     if as_json:

@@ -19,6 +19,7 @@ from provisioning import kamailio_rpc
 from provisioning.credential_store import StoreError, credential_for
 from provisioning.graph_client import GraphClient
 from provisioning.graph_errors import GraphError
+from provisioning.kamailio_features import KamailioFeatures
 from provisioning.nftables_state import NftUnavailable, loaded_table
 from provisioning.render import RenderError
 from provisioning.render_nftables import RULESET_NAME, meta_sets
@@ -204,6 +205,24 @@ def _store_finding(cfg: SiteConfig, number: Number, store: CredentialBackend, pa
             return Finding("edge", Level.FAIL, subject, f"Kamailio at {rpc} has not loaded the current "
                            "credential", "run provision sync --rpc-socket ... (it reloads the htable)")
     return Finding("store", Level.PASS, subject, "store (and edge) hold Meta's current credential")
+
+
+def kamailio_findings(cfg: SiteConfig, features: KamailioFeatures | None,
+                      binary: str = "") -> list[Finding]:
+    """Which Kamailio the edge runs here, what that version lacks and what stands in for it, and
+    whether the site config asks for something it cannot do."""
+    if features is None:
+        return [Finding("kamailio", Level.WARN, "kamailio", "no Kamailio 5.6 or later found on "
+                        "this machine", "run scripts/install-kamailio, or run doctor on the edge")]
+    subject = f"Kamailio {features.text}" + (f" at {binary}" if binary else "")
+    if cfg.auth.challenge_code == 401 and not features.www_challenge:
+        return [Finding("kamailio", Level.FAIL, subject, "auth.challenge_code = 401 needs "
+                        "Kamailio 6.0 or later", "set auth.challenge_code = 407, or install 6.0+")]
+    lacks = features.lacks()
+    cause = "has every feature the edge uses"
+    if lacks:
+        cause = "what this version lacks, and what stands in: " + "; ".join(lacks)
+    return [Finding("kamailio", Level.PASS, subject, cause)]
 
 
 def worst(findings: list[Finding]) -> Level:

@@ -104,6 +104,14 @@ def parse_version(text: str) -> Version:
     return int(match[1]), int(match[2]), int(match[3] or 0)
 
 
+def installed_kamailio() -> str:
+    """The path of the Kamailio the bundle would run, or "" when none is installed."""
+    try:
+        return kamailio_binary()
+    except KamailioNotFound:
+        return ""
+
+
 def installed_features() -> KamailioFeatures | None:
     """The features of the Kamailio the bundle would run (provisioning.kamailio_binary), or
     None when none is installed here."""
