@@ -52,6 +52,7 @@ SOURCE_CACHE_SIZE = 1024  # allow-list decisions kept per worker (Meta's prefixe
 MAX_CHALLENGES = 8  # challenge headers of one 401/407 looked at (Meta sends two)
 OUTCOME_FLAG = 10  # transaction flag: this INVITE's outcome is counted (2xx retransmissions)
 PROC_SIPINIT = 1  # child_init rank of the first SIP worker: once-per-instance work
+META_SOCKET = "meta"  # kamailio.cfg: the socket Meta's requests arrive on
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +218,10 @@ class WhatsAppEdge:
 
         Asked once per request by route_request(); the route uses `self.request.from_meta`.
         """
-        return bool(KSR.is_TLS())
+        if KSR.is_TLS():
+            return True  # Kamailio's tls socket, or a connection the edge opened toward Meta
+        # HAProxy in front (5.6): Meta's connections arrive decrypted on the TCP socket "meta".
+        return self.settings.front.haproxy and KSR.kx.get_rcv_sock_name() == META_SOCKET
 
     def source_admitted(self) -> bool:
         """Who may talk to the edge at all: asked first, before any value of the request is
@@ -288,6 +292,12 @@ class WhatsAppEdge:
                         self._reply(403, "Forbidden - not a FreeSWITCH node")
                     return
                 self.screen_headers(header_fields(request.message))
+            elif self.settings.front.haproxy:
+                # Toward Meta: loose_route forced the socket its second Route names, the
+                # loopback TLS socket advertised as the public address; bound to 127.0.0.1, a
+                # new connection could not reach Meta. Kamailio picks the TLS socket again
+                # without binding the source (the kernel's route decides it).
+                KSR.pv.unset("$fs")
             if request.kind == "BYE" and request.from_meta:
                 duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
                 KSR.info(f"wa-edge: BYE from Meta call-id={KSR.kx.get_callid()} "
@@ -338,7 +348,7 @@ class WhatsAppEdge:
         # The dialog module remembers the call (and puts its id in our Record-Route): only
         # in-dialog requests of a dialog it knows are taken from Meta (within_dialog).
         KSR.dialog.dlg_manage()
-        KSR.rr.record_route()
+        self.record_route(toward_meta=False)
         KSR.info(call_line("invite", "uic", str(KSR.kx.get_callid()),
                            wacid=KSR.hdr.get("X-WA-Meta-Wacid"),
                            business_number=target.business_number, source=self.request.source,
@@ -374,7 +384,7 @@ class WhatsAppEdge:
             KSR.uac.uac_replace_from_uri(caller.uri)
         KSR.uac.uac_replace_to_uri(target.to_uri)
         KSR.seturi(target.request_uri)
-        KSR.rr.record_route()
+        self.record_route(toward_meta=True)
         KSR.pv.sets("$avp(wa_bic_digits)", caller.digits)
         KSR.pv.sets("$avp(wa_bic_ruri)", target.request_uri)
         self._toward_meta()
@@ -389,6 +399,23 @@ class WhatsAppEdge:
             # edge answers in it with the diagnosis instead of sl's bare "500 server error".
             self._refuse_in_failure(503, "Service Unavailable - cannot reach Meta's SIP server",
                                     "meta_unreachable")
+
+    def record_route(self, toward_meta: bool) -> None:
+        """Double Record-Route, so that ACK and BYE come back through the edge on both sides.
+
+        With Kamailio's own TLS socket facing Meta, rr builds both from the sockets. With
+        HAProxy in front, the request from Meta came in on a loopback TCP socket, so the edge
+        names the public TLS address itself (with the dialog id and From tag rr appends to
+        both); the first address is the one nearest the next hop, as rr orders its own.
+        """
+        front = self.settings.front
+        if not front.haproxy:
+            KSR.rr.record_route()
+            return
+        if toward_meta:
+            KSR.rr.record_route_preset(front.public_route, front.internal_route)
+        else:
+            KSR.rr.record_route_preset(front.internal_route, front.public_route)
 
     def _toward_meta(self) -> None:
         """Next hop Meta's server over TLS, with SNI = Meta's host name."""

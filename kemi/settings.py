@@ -71,6 +71,22 @@ def bic_settings_from_dict(raw: object) -> BicSettings:
 
 
 @dataclass(frozen=True)
+class FrontSettings:
+    """HAProxy terminates Meta's TLS (Kamailio 5.6): Meta's connections arrive on the TCP
+    socket "meta", and the edge presets its Record-Route with the public TLS address."""
+
+    haproxy: bool = False
+    public_route: str = ""  # host:port;transport=tls;r2=on, the address Meta reaches
+    internal_route: str = ""  # host:port;r2=on, the internal UDP socket
+
+
+def front_settings_from_dict(raw: object) -> FrontSettings:
+    if not isinstance(raw, dict) or not raw.get("haproxy"):
+        return FrontSettings()
+    return FrontSettings(True, str(raw["public_route"]), str(raw["internal_route"]))
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     sip_domain: str
     accepted_domains: frozenset[str]
@@ -93,6 +109,8 @@ class EdgeSettings:
     www_challenge: bool = False
     """The Kamailio has the explicit 401/407 auth calls (6.0+); 5.6 has auth_challenge and
     pv_auth_check, which challenge an INVITE with 407 (provisioning/kamailio_features.py)."""
+    front: FrontSettings = FrontSettings()
+    """Who terminates Meta's TLS, and the Record-Route addresses when it is HAProxy."""
 
 
 def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
@@ -128,6 +146,7 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         meta_host_name=str(raw.get("meta_host_name", "wa.meta.vc")),
         bic=bic_settings_from_dict(raw.get("bic")),
         **kamailio_settings(raw.get("kamailio")),
+        front=front_settings_from_dict(raw.get("tls_front")),
     )
 
 

@@ -20,10 +20,11 @@ from lab.meta_standin import META_HOST, WHATSAPP_USER, MetaStandin, StandinPorts
 from lab.processes import LabError, LabParty, ManagedProcess, free_port, wait_for_tcp
 from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
+from lab.tls_front import start_haproxy
 from provisioning.credential_store import credential_for, open_store
 from provisioning.kamailio_binary import KamailioNotFound, kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call, reload_credentials
-from provisioning.render import RenderOptions, render_kamailio
+from provisioning.render import RenderOptions, render_kamailio, target_features, tls_front
 from siteconfig.model import SiteConfig
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "site.toml"
@@ -33,7 +34,9 @@ META_USER = "+15550123456"
 
 @dataclass
 class EdgePorts:
-    tls: int = field(default_factory=free_port)
+    tls: int = field(default_factory=free_port)  # Meta's TLS port: Kamailio's, or HAProxy's
+    front_backend: int = field(default_factory=free_port)  # Kamailio's TCP socket behind HAProxy
+    outbound_tls: int = field(default_factory=free_port)  # Kamailio's TLS toward Meta (HAProxy)
     internal: int = field(default_factory=free_port)
     meta_client: int = field(default_factory=free_port)
     metrics: int = field(default_factory=free_port)  # Kamailio's /metrics (xhttp_prom)
@@ -77,6 +80,7 @@ class EdgeLab(LabParty):
         self.passwords = passwords if passwords is not None else {
             n.business_number: LAB_PASSWORD for n in self.config.numbers}
         self.kamailio: ManagedProcess | None = None
+        self.haproxy: ManagedProcess | None = None  # when HAProxy terminates Meta's TLS (5.6)
         self.meta: MetaStandin | None = None
         if meta_standin:
             self.meta = MetaStandin(
@@ -99,7 +103,9 @@ class EdgeLab(LabParty):
                     "private_key": str(edge_leaf.private_key),
                     "ca_list": str(self.ca.certificate)},
             "listen": {"tls": f"127.0.0.1:{self.ports.tls}",
-                       "internal": f"127.0.0.1:{self.ports.internal}"},
+                       "internal": f"127.0.0.1:{self.ports.internal}",
+                       "front_backend": f"127.0.0.1:{self.ports.front_backend}",
+                       "outbound_tls": f"127.0.0.1:{self.ports.outbound_tls}"},
             "credentials": {"store": f"sqlite:///{self.folder / 'credentials.sqlite'}"},
             "freeswitch": {"sets": [{"id": 1, "algorithm": "priority", "nodes": [
                 {"uri": f"sip:127.0.0.1:{fs1}", "priority": 10},
@@ -125,22 +131,27 @@ class EdgeLab(LabParty):
         except KamailioNotFound as error:
             raise LabError(str(error)) from None
         self.write_credentials(self.passwords)
-        rendered = render_kamailio(self.config, self.folder / "out", RenderOptions(
-            workers=2, probe_interval=0, log_level=self.log_level))
+        options = RenderOptions(workers=2, probe_interval=0, log_level=self.log_level)
+        rendered = render_kamailio(self.config, self.folder / "out", options)
+        front = tls_front(self.config, target_features(options))
         run_dir = self.folder / "run"
         run_dir.mkdir(exist_ok=True)
         self.kamailio = ManagedProcess("kamailio", [
             kamailio_binary(), "-f", str(rendered / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
             "-Y", str(run_dir), "-P", str(run_dir / "kamailio.pid")], self.folder / "kamailio.log")
         self.processes.append(self.kamailio.start())
-        self._wait_for_kamailio()
+        self._wait_for_kamailio(tls=front == "kamailio")
+        if front == "haproxy":
+            self.haproxy = start_haproxy(self.folder / "out" / "haproxy" / "haproxy.cfg",
+                                         self.ports.tls, self.folder / "haproxy.log")
+            self.processes.append(self.haproxy)
         self.processes.append(stunnel_client(
             self.folder, "meta-to-edge", self.ports.meta_client, self.ports.tls,
             self.ca.certificate, self.config.site.sip_domain))
         if self.meta is not None:
             self.meta.start()
 
-    def _wait_for_kamailio(self) -> None:
+    def _wait_for_kamailio(self, tls: bool) -> None:
         assert self.kamailio is not None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -153,7 +164,8 @@ class EdgeLab(LabParty):
                 time.sleep(0.1)
         else:
             raise LabError(f"kamailio did not answer RPC within 20 s; see {self.kamailio.log}")
-        wait_for_tcp("127.0.0.1", self.ports.tls, 10, "kamailio TLS", self.kamailio.log)
+        if tls:
+            wait_for_tcp("127.0.0.1", self.ports.tls, 10, "kamailio TLS", self.kamailio.log)
 
     def stop(self) -> None:
         if self.meta is not None:
@@ -238,3 +250,8 @@ class EdgeLab(LabParty):
 
     def kamailio_log(self) -> str:
         return self.folder.joinpath("kamailio.log").read_text(errors="replace")
+
+    def haproxy_log(self) -> str:
+        """HAProxy's own log ("" when Kamailio terminates Meta's TLS)."""
+        path = self.folder / "haproxy.log"
+        return path.read_text(errors="replace") if path.exists() else ""

@@ -22,6 +22,9 @@ from provisioning.kamailio_features import (
     features_for,
     installed_features,
 )
+from provisioning.render_haproxy import CONFIG_NAME as HAPROXY_CONFIG
+from provisioning.render_haproxy import PEM_NAME as HAPROXY_PEM
+from provisioning.render_haproxy import HaproxyRenderError, haproxy_files
 from provisioning.templates_dir import KEMI_DIR, credentials_schema, templates_dir
 from siteconfig.model import SiteConfig, split_host_port
 
@@ -60,12 +63,55 @@ def check_supported(cfg: SiteConfig, features: KamailioFeatures) -> None:
                           "(set challenge_code = 407, or render for a newer Kamailio)")
 
 
+def tls_front(cfg: SiteConfig, features: KamailioFeatures) -> str:
+    """Who terminates Meta's TLS: "kamailio" or "haproxy" (listen.tls_front; "auto" = HAProxy
+    where the target Kamailio's tls module must not face the Internet, i.e. 5.6).
+
+    "kamailio" on such a Kamailio is refused, not warned about: one scanner kills the whole edge
+    within a minute, and every address on the Internet is scanned, so a warning would only say
+    when the outage comes."""
+    choice = cfg.listen.tls_front
+    if choice == "auto" and features.tls_faces_internet:
+        return "kamailio"
+    if choice == "kamailio" and not features.tls_faces_internet:
+        raise RenderError(
+            f"listen.tls_front = 'kamailio' is refused for Kamailio {features.text}: its tls "
+            "module with OpenSSL 3 dies of a double free (tls_init.c) under an ordinary TLS "
+            "scan, and the whole edge stops; set tls_front = 'auto' or 'haproxy' (HAProxy "
+            "terminates Meta's TLS), or render for Kamailio 6.0 or later")
+    front = "haproxy" if choice == "auto" else choice
+    if front == "haproxy":
+        metrics = cfg.metrics.edge_socket()
+        conflict = cfg.listen.front_port_conflict(metrics[1] if metrics else None)
+        if conflict is not None:
+            raise RenderError(f"HAProxy terminates Meta's TLS for Kamailio {features.text}: "
+                              f"{conflict}")
+    return front
+
+
+def socket_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def record_route_addresses(cfg: SiteConfig) -> dict[str, str]:
+    """The two Record-Route addresses the edge presets when HAProxy is in front (Kamailio's
+    own would name its loopback TCP socket toward Meta): the public TLS address Meta reaches,
+    and the internal UDP socket; r2=on so that loose_route takes both off."""
+    tls_port = cfg.listen.tls_socket()[1]
+    public = socket_text(cfg.listen.public_tls_host(cfg.site.sip_domain), tls_port)
+    return {"public_route": f"{public};transport=tls;r2=on",
+            "internal_route": f"{socket_text(*cfg.listen.internal_socket())};r2=on"}
+
+
 def edge_settings(cfg: SiteConfig,
                   features: KamailioFeatures | None = None) -> dict[str, object]:
     """What the KEMI edge reads at start (kemi/settings.py is the other half of this);
     `features`: the Kamailio it runs in (default: the oldest supported)."""
+    features = features or features_for(OLDEST)
+    haproxy = tls_front(cfg, features) == "haproxy"
     return {
-        "kamailio": (features or features_for(OLDEST)).to_settings(),
+        "kamailio": features.to_settings(),
+        "tls_front": {"haproxy": haproxy, **(record_route_addresses(cfg) if haproxy else {})},
         "sip_domain": cfg.site.sip_domain,
         "accepted_domains": cfg.site.accepted_domains,
         "auth_mode": cfg.auth.mode,
@@ -120,13 +166,12 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
     options = options or RenderOptions()
     features = target_features(options)
     check_supported(cfg, features)
+    front = tls_front(cfg, features)
     target = out.resolve() / "kamailio"
+    haproxy_target = out.resolve() / "haproxy"
     tls_host, tls_port = cfg.listen.tls_socket()
     internal_host, internal_port = cfg.listen.internal_socket()
-
-    def socket_text(host: str, port: int) -> str:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
+    public_host = cfg.listen.public_tls_host(cfg.site.sip_domain)
     context = {
         "cfg": cfg,
         "kamailio": features,
@@ -144,18 +189,38 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
         "settings_path": str(target / "edge-settings.json"),
         "metrics_listen": socket_text(*metrics) if (metrics := cfg.metrics.edge_socket()) else "",
         "prom_metrics": PROM_METRICS,
+        "front_haproxy": front == "haproxy",
+        "front_backend": socket_text(*cfg.listen.front_backend_socket()),
+        "outbound_tls": socket_text(*cfg.listen.outbound_tls_socket()),
+        # Advertised on the outbound TLS socket (Via toward Meta, and "myself" for Meta's
+        # Route): an address, or the name the site gave; never a name Kamailio might fail to
+        # resolve at start (it would drop the socket).
+        "public_tls": socket_text(public_host, tls_port),
+        "advertise_public": bool(cfg.listen.advertise) or public_host != cfg.site.sip_domain,
     }
     env = template_environment()
     files: dict[str, str] = {}
+    front_files: dict[str, str] = {}
     try:
         for name in ("kamailio.cfg", "tls.cfg", "dispatcher.list", "wa_edge.py"):
-            files[name] = env.get_template(f"kamailio/{name}.j2").render(context)
+            template = f"kamailio/{name}.j2"
+            files[name] = env.get_template(template).render(context)
+        template = "haproxy/haproxy.cfg.j2"
+        if front == "haproxy":
+            front_files = haproxy_files(cfg, features, haproxy_target, env)
     except jinja2.TemplateError as error:
-        raise RenderError(f"template kamailio/{name}.j2: {error}") from None
+        raise RenderError(f"template {template}: {error}") from None
+    except HaproxyRenderError as error:
+        raise RenderError(str(error)) from None
     files["edge-settings.json"] = json.dumps(edge_settings(cfg, features), indent=2,
                                              sort_keys=True) + "\n"
     files["credentials-schema.sql"] = credentials_schema()
     replace_folder(target, files)
+    if front_files:
+        replace_folder(haproxy_target, front_files, private=frozenset({HAPROXY_PEM}))
+    else:  # Kamailio faces Meta: no HAProxy file may be left to bind the same port
+        for stale in (HAPROXY_CONFIG, HAPROXY_PEM):
+            (haproxy_target / stale).unlink(missing_ok=True)
     return target
 
 

@@ -113,6 +113,18 @@ class ListenSection(Strict):
     internal: str = Field(default="127.0.0.1:5060", description="UDP socket toward FreeSWITCH.")
     advertise: str | None = Field(
         default=None, description="Public name or address advertised on the TLS socket.")
+    tls_front: Literal["auto", "kamailio", "haproxy"] = Field(
+        default="auto", description="Who terminates Meta's TLS on listen.tls: 'kamailio' (its tls "
+        "module), 'haproxy' (HAProxy in TCP mode hands Meta's connections and address to "
+        "Kamailio with the PROXY protocol), or 'auto': HAProxy where the target Kamailio's tls "
+        "module is not safe on a socket the Internet reaches (5.6), else Kamailio.")
+    front_backend: str = Field(
+        default="127.0.0.1:5062", description="With HAProxy in front: the TCP socket where "
+        "Kamailio takes Meta's connections from HAProxy (PROXY protocol); loopback or an "
+        "internal address, never reachable from outside.")
+    outbound_tls: str = Field(
+        default="127.0.0.1:5063", description="With HAProxy in front: Kamailio's own TLS socket, "
+        "used only for the connections the edge opens toward Meta; nothing connects to it.")
 
     @field_validator("tls", "internal")
     @classmethod
@@ -120,8 +132,51 @@ class ListenSection(Strict):
         split_host_port(value, 5061)
         return value
 
+    @field_validator("front_backend", "outbound_tls")
+    @classmethod
+    def _inside_socket(cls, value: str) -> str:
+        host, _ = parse_listen_address(value)
+        address = ipaddress.ip_address(host)
+        if address.is_unspecified or address.is_global:
+            raise ValueError(f"{value!r}: must be a loopback or internal address (Kamailio's "
+                             "socket behind HAProxy must not be reachable from outside)")
+        return value
+
     def tls_socket(self) -> tuple[str, int]:
         return split_host_port(self.tls, 5061)
+
+    def front_backend_socket(self) -> tuple[str, int]:
+        return parse_listen_address(self.front_backend)
+
+    def outbound_tls_socket(self) -> tuple[str, int]:
+        return parse_listen_address(self.outbound_tls)
+
+    def front_port_conflict(self, metrics_port: int | None) -> str | None:
+        """With HAProxy in front: a sentence naming the key whose port another socket of the
+        edge already uses, or None."""
+        taken = {"listen.tls": self.tls_socket()[1], "listen.internal": self.internal_socket()[1]}
+        if metrics_port is not None:
+            taken["metrics.edge_listen"] = metrics_port
+        for key, port in (("listen.front_backend", self.front_backend_socket()[1]),
+                          ("listen.outbound_tls", self.outbound_tls_socket()[1])):
+            other = next((k for k, p in taken.items() if p == port), None)
+            if other is not None:
+                return f"{key} uses port {port}, as {other} does: give it a port of its own"
+            taken[key] = port
+        return None
+
+    def public_tls_host(self, sip_domain: str) -> str:
+        """The host Meta reaches the TLS port at, for Record-Route: listen.advertise, else
+        listen.tls's address, else (a wildcard address) the SIP domain."""
+        if self.advertise:
+            return self.advertise
+        host = self.tls_socket()[0]
+        try:
+            if ipaddress.ip_address(host).is_unspecified:
+                return sip_domain
+        except ValueError:
+            pass
+        return host
 
     def internal_socket(self) -> tuple[str, int]:
         return split_host_port(self.internal, 5060)
