@@ -15,8 +15,14 @@ calls); a call fails unless each side hears the other's tone.
 
 Ladders show each leg as its own party saw it: Meta's SIPp trace, FreeSWITCH's sofia siptrace
 (turned on over the Event Socket), the Meta stand-in's events and the WhatsApp user's trace.
-Every process started here is stopped before the command returns. The last line is
-`lab: N passed, M failed`; the exit code is 1 when a call failed.
+Without FreeSWITCH (provisioning/freeswitch_binary.py finds none) the FreeSWITCH calls are
+skipped, one line up front says why, and an edge-only section runs instead
+(lab/edge_only_section.py): the real edge and Meta's stand-ins, the business side played by
+SIPp over plain SIP, as the edge tests do.
+
+Every process started here is stopped before the command returns. The last lines are
+`lab: FreeSWITCH calls: N ran, M skipped (...)` and `lab: N passed, M failed`; the exit code is
+1 when a call failed.
 """
 
 from __future__ import annotations
@@ -35,13 +41,17 @@ from typing import Any
 from esl.cdr import CallRecord
 from lab.bundle import BundleLab
 from lab.edge import EXAMPLE_CONFIG
+from lab.edge_only_section import freeswitch_absent_line, run_edge_only
 from lab.freeswitch_trace import TRACE_COMMANDS, executed, read_freeswitch_trace, wait_for_call
+from lab.ladders import bic_ladder, uic_ladder
 from lab.media_section import MEDIA_CALLS, media_call, media_overrides
-from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER, StandinEvent
+from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER
 from lab.metrics_summary import Expected, summarize
 from lab.processes import LabError
 from lab.sdp_summary import describe_sdp, sdp_body
 from lab.sipp import SippResult, TracedMessage
+from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing, freeswitch_version
+from provisioning.render import RenderError
 from siteconfig.model import ConfigError, SiteConfig
 
 LAB_NUMBERS = {"SDES": ("+15550100008", "100000000000008"),
@@ -61,35 +71,6 @@ class LabCall:
     ladder: list[str]
     notes: list[str] = field(default_factory=list)
     detail: str = ""
-
-
-# ---- ladders --------------------------------------------------------------------------------
-
-
-def _rows(messages: list[TracedMessage], left: str, right: str, left_sends: bool) -> list[tuple[str, str]]:
-    """`left ──▶ right` for messages `left` sent (seen from the side whose trace this is)."""
-    rows = []
-    for m in messages:
-        outgoing = m.sent == left_sends
-        rows.append((m.time, f"{left:<11} {'──▶' if outgoing else '◀──'} {right:<11} {m.first_line}"))
-    return rows
-
-
-def uic_ladder(meta: list[TracedMessage], freeswitch: list[TracedMessage]) -> list[str]:
-    """Meta's leg (its SIPp trace) and FreeSWITCH's leg (its siptrace), in time order."""
-    rows = _rows(meta, "Meta", "edge", True) + _rows(freeswitch, "edge", "FreeSWITCH", False)
-    return [f"  {time}  {text}" for time, text in sorted(rows)]
-
-
-def bic_ladder(freeswitch: list[TracedMessage], meta: list[StandinEvent],
-               whatsapp: list[TracedMessage]) -> list[str]:
-    """The three legs of a business-initiated call, in time order."""
-    rows = _rows(freeswitch, "FreeSWITCH", "edge", True)
-    rows += [(e.time, f"edge        {'──▶' if e.way == 'recv' else '◀──'} Meta        "
-                      f"{e.first_line}  [{e.detail.rsplit(' call=', 1)[0]}]")
-             for e in meta if "side=user" not in e.detail and e.way != "auth"]
-    rows += _rows(whatsapp, "Meta", "WhatsApp", False)
-    return [f"  {time}  {text}" for time, text in sorted(rows)]
 
 
 def cdr_note(record: CallRecord) -> str:
@@ -320,6 +301,8 @@ COUNTED_AS: dict[Callable[[Lab, Path], LabCall], tuple[str, str]] = {
 }
 """(direction, outcome) each passed call must add to both endpoints' calls_total (the wrong
 password ends in a challenge, no outcome)."""
+FREESWITCH_CALLS = len(CALLS) + len(MEDIA_CALLS)
+"""The calls that need FreeSWITCH: skipped, and counted as skipped, where there is none."""
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -384,11 +367,48 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the lab folder (logs, traces, rendered config, CDRs) afterwards")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="wa-sip-lab-"))
-    results: list[LabCall] = []
+    missing = freeswitch_missing()
     try:
         print(f"lab: config {args.config}, scratch folder {folder}")
-        overrides, added = lab_overrides(args.config)
-        with BundleLab(folder, config_path=args.config, overrides=overrides) as bundle:
+        if missing is None:
+            results, freeswitch_ran = with_freeswitch(args.config, folder)
+            freeswitch_line = (f"lab: FreeSWITCH calls: {freeswitch_ran} ran, 0 skipped "
+                               f"(FreeSWITCH {freeswitch_version()} at {freeswitch_binary()})")
+        else:
+            print(freeswitch_absent_line(missing, FREESWITCH_CALLS))
+            results = edge_only(args.config, folder)
+            freeswitch_line = (f"lab: FreeSWITCH calls: 0 ran, {FREESWITCH_CALLS} skipped "
+                               "(no FreeSWITCH installed)")
+    finally:
+        if args.keep:
+            print(f"lab: kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    passed = sum(r.passed for r in results)
+    print(freeswitch_line)
+    print(f"lab: {passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+def edge_only(config: Path, folder: Path) -> list[LabCall]:
+    """No FreeSWITCH: the edge-only section (lab/edge_only_section.py), the business side
+    played by SIPp."""
+    try:
+        calls = run_edge_only(folder, config)
+    except (LabError, ConfigError, RenderError) as error:
+        print(f"lab: cannot run: {error}", file=sys.stderr)
+        return [LabCall("lab set-up", False, [])]
+    return [LabCall(c.name, c.passed, c.ladder, c.notes, c.detail) for c in calls]
+
+
+def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
+    """The whole bundle, FreeSWITCH and wa-esl included; the results and how many FreeSWITCH
+    calls were placed."""
+    results: list[LabCall] = []
+    ran = 0
+    try:
+        overrides, added = lab_overrides(config)
+        with BundleLab(folder, config_path=config, overrides=overrides) as bundle:
             for command in TRACE_COMMANDS:
                 bundle.api(command)
             print("\n".join(describe(bundle, added)))
@@ -399,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 call_folder.mkdir()
                 result = play(lab, call_folder)
                 results.append(result)
+                ran += 1
                 print(f"\n[{'PASS' if result.passed else 'FAIL'}] {result.name}")
                 print("\n".join(result.ladder))
                 for note in result.notes:
@@ -415,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = media_call(bundle, who, mode, call_folder)
                 results.append(LabCall(outcome.name, outcome.passed, [], outcome.notes,
                                        outcome.detail))
+                ran += 1
                 print(f"\n[{'PASS' if outcome.passed else 'FAIL'}] {outcome.name}")
                 for note in outcome.notes:
                     print(f"  {note}" if note.startswith("media:") else f"  = {note}")
@@ -426,14 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LabError, ConfigError) as error:
         print(f"lab: cannot run: {error}", file=sys.stderr)
         results.append(LabCall("lab set-up", False, []))
-    finally:
-        if args.keep:
-            print(f"lab: kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-    passed = sum(r.passed for r in results)
-    print(f"lab: {passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) else 1
+    return results, ran
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from collections.abc import Generator, Iterator
 import pytest
 
 from lab.edge import LAB_PASSWORD, EdgeLab
+from lab.edge_only_section import FAILURE_LIMIT as FAILURE_LIMIT  # re-exported for the tests
+from lab.edge_only_section import UNSYNCED_NUMBER, edge_overrides
 from lab.media.freeswitch_patch import is_patched
 from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing, freeswitch_version
 from provisioning.kamailio_rpc import call
@@ -57,22 +59,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     if outcomes:
         terminalreporter.write_line(freeswitch_tests_line(outcomes))
 
-SECOND_NUMBER = "+15550100002"  # configured, but no credentials are ever synced for it
-FAILURE_LIMIT = 3
-
-
-def edge_overrides(**changes: object) -> dict[str, object]:
-    """The example config plus a number without credentials and a low lockout threshold."""
-    overrides: dict[str, object] = {
-        "numbers": [
-            {"business_number": "+15550100001", "phone_number_id": "100000000000001",
-             "request_uri_user_params": {"tgrp": "wacall", "trunk-context": "byoc.example.com"}},
-            {"business_number": SECOND_NUMBER, "phone_number_id": "100000000000002"},
-        ],
-        "auth": {"failure_limit": FAILURE_LIMIT},
-    }
-    overrides.update(changes)
-    return overrides
+# the edge-only lab calls and these tests share one set of overrides (lab/edge_only_section.py)
+SECOND_NUMBER = UNSYNCED_NUMBER  # configured, but no credentials are ever synced for it
 
 
 @pytest.fixture(scope="module")
