@@ -10,7 +10,8 @@ import pytest
 
 from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.edge_only_section import FAILURE_LIMIT as FAILURE_LIMIT  # re-exported for the tests
-from lab.edge_only_section import UNSYNCED_NUMBER, edge_overrides
+from lab.edge_only_section import UNSYNCED_NUMBER
+from lab.edge_only_section import edge_overrides as edge_overrides
 from lab.media.freeswitch_patch import is_patched
 from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing, freeswitch_version
 from provisioning.kamailio_rpc import call
