@@ -191,9 +191,11 @@ class EdgeLab(LabParty):
     def meta_call(self, flow: str, password: str = LAB_PASSWORD,
                   business_number: str | None = None, ruri_params: str = "",
                   keys: dict[str, str] | None = None, timeout_s: int = 20,
-                  folder: Path | None = None, extra: list[str] | None = None) -> SippResult:
+                  folder: Path | None = None, extra: list[str] | None = None,
+                  client_port: int | None = None) -> SippResult:
         """Play Meta's side of `flow` (sipp-scenarios/<flow>/meta.xml) through TLS; `extra`:
-        more SIPp arguments (`-d MS` for a scenario's bare `<pause/>`)."""
+        more SIPp arguments (`-d MS` for a scenario's bare `<pause/>`); `client_port`: another
+        stunnel client than the lab's (meta_client_from: Meta from another address)."""
         number = business_number or self.config.numbers[0].business_number
         if not ruri_params and number == self.config.numbers[0].business_number:
             ruri_params = "".join(f";{k}={v}" for k, v in
@@ -208,7 +210,8 @@ class EdgeLab(LabParty):
             **(keys or {}),
         }
         digits = number.removeprefix("+")
-        return run_sipp_client(flow, "meta", folder or self.folder, self.ports.meta_client,
+        return run_sipp_client(flow, "meta", folder or self.folder,
+                               client_port or self.ports.meta_client,
                                free_port(),
                                keys=all_keys, timeout_s=timeout_s,
                                extra=["-au", digits, "-ap", password,
@@ -216,6 +219,17 @@ class EdgeLab(LabParty):
                                       "-auth_uri", f"{number}{ruri_params}@"
                                       f"{self.config.site.sip_domain};transport=tls",
                                       *(extra or [])])
+
+    def meta_client_from(self, source: str) -> int:
+        """One more stunnel client toward the edge's TLS port, connecting from `source` (a
+        loopback address): Meta from another address. Stopped with the lab; returns the port
+        SIPp sends to (meta_call's client_port)."""
+        port = free_port()
+        name = "meta-from-" + source.replace(".", "-")
+        self.processes.append(stunnel_client(self.folder, name, port, self.ports.tls,
+                                             self.ca.certificate, self.config.site.sip_domain,
+                                             source=source))
+        return port
 
     def whatsapp_user(self, flow: str, folder: Path | None = None,
                       timeout_s: int = 30) -> SippServer:

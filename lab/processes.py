@@ -103,6 +103,10 @@ class ManagedProcess:
                            "or 'make test', which install it)") from None
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -18,14 +18,16 @@ def _write_conf(path: Path, body: str) -> Path:
 
 
 def stunnel_client(folder: Path, name: str, accept_port: int, connect_port: int, ca: Path,
-                   check_host: str) -> ManagedProcess:
-    """Plain TCP on 127.0.0.1:accept_port -> TLS to 127.0.0.1:connect_port, chain + name checked."""
+                   check_host: str, source: str | None = None) -> ManagedProcess:
+    """Plain TCP on 127.0.0.1:accept_port -> TLS to 127.0.0.1:connect_port, chain + name checked;
+    `source`: the loopback address it connects from (another Meta address than 127.0.0.1)."""
+    local = f"local = {source}\n" if source else ""
     conf = _write_conf(folder / f"{name}.conf", f"""
 [{name}]
 client = yes
 accept = 127.0.0.1:{accept_port}
 connect = 127.0.0.1:{connect_port}
-CAfile = {ca}
+{local}CAfile = {ca}
 verifyChain = yes
 checkHost = {check_host}
 sni = {check_host}

@@ -5,6 +5,8 @@ one address filled 64 MB and every later handshake, Meta's included, failed. The
 refuses connections past `security.connections.per_source` per address, closes connections
 without a complete SIP message after `first_message_timeout` and caps the total at half of
 shared memory. Attackers come from 127.0.0.2 and up; Meta's stunnel leg from 127.0.0.1.
+On Kamailio 5.6, HAProxy terminates Meta's TLS and the same tests hold by its settings (the
+rendered haproxy.cfg); Kamailio's shared memory then holds no attacker's TLS state at all.
 """
 
 from __future__ import annotations
@@ -58,8 +60,21 @@ def test_limits_are_sized_from_shared_memory() -> None:
 
 def test_rendered_config_carries_the_limits(limits_edge: EdgeLab) -> None:
     rendered = (limits_edge.folder / "out" / "kamailio" / "kamailio.cfg").read_text()
-    for line in ("shm_mem_size=64", "tls_max_connections=409", "tcp_accept_iplimit=32",
-                 "tcp_msg_data_timeout=5", "tcp_msg_read_timeout=5",
+    if limits_edge.haproxy is None:
+        kamailio_lines = ("tcp_accept_iplimit=32", "tcp_msg_data_timeout=5",
+                          "tcp_msg_read_timeout=5")
+    else:
+        # Kamailio 5.6: HAProxy faces Meta and applies the limits (the tests below go through
+        # it); Kamailio has neither tcp_accept_iplimit nor tcp_msg_*_timeout, and nothing
+        # bounds a trickled message after the first one but idle_timeout.
+        kamailio_lines = ("tcp_accept_haproxy=yes",)
+        front = (limits_edge.folder / "out" / "haproxy" / "haproxy.cfg").read_text()
+        front_lines = [line.strip() for line in front.splitlines()]
+        for line in ("maxconn 409", "tcp-request connection reject if { sc0_conn_cur gt 32 }",
+                     "tcp-request inspect-delay 5s", "timeout client 5s",
+                     "timeout tunnel 600s"):
+            assert line in front_lines, line
+    for line in ("shm_mem_size=64", "tls_max_connections=409", *kamailio_lines,
                  'modparam("tls", "connection_timeout", 600)'):
         assert line in rendered.splitlines(), line
     assert shm_total(limits_edge.rpc_socket) == 64 * MB
