@@ -60,6 +60,7 @@ def test_limits_are_sized_from_shared_memory() -> None:
 
 def test_rendered_config_carries_the_limits(limits_edge: EdgeLab) -> None:
     rendered = (limits_edge.folder / "out" / "kamailio" / "kamailio.cfg").read_text()
+    kamailio_lines: tuple[str, ...]
     if limits_edge.haproxy is None:
         kamailio_lines = ("tcp_accept_iplimit=32", "tcp_msg_data_timeout=5",
                           "tcp_msg_read_timeout=5")
