@@ -57,6 +57,12 @@ class KamailioFeatures:
         return self.version[:2] >= (6, 1)
 
     @property
+    def quiet_parser(self) -> bool:
+        """An unparsable header line is logged at sip_parser_log's level (6.0.0); 5.6 logs it at
+        ERR with the rest of the message (core/parser/parse_hname2.c)."""
+        return self.modern
+
+    @property
     def tls_faces_internet(self) -> bool:
         """Kamailio's tls module may listen on a socket that the Internet reaches."""
         return self.modern
@@ -78,6 +84,9 @@ class KamailioFeatures:
             "no per-source connection limit and no first-message or read timeouts in "
             "Kamailio (tcp_accept_iplimit, tcp_msg_*_timeout): HAProxy's timeouts and the "
             "rendered nftables rules give them",
+            "its parser logs a header line it cannot parse at ERR with the rest of the message "
+            "(sip_parser_log governs it from 6.0): rate-limit the edge's log in journald or "
+            "rsyslog",
         ]
 
     def to_settings(self) -> dict[str, object]:

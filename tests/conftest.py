@@ -14,9 +14,12 @@ from lab.edge_only_section import UNSYNCED_NUMBER
 from lab.edge_only_section import edge_overrides as edge_overrides
 from lab.media.freeswitch_patch import is_patched
 from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing, freeswitch_version
+from provisioning.kamailio_features import OLDEST, features_for, installed_features
 from provisioning.kamailio_rpc import call
 
 NEEDS_FREESWITCH = "needs_freeswitch"
+INSTALLED_KAMAILIO = installed_features() or features_for(OLDEST)
+"""What the Kamailio the tests start offers: a test of a 6.0-only feature skips before 6.0."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

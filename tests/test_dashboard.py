@@ -18,7 +18,7 @@ from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.esl_standin import FreeSwitchStandin, UicCall
 from lab.metrics_scrape import names, scrape
 from lab.sipp import start_sipp_server
-from tests.conftest import edge_overrides
+from tests.conftest import INSTALLED_KAMAILIO, edge_overrides
 from tests.esl.conftest import PASSWORD
 from tests.esl.controller_fixtures import SDES_NUMBER, ended_record, make_settings, place
 
@@ -111,9 +111,16 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     return edge_metric_names(folder) | asyncio.run(controller_metric_names(folder))
 
 
+# Kamailio's tls statistics: not in 5.6, where HAProxy holds Meta's TLS connections anyway
+# (README, Supported Kamailio: the dashboard's TLS panel stays empty there).
+TLS_STATISTICS = {"wasip_edge_tls_opened_connections", "wasip_edge_tls_max_connections"}
+
+
 def test_every_panel_query_names_a_metric_that_exists(exported: set[str]) -> None:
     missing = []
-    for name in sorted(queried_metrics()):
+    expected = queried_metrics() - (set() if INSTALLED_KAMAILIO.tls_faces_internet
+                                    else TLS_STATISTICS)
+    for name in sorted(expected):
         if name.endswith(".*"):
             prefix = name.rstrip(".*")
             if not any(e.startswith(prefix) for e in exported):

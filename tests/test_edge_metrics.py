@@ -16,7 +16,7 @@ from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.meta_standin import META_ANSWERS_BY_FLOW
 from lab.metrics_scrape import Samples, scrape, total, value
 from lab.sipp import start_sipp_server
-from tests.conftest import SECOND_NUMBER, edge_overrides, sip_header
+from tests.conftest import INSTALLED_KAMAILIO, SECOND_NUMBER, edge_overrides, sip_header
 
 NUMBER = "+15550100001"
 WAIT = 15
@@ -94,7 +94,8 @@ def test_counters_move_as_the_calls_did(edge: EdgeLab, tmp_path: Path) -> None:
         value(before, "wasip_edge_core_rcv_requests_invite") + 5
     assert ("wasip_edge_dialog_active_dialogs", frozenset()) in after
     assert ("wasip_edge_tmx_active_transactions", frozenset()) in after
-    assert ("wasip_edge_tls_opened_connections", frozenset()) in after
+    if INSTALLED_KAMAILIO.tls_faces_internet:  # 5.6's tls module keeps no statistics
+        assert ("wasip_edge_tls_opened_connections", frozenset()) in after
 
 
 def test_a_wrong_password_and_a_lockout_are_counted(edge: EdgeLab, tmp_path: Path) -> None:

@@ -11,11 +11,9 @@ import pytest
 
 from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.sipp import start_sipp_server
-from provisioning.kamailio_features import OLDEST, features_for, installed_features
-from tests.conftest import edge_overrides, first_request, sip_header
+from tests.conftest import INSTALLED_KAMAILIO, edge_overrides, first_request, sip_header
 
 FS_WAIT = 15
-INSTALLED = installed_features() or features_for(OLDEST)
 
 
 def started_edge(folder: Path, **changes: object) -> EdgeLab:
@@ -32,8 +30,9 @@ def edge_factory(tmp_path: Path) -> Iterator[list[EdgeLab]]:
         lab.stop()
 
 
-@pytest.mark.skipif(not INSTALLED.www_challenge,
-                    reason=f"Kamailio {INSTALLED.text} has no 401 challenges (6.0 and later do)")
+@pytest.mark.skipif(not INSTALLED_KAMAILIO.www_challenge,
+                    reason=f"Kamailio {INSTALLED_KAMAILIO.text} has no 401 challenges "
+                           "(6.0 and later do)")
 def test_401_challenge_mode_checks_authorization(edge_factory: list[EdgeLab],
                                                 tmp_path: Path) -> None:
     """auth.challenge_code = 401: WWW-Authenticate out, Authorization checked (SIPp's digest),

@@ -38,7 +38,7 @@ def test_each_version_gets_what_it_has() -> None:
     assert six.www_challenge and six.tcp_hardening and six.tls_faces_internet
     assert not six.prom_help  # xhttp_prom's help field came with 6.1.0
     assert new.prom_help
-    assert len(old.lacks()) == 3 and six.lacks() == [] == new.lacks()
+    assert len(old.lacks()) == 4 and six.lacks() == [] == new.lacks()
     assert any("HAProxy" in line for line in old.lacks())
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from lab.edge import EdgeLab
 from provisioning.kamailio_rpc import call
-from tests.conftest import edge_overrides
+from tests.conftest import INSTALLED_KAMAILIO, edge_overrides
 from tests.security.sip_wire import MetaTls, split_messages
 
 FLOOD = 2000
@@ -165,5 +165,11 @@ def test_unparsable_messages_are_counted_not_dumped_into_the_log(clean_edge: Edg
                 time.sleep(0.01)  # let the two workers keep up; the kernel drops none
     assert wait_for_statistic(edge, "bad_msg_hdr", before + count) >= before + count
     log = edge.kamailio_log()[start:]
+    if not INSTALLED_KAMAILIO.quiet_parser:
+        # 5.6 logs the bad header line with the rest of the message at ERR, hard-coded
+        # (README, Supported Kamailio): once per packet, never the whole-message dump too.
+        assert len(log) < count * 1200, f"{len(log)} bytes of log for {count} unparsable messages"
+        assert log.count("invalid header name") <= count
+        return
     assert padding not in log
     assert len(log) < count * 300, f"{len(log)} bytes of log for {count} unparsable messages"
