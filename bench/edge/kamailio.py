@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.processes import LabError, ManagedProcess
+from lab.tls_front import start_haproxy
 from provisioning.kamailio_binary import kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 
@@ -68,18 +69,25 @@ class Kamailio:
             "-Y", str(self.run_dir), "-P", str(self.run_dir / "kamailio.pid")],
             folder / f"kamailio-{setup.name}.log")
         self.main_pid = 0
+        self.front: ManagedProcess | None = None  # HAProxy, where the render put one
+        self.front_log = folder / f"haproxy-{setup.name}.log"
 
     def __enter__(self) -> Kamailio:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.process.start()
         try:
             self._wait_ready()
+            if self.setup.front_config is not None:
+                self.front = start_haproxy(self.setup.front_config, self.setup.front_port,
+                                           self.front_log)
         except BaseException:
             self.process.stop()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.front is not None:
+            self.front.stop()
         self.process.stop()
 
     def _wait_ready(self) -> None:

@@ -44,6 +44,8 @@ class Setup:
     folder: Path
     uses_freeswitch: bool
     meta_transport: str  # "tcp" (bench-only plain listener) or "tls" (through stunnel)
+    front_config: Path | None = None  # HAProxy in front of Meta's TLS (the 5.6 render has one)
+    front_port: int = 0  # where HAProxy listens: the site's TLS port
 
     @property
     def rpc_socket(self) -> Path:
@@ -106,6 +108,9 @@ def kemi_setup(site: BenchSite, workers: int, log_level: int, meta_transport: st
         (out / "wa_edge_bench.py").write_text(BENCH_ENTRY.format(
             kemi_parent=json.dumps(str(KEMI_DIR.parent)),
             settings=json.dumps(str(out / "edge-settings.json"))), encoding="utf-8")
+    front = out.parent / "haproxy" / "haproxy.cfg"
+    if meta_transport == "tls" and front.exists():
+        return Setup(name, config, out, True, meta_transport, front, site.ports.tls)
     return Setup(name, config, out, True, meta_transport)
 
 
