@@ -81,6 +81,10 @@ def render(
     for lack in features.lacks():
         out.print(f"  Kamailio {features.text}: {escape(lack)}")
     out.print(f"check it with: kamailio -c -f {target / 'kamailio.cfg'}")
+    front = target.parent / "haproxy" / "haproxy.cfg"
+    if front.exists():
+        out.print(f"rendered HAProxy, which terminates Meta's TLS for this Kamailio, into "
+                  f"{front.parent}: check it with haproxy -c -f {front}")
     out.print(f"rendered the FreeSWITCH configuration into {fs_target}: start FreeSWITCH with "
               f"-conf {fs_target} (it includes nothing else)")
     if nft_ruleset is not None:

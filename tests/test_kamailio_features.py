@@ -48,11 +48,12 @@ def test_render_says_which_kamailio_and_what_it_lacks(tmp_path: Path) -> None:
     assert run.exit_code == 0, run.output
     assert "for Kamailio 5.6.0 (named)" in run.stdout
     assert "no 401 challenges" in run.stdout and "HAProxy" in run.stdout
+    assert f"haproxy -c -f {(tmp_path / 'a' / 'haproxy' / 'haproxy.cfg').resolve()}" in run.stdout
     run = CliRunner().invoke(app, ["render", "-c", str(EXAMPLE_CONFIG), "-o", str(tmp_path / "b"),
                                    "--kamailio-version", "6.1.4"])
     assert run.exit_code == 0, run.output
     assert "for Kamailio 6.1.4 (named)" in run.stdout and "lacks" not in run.stdout
-    assert "no 401" not in run.stdout
+    assert "no 401" not in run.stdout and "haproxy -c" not in run.stdout
 
 
 def test_render_refuses_a_bad_version_and_401_on_56(tmp_path: Path) -> None:
