@@ -66,9 +66,10 @@ class EdgeLab(LabParty):
 
     def __init__(self, folder: Path, overrides: dict[str, Any] | None = None,
                  config_path: Path = EXAMPLE_CONFIG, passwords: dict[str, str] | None = None,
-                 log_level: int = 2, meta_standin: bool = False) -> None:
+                 log_level: int = 2, meta_standin: bool = False,
+                 ports: EdgePorts | None = None) -> None:
         self.folder = folder
-        self.ports = EdgePorts()
+        self.ports = ports or EdgePorts()  # given: overrides may name them (listen.tls)
         self.overrides = overrides or {}
         self.config_path = config_path
         self.log_level = log_level

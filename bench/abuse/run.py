@@ -18,12 +18,24 @@ Phases, each bounded in count and time:
      not on the Internet, and an unpaced UDP flood starves FreeSWITCH's replies on it whatever
      the script does: firewall it);
   5. the TLS scan, 8 clients (lab/attack/tls_scan.py).
-Then a last legitimate call on the quiet edge. The last line printed is
-``RESULT crashes=<n> relayed_unauthenticated=<n> tracebacks=<n> legit_calls_failed=<n>
-shm_free_min_mb=<x> log_mb=<x>``: Kamailio processes lost or respawned, requests that reached
-FreeSWITCH without being a legitimate call, Python tracebacks in the log, legitimate calls
-that failed, the least shared memory free seen, and what the run wrote to the log.
-The exit code is 1 when any of the first four is not 0.
+Then a last legitimate call on the quiet edge, and:
+  6. the many-source idle-connection attack (bench/abuse/idle_sources.py), on an edge of its
+     own inside network namespaces the bench creates (the admission rules `provision render`
+     writes are loaded there, never in the host's tables): 450 idle TLS connections from 200
+     sources, re-opened as the edge closes them, while Meta places calls from inside its
+     configured ranges; with the rules, then without them (the reference). Skipped, with the
+     reason, without root, ip or nft.
+The last line printed is ``RESULT crashes=<n> relayed_unauthenticated=<n> tracebacks=<n>
+legit_calls_failed=<n> shm_free_min_mb=<x> log_mb=<x> idle_sources=<n> idle_conns_held=<n>
+meta_calls_during_idle=<ok>/<n> meta_calls_without_admission=<ok>/<n>
+meta_call_max_s_during_idle=<s> meta_call_max_s_without_admission=<s>``: Kamailio (and HAProxy)
+processes lost or respawned, requests that reached FreeSWITCH without being a legitimate call,
+Python tracebacks in the log, legitimate calls that failed (Meta's calls during the idle attack
+with admission included), the least shared memory free seen, what the run wrote to the log;
+then the idle phase: sources, attacker connections held while Meta called, Meta's calls that
+connected with and without the rules, and the slowest of them. The exit code is 1 when any of
+the first four is not 0 or the idle phase failed to run (skipped is not a failure, nor is the
+reference's count: it shows what admission buys).
 
     make bench-abuse                     # ~3 minutes
     .venv/bin/python -m bench.abuse.run --help
@@ -32,7 +44,7 @@ The exit code is 1 when any of the first four is not 0.
 from __future__ import annotations
 
 import argparse
-import re
+import signal
 import sys
 import tempfile
 import threading
@@ -63,11 +75,12 @@ from lab.attack.tls_hold import IdleFlood, hold_idle_connections, open_raw_conne
 from lab.attack.tls_scan import ScanSettings, scan
 from lab.edge import EdgeLab
 from lab.processes import LabError, free_port
-from lab.sipp import SippServer, read_trace, start_sipp_server
+from lab.sipp import start_sipp_server
 from provisioning.kamailio_binary import KamailioNotFound, kamailio_binary
 from provisioning.kamailio_rpc import RpcError
 
-_CALL_ID = re.compile(r"(?im)^(?:call-id|i)\s*:\s*(\S+)")
+from . import idle_sources
+from .relayed import call_ids, relayed_to_sipp
 
 
 def say(text: str) -> None:
@@ -100,10 +113,7 @@ class LegitCalls:
             self.failed += 1
             self.failures.append(f"{tag}: {error}")
             return False
-        for message in result.messages:
-            match = _CALL_ID.search(message)
-            if match:
-                self.call_ids.add(match[1])
+        self.call_ids |= call_ids(result.messages)
         if result.passed:
             self.passed += 1
             self.durations.append(time.monotonic() - started)
@@ -131,18 +141,6 @@ def log_size(edge: EdgeLab) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def relayed_to_sipp(fs: SippServer, legit_call_ids: set[str]) -> list[str]:
-    """Requests the FreeSWITCH SIPp UAS received that no legitimate call sent."""
-    found = []
-    for message in read_trace(fs.trace_file):
-        if message.sent or message.text.startswith("SIP/2.0"):
-            continue
-        match = _CALL_ID.search(message.text)
-        if match is None or match[1] not in legit_call_ids:
-            found.append(message.first_line)
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Long attack run against a loopback edge.")
     parser.add_argument("--udp-messages", type=int, default=12000)
@@ -154,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scan-seconds", type=float, default=45.0)
     parser.add_argument("--abuse-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=10)
+    idle_sources.add_arguments(parser, prefix="idle-")
     parser.add_argument("--keep", type=Path, help="keep the run folder (logs) here")
     args = parser.parse_args(argv)
     try:
@@ -161,11 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     except KamailioNotFound as error:
         print(f"bench-abuse: {error}", file=sys.stderr)
         return 2
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        return run(args, args.keep)
-    with tempfile.TemporaryDirectory(prefix="wa-sip-abuse-") as scratch:
-        return run(args, Path(scratch))
+    # SIGTERM unwinds like Ctrl-C: edges, namespaces and their processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            return run(args, args.keep)
+        with tempfile.TemporaryDirectory(prefix="wa-sip-abuse-") as scratch:
+            return run(args, Path(scratch))
+    except KeyboardInterrupt:  # every edge, namespace and process is stopped by now
+        print("bench-abuse: interrupted", file=sys.stderr)
+        return 130
 
 
 def run(args: argparse.Namespace, folder: Path) -> int:
@@ -319,13 +324,24 @@ def run(args: argparse.Namespace, folder: Path) -> int:
         f" MB, lowest {shm.minimum / MB:.1f} MB; {shm.failed_samples} unanswered RPC samples")
     for line in problems[:5]:
         say(f"  {line[:160]}")
+
+    say("many-source idle connections, in network namespaces of the bench's own:")
+    t0 = time.monotonic()
+    idle = idle_sources.run_phase(idle_sources.settings_from(args, "idle-"), folder / "idle", say)
+    for line in idle_sources.summary(idle):
+        say(line)
+    say(f"many-source idle connections: {idle.status} in {time.monotonic() - t0:.1f} s")
     say(f"run took {time.monotonic() - started:.0f} s")
-    legit_failed = calls.failed
-    relayed_total = len(relayed) + len(relayed_fs)
+    crashes += idle.crashes
+    tracebacks += idle.tracebacks
+    legit_failed = calls.failed + idle.meta_calls_failed
+    relayed_total = len(relayed) + len(relayed_fs) + idle.relayed
     print(f"RESULT crashes={crashes} relayed_unauthenticated={relayed_total} "
           f"tracebacks={tracebacks} legit_calls_failed={legit_failed} "
-          f"shm_free_min_mb={shm.minimum / MB:.1f} log_mb={log_mb:.1f}", flush=True)
-    return 1 if crashes or relayed_total or tracebacks or legit_failed else 0
+          f"shm_free_min_mb={shm.minimum / MB:.1f} log_mb={log_mb:.1f} {idle.result_keys()}",
+          flush=True)
+    failed = crashes or relayed_total or tracebacks or legit_failed or idle.status == "error"
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

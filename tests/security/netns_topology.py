@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,26 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.netns import benchmark_addresses as attacker_addresses
+from lab.netns import unavailable_reason as unavailable_reason  # re-exported for the tests
+
 REPO = Path(__file__).resolve().parents[2]
 SERVER_META, META_ADDRESS, META_RANGE = "10.77.0.1", "10.77.0.2", "10.77.0.0/24"
 SERVER_ATTACK = "198.18.0.1"
 PREFIX = "wsadm"
 COMMAND_TIMEOUT_S = 20
-
-
-def unavailable_reason() -> str | None:
-    """Why these tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces and nftables)"
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    probe = f"{PREFIX}-probe-{os.getpid()}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
-    if made.returncode != 0:
-        return f"ip netns is unavailable: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
-    return None
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -46,10 +33,6 @@ def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)}: {result.stderr.strip()}")
     return result
-
-
-def attacker_addresses(count: int) -> list[str]:
-    return [f"198.18.{1 + i // 250}.{1 + i % 250}" for i in range(count)]
 
 
 @dataclass
