@@ -301,6 +301,36 @@ def _wait_ramp(holders: HoldersProcess, within_s: float) -> float:
     return time.monotonic() - started
 
 
+@dataclass
+class _MetaCall:
+    """One of Meta's calls, started at `start_at` in a thread of its own: Meta's calls do not
+    wait for each other, so one the attack holds up does not delay the next."""
+
+    tag: str
+    start_at: float
+    passed: bool = False
+    seconds: float = 0.0
+    failure: str = ""
+    call_ids: set[str] = field(default_factory=set)
+
+    def place(self, edge: EdgeLab, meta_port: int, folder: Path, timeout_s: int) -> None:
+        time.sleep(max(0.0, self.start_at - time.monotonic()))
+        (folder / self.tag).mkdir(exist_ok=True)
+        started = time.monotonic()
+        try:
+            result = edge.meta_call("uic-answered", folder=folder / self.tag, timeout_s=timeout_s,
+                                    client_port=meta_port)
+        except LabError as error:
+            self.failure = f"{self.tag}: {error}"
+            return
+        self.seconds = time.monotonic() - started
+        self.call_ids = call_ids(result.messages)
+        self.passed = result.passed
+        if not result.passed:
+            last = (result.errors.strip().splitlines() or ["no SIP exchange"])[-1]
+            self.failure = f"{self.tag} after {self.seconds:.1f} s: {last[:160]}"
+
+
 @dataclass(frozen=True)
 class _Attackers:
     """Where the attack runs from: the attackers' namespace, never ours (`outside`)."""
@@ -328,28 +358,24 @@ def _attack_half(label: str, edge: EdgeLab, meta_port: int, attackers: _Attacker
         _print(f"{label}: {c.held} held after {ramp:.1f} s ({c.attempts} attempts, "
                f"{c.connect_failed} connects failed, {c.handshake_failed} handshakes failed)")
         with _Sampler(holders.counts) as sampler:
-            for index in range(settings.meta_calls):
-                start_at = window_start + index * settings.window_s / settings.meta_calls
-                time.sleep(max(0.0, start_at - time.monotonic()))
-                half.calls += 1
-                tag = f"{label.replace(' ', '-')}-{half.calls}"
-                (folder / tag).mkdir(exist_ok=True)
-                call_started = time.monotonic()
-                try:
-                    result = edge.meta_call("uic-answered", folder=folder / tag,
-                                            timeout_s=settings.call_timeout_s,
-                                            client_port=meta_port)
-                except LabError as error:
-                    half.failures.append(f"{tag}: {error}")
-                    continue
-                seconds = time.monotonic() - call_started
-                legit_ids |= call_ids(result.messages)
-                if result.passed:
-                    half.calls_ok += 1
-                    half.call_seconds.append(round(seconds, 2))
-                else:
-                    last = (result.errors.strip().splitlines() or ["no SIP exchange"])[-1]
-                    half.failures.append(f"{tag} after {seconds:.1f} s: {last[:160]}")
+            calls = [_MetaCall(f"{label.replace(' ', '-')}-{index + 1}",
+                               window_start + index * settings.window_s / settings.meta_calls)
+                     for index in range(settings.meta_calls)]
+            threads = [threading.Thread(target=call.place, args=(edge, meta_port, folder,
+                                                                 settings.call_timeout_s),
+                                        name=call.tag, daemon=True) for call in calls]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=settings.window_s + settings.call_timeout_s + 30)
+        for call in calls:
+            half.calls += 1
+            legit_ids |= call.call_ids
+            if call.passed:
+                half.calls_ok += 1
+                half.call_seconds.append(round(call.seconds, 2))
+            else:
+                half.failures.append(call.failure or f"{call.tag}: did not end")
         half.counts = asdict(holders.counts)
     half.held_median = int(statistics.median(sampler.samples)) if sampler.samples else 0
     half.held_peak = half.counts["peak"]
