@@ -3,6 +3,7 @@ for until they listen, and always stopped (process group, TERM then KILL)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -17,18 +18,28 @@ class LabError(Exception):
     """A lab component failed to start or to answer; the message says which and where its log is."""
 
 
+# Ports free_port() handed out lately: nothing holds a port between free_port() and the bind of
+# whoever gets it, and the kernel may offer the same one again meanwhile (it did, in a fresh
+# network namespace, within one EdgePorts()), so this process never gets the same port twice.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=4096)
+
+
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port that is free for both TCP and UDP right now (Kamailio may use either)."""
+    """A port that is free for both TCP and UDP right now (Kamailio may use either), and not
+    one this process was given lately."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, kind) as first:
             first.bind((host, 0))
             port = int(first.getsockname()[1])
+            if port in _HANDED_OUT:
+                continue
             other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
             with socket.socket(socket.AF_INET, other) as second:
                 try:
                     second.bind((host, port))
                 except OSError:
                     continue
+                _HANDED_OUT.append(port)
                 return port
     raise LabError("no free loopback port found")
 

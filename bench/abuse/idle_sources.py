@@ -328,6 +328,7 @@ class _MetaCall:
         self.passed = result.passed
         if not result.passed:
             last = (result.errors.strip().splitlines() or ["no SIP exchange"])[-1]
+            last = last.rsplit("\t", 1)[-1].split(": ", 1)[-1]  # SIPp's time stamps off
             self.failure = f"{self.tag} after {self.seconds:.1f} s: {last[:160]}"
 
 

@@ -2,6 +2,7 @@
 
 - nft is refused outside a namespace of the bench's own (`lab.netns.nft_inside`), and the idle
   holders refuse a target that is not loopback unless they run inside such a namespace;
+- the phase's edge gets distinct ports in its fresh namespace (free_port never repeats one);
 - Ctrl-C in the middle of the attack (SIGINT to the process group, as a terminal sends it)
   ends every process the phase started, inside both namespaces, and deletes the namespaces.
 """
@@ -20,6 +21,7 @@ import pytest
 
 from lab.attack.idle_holders import main as holders_main
 from lab.netns import NetnsError, inside_other_namespace, netns_id, nft_inside, unavailable_reason
+from lab.processes import free_port
 from provisioning.kamailio_binary import kamailio_available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +116,10 @@ def test_ctrl_c_during_the_attack_leaves_no_namespace_and_no_process(tmp_path: P
     assert _processes_naming(str(folder)) == [], "".join(lines)
     assert [pid for pid in inside if _alive(pid)] == [], "".join(lines)
     assert "Traceback" not in "".join(lines), "".join(lines)
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    # In a fresh namespace the kernel offered the same port twice within one EdgePorts()
+    # (listen.tls = listen.outbound_tls): free_port remembers what it gave.
+    ports = [free_port() for _ in range(1000)]  # ~35 repeats expected without it
+    assert len(set(ports)) == len(ports)
