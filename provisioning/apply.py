@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioning.graph_client import GraphClient
-from provisioning.graph_errors import GraphError
+from graphapi.client import GraphClient
+from graphapi.errors import GraphError
 from provisioning.settings_model import (
     CallingSettings,
     DesiredSettings,

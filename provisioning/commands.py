@@ -25,6 +25,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from graphapi.client import GraphClient, client_from_config, resolve_app_id
+from graphapi.errors import GraphError
 from provisioning import kamailio_rpc
 from provisioning.apply import apply_number
 from provisioning.credential_store import StoreError
@@ -38,8 +40,6 @@ from provisioning.doctor import (
     tls_findings,
     worst,
 )
-from provisioning.graph_client import GraphClient, client_from_config, resolve_app_id
-from provisioning.graph_errors import GraphError
 from provisioning.graph_token import TokenError, load_token, redact
 from provisioning.kamailio_features import installed_features, installed_kamailio
 from provisioning.rotate import WINDOW_ACCOUNT, RotationError, rotate_password

@@ -15,10 +15,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from graphapi.client import GraphClient
+from graphapi.errors import GraphError
 from provisioning import kamailio_rpc
 from provisioning.credential_store import StoreError, credential_for
-from provisioning.graph_client import GraphClient
-from provisioning.graph_errors import GraphError
 from provisioning.kamailio_features import KamailioFeatures
 from provisioning.nftables_state import NftUnavailable, loaded_table
 from provisioning.render import RenderError

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphapi.client import GraphClient
+from graphapi.errors import GraphError
 from provisioning.credential_store import StoreError, credential_for
-from provisioning.graph_client import GraphClient
-from provisioning.graph_errors import GraphError
 from provisioning.settings_model import (
     Difference,
     SettingsFormatError,

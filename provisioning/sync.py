@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from graphapi.client import GraphClient
+from graphapi.errors import GraphError
 from provisioning.credential_store import Credential, StoreError, WriteOutcome, credential_for
-from provisioning.graph_client import GraphClient
-from provisioning.graph_errors import GraphError
 from provisioning.settings_model import SettingsFormatError, parse_settings
 from provisioning.store_backend import CredentialBackend
 from siteconfig.model import Number

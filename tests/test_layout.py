@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("kemi", "esl", "provisioning", "siteconfig")
+PRODUCT = ("kemi", "esl", "provisioning", "siteconfig", "graphapi")
 NOT_PRODUCT = ("lab", "tests", "bench")
 
 
@@ -91,6 +91,11 @@ def test_provisioning_and_esl_do_not_import_each_other() -> None:
 def test_the_site_config_imports_neither_side() -> None:
     """siteconfig is what both sides read: it may import neither, or the cycle comes back."""
     assert offenders(ROOT, "siteconfig", ("esl", "provisioning", "kemi")) == []
+
+
+def test_the_graph_client_imports_neither_side() -> None:
+    """graphapi is the Graph client both sides use (provision, wa-esl's pre-flight)."""
+    assert offenders(ROOT, "graphapi", ("esl", "provisioning", "kemi")) == []
 
 
 def test_the_walk_finds_every_kind_of_import(tmp_path: Path) -> None:

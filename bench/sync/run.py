@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from graphapi.client import GraphClient, RetryPolicy  # noqa: E402
 from lab.graph_standin.seed import seeded_number  # noqa: E402
 from provisioning.credential_store import open_store  # noqa: E402
-from provisioning.graph_client import GraphClient, RetryPolicy  # noqa: E402
 from provisioning.sync import SyncOptions, SyncOutcome, sync_numbers  # noqa: E402
 from siteconfig.model import Number  # noqa: E402
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from graphapi.client import GraphClient, RetryPolicy, parse_retry_after
+from graphapi.errors import GraphError, parse_error
+from graphapi.pacing import Pacer
 from lab.graph_standin import FaultRule, GraphStandin
-from provisioning.graph_client import GraphClient, RetryPolicy, parse_retry_after
-from provisioning.graph_errors import GraphError, parse_error
-from provisioning.graph_pacing import Pacer
 from tests.provisioning.conftest import APP_ID, SIP_DOMAIN, TOKEN
 
 PNID = "100000000000001"

@@ -5,7 +5,7 @@ rate-limited answer must neither stall the run nor fail it. Every request has ex
 5xx answers, network errors and Graph's rate-limit codes (4, 17, 32, 613, 80007, 130429, HTTP 429)
 are retried with exponential backoff and jitter, honouring Retry-After; concurrency is bounded by
 a semaphore (and the connection pool) so the app's Graph quota is not burnt in one burst, and
-after a rate-limit answer request starts are paced (graph_pacing.py). The
+after a rate-limit answer request starts are paced (pacing.py). The
 token is sent in the Authorization header only: it never appears in a URL, a log line or an error.
 
 Connections are spread over several small httpx pools: httpcore scans every connection of a pool
@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from provisioning.graph_errors import GraphError, network_error, parse_error
-from provisioning.graph_pacing import Pacer
+from graphapi.errors import GraphError, network_error, parse_error
+from graphapi.pacing import Pacer
 from siteconfig.model import GraphSection
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
