@@ -15,6 +15,7 @@ from typing import Any
 
 from esl.cdr import CallRecord, CdrStore
 from esl.edge_log import EdgeEvent, events_for
+from esl.meta_call_events import MetaCallEventStore, Reconciliation, reconcile
 
 MEDIA_FIELDS = ("first_media_ms", "media_timeout", "fs_duration_s", "meta_duration_s")
 
@@ -25,6 +26,8 @@ class CallReport:
     edge_events: list[EdgeEvent] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
     edge_logs: tuple[Path, ...] = ()
+    meta: list[Reconciliation] = field(default_factory=list)
+    """Meta's ``terminate`` event beside each record that has one (``wa-esl webhook``)."""
 
     @property
     def found(self) -> bool:
@@ -38,11 +41,17 @@ class CallReport:
             "cdr": [dataclasses.asdict(r) for r in self.records],
             "media": [{name: getattr(r, name) for name in MEDIA_FIELDS} for r in self.records],
             "edge_logs": [str(p) for p in self.edge_logs],
+            "meta": [dataclasses.asdict(m) for m in self.meta],
         }
 
 
-def build_report(call: str, store: CdrStore | None, edge_logs: tuple[Path, ...]) -> CallReport:
-    """Search the CDR by every id, then the edge log by the ids the CDR adds (and the id)."""
+def build_report(call: str, store: CdrStore | None, edge_logs: tuple[Path, ...],
+                 *, duration_tolerance_s: int = 6) -> CallReport:
+    """Search the CDR by every id, then the edge log by the ids the CDR adds (and the id).
+
+    Meta's own account (its ``terminate`` webhook, stored by ``wa-esl webhook`` in the same
+    database) is compared with each record here, whichever of the two arrived first.
+    """
     records = store.find(call) if store is not None else []
     ids = {call}
     for record in records:
@@ -53,7 +62,18 @@ def build_report(call: str, store: CdrStore | None, edge_logs: tuple[Path, ...])
         more = {e.get("wacid") for e in events} - {None, call}
         for other in more:
             records += store.find(other or "")
-    return CallReport(call, events, records, edge_logs)
+    meta = _reconciliations(store, records, duration_tolerance_s) if store is not None else []
+    return CallReport(call, events, records, edge_logs, meta)
+
+
+def _reconciliations(store: CdrStore, records: list[CallRecord],
+                     tolerance_s: int) -> list[Reconciliation]:
+    events = MetaCallEventStore(store.path)
+    try:
+        found = (reconcile(r, events.for_wacid(r.wacid), tolerance_s) for r in records if r.wacid)
+        return [m for m in found if m is not None]
+    finally:
+        events.close()
 
 
 def report_lines(report: CallReport) -> list[str]:
@@ -91,4 +111,13 @@ def report_lines(report: CallReport) -> list[str]:
                      f"FreeSWITCH {duration}, Meta {r.meta_duration_s or '-'} s")
     if not report.records:
         lines.append("  no figures (no CDR)")
+    if report.meta:
+        lines.append("Meta (calls webhook):")
+    for m in report.meta:
+        duration = f"{m.meta_duration_s} s" if m.meta_duration_s is not None else "-"
+        lines.append(f"  terminate {m.meta_status or '-'}, duration {duration}")
+        for problem in m.mismatches:
+            lines.append(f"  MISMATCH: {problem}")
+        if not m.mismatches:
+            lines.append("  agrees with our CDR")
     return lines

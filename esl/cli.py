@@ -32,8 +32,16 @@ from esl.edge_log import EdgeLogError
 from esl.errors import EslError
 from esl.event import Event
 from esl.gctune import tune_gc
-from esl.prometheus import MetricsListenError
-from esl.site import load_controller_settings
+from esl.prometheus import MetricsListenError, serve_registry
+from esl.site import (
+    WebhookSetup,
+    WebhookSetupError,
+    duration_tolerance,
+    load_controller_settings,
+    webhook_config,
+)
+from esl.webhook import WebhookReceiver, bound_port
+from esl.webhook import serve as serve_webhook
 from siteconfig.controller import ControllerSettings, SettingsError
 
 app = typer.Typer(help="WhatsApp calls on FreeSWITCH: the ESL controller.", no_args_is_help=True)
@@ -250,7 +258,8 @@ def call_show(
     logs = tuple(edge_log or ([settings.edge_log] if settings and settings.edge_log else []))
     store = _store(config, db) if (db is not None or config is not None) else None
     try:
-        report = build_report(call, store, logs)
+        report = build_report(call, store, logs,
+                              duration_tolerance_s=duration_tolerance(config) if config else 6)
     except EdgeLogError as exc:
         raise _fail("edge log", exc, 2) from exc
     except sqlite3.Error as exc:
@@ -269,6 +278,53 @@ def call_show(
         return
     for line in report_lines(report):
         typer.echo(line)
+
+
+@app.command()
+def webhook(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The site config (TOML) with "
+                                         "[webhook] and [[numbers]].")],
+    verbose: bool = False,
+) -> None:
+    """Receive Meta's webhook posts (permission replies, call events) until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        setup = webhook_config(config)
+    except WebhookSetupError as exc:
+        raise _fail("webhook", exc, 2) from exc
+    for warning in setup.warnings:
+        errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    asyncio.run(_webhook(setup))
+
+
+async def _webhook(setup: WebhookSetup) -> None:
+    receiver = WebhookReceiver(setup.config)
+    metrics = None
+    if setup.metrics_listen is not None:
+        try:
+            metrics = serve_registry(receiver.metrics.registry, *setup.metrics_listen)
+        except MetricsListenError as exc:
+            raise _fail("webhook.metrics_listen", exc, 1) from exc
+    host, port = setup.listen
+    try:
+        runner = await serve_webhook(receiver, host, port)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}", exc, 1) from exc
+    logging.getLogger("esl.webhook").info(
+        "webhook receiver on http://%s:%s/ (CDR database %s)", host, bound_port(runner),
+        setup.config.database)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    if metrics is not None:
+        metrics.close()
 
 
 STANDIN_MOVED = (

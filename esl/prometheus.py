@@ -145,14 +145,19 @@ class ControllerMetrics:
 
     def serve(self, host: str, port: int) -> MetricsEndpoint:
         """Serve ``/metrics`` on host:port from a thread; MetricsListenError if it cannot."""
-        try:
-            server, thread = start_http_server(port, host, registry=self.registry)
-        except OSError as exc:
-            raise MetricsListenError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
-        endpoint = MetricsEndpoint(server, thread)
-        log.info("Prometheus metrics on http://%s:%s/metrics", host, endpoint.port)
-        return endpoint
+        return serve_registry(self.registry, host, port)
+
+
+def serve_registry(registry: CollectorRegistry, host: str, port: int) -> MetricsEndpoint:
+    """Serve one registry's ``/metrics`` on host:port from a thread (controller, webhook)."""
+    try:
+        server, thread = start_http_server(port, host, registry=registry)
+    except OSError as exc:
+        raise MetricsListenError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    endpoint = MetricsEndpoint(server, thread)
+    log.info("Prometheus metrics on http://%s:%s/metrics", host, endpoint.port)
+    return endpoint
 
 
 class MetricsEndpoint:

@@ -8,10 +8,15 @@ The site TOML is the single source of truth: each number's SRTP mode lives in ``
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from esl.fsconfig import FreeswitchSite
+from esl.webhook import WebhookConfig
+from provisioning.graph_token import TokenError, load_secret
 from siteconfig.controller import ControllerSettings, NumberSettings, SettingsError, load_settings
+from siteconfig.listen_address import parse_listen_address
 from siteconfig.model import ConfigError, SiteConfig, load_config
 
 
@@ -82,3 +87,57 @@ def load_controller_settings(path: Path) -> ControllerSettings:
         return controller_settings(load_config(path))
     except ConfigError as error:
         raise SettingsError(str(error)) from None
+
+
+class WebhookSetupError(Exception):
+    """The site config cannot run the webhook receiver (no [webhook] listen, no secret)."""
+
+
+def webhook_config(path: Path, environ: Mapping[str, str] | None = None) -> WebhookSetup:
+    """The receiver's settings from the site config at ``path``, secrets read from env or files.
+
+    Raises WebhookSetupError naming the key or variable at fault (never quoting a secret).
+    """
+    try:
+        cfg = load_config(path)
+    except ConfigError as error:
+        raise WebhookSetupError(str(error)) from None
+    section = cfg.webhook
+    if section.listen is None:
+        raise WebhookSetupError(f"{path}: [webhook] listen is not set (address:port to serve on)")
+    try:
+        secret, warnings = load_secret(
+            "Meta app secret", section.app_secret_env, section.app_secret_file,
+            "or webhook.app_secret_file in the site config (the app's secret signs every post)",
+            environ)
+        token, more = load_secret(
+            "webhook verify token", section.verify_token_env, section.verify_token_file,
+            "or webhook.verify_token_file in the site config (the token you gave Meta)", environ)
+    except TokenError as error:
+        raise WebhookSetupError(str(error)) from None
+    config = WebhookConfig(
+        app_secret=secret, verify_token=token, database=cfg.esl.cdr_db,
+        numbers_by_id={n.phone_number_id: n.business_number for n in cfg.numbers},
+        max_body_bytes=section.max_body_bytes,
+        refusal_log_interval_s=section.refusal_log_interval_s)
+    return WebhookSetup(config, parse_listen_address(section.listen),
+                        parse_listen_address(section.metrics_listen)
+                        if section.metrics_listen else None,
+                        section.duration_tolerance_s, tuple(warnings + more))
+
+
+@dataclass(frozen=True)
+class WebhookSetup:
+    config: WebhookConfig
+    listen: tuple[str, int]
+    metrics_listen: tuple[str, int] | None
+    duration_tolerance_s: int
+    warnings: tuple[str, ...]
+
+
+def duration_tolerance(path: Path) -> int:
+    """``[webhook] duration_tolerance_s`` of a site config; 6 s (Meta's billing pulse) otherwise."""
+    try:
+        return load_config(path).webhook.duration_tolerance_s
+    except ConfigError:
+        return 6

@@ -473,6 +473,39 @@ class GraphSection(Strict):
         return value
 
 
+class WebhookSection(Strict):
+    """`wa-esl webhook`: Meta's webhook posts (permission replies, call events); off unless listen.
+
+    The app secret (it signs every post: X-Hub-Signature-256) and the verify token (Meta's
+    subscription challenge) never live in this file: a variable or a 0600 file holds each.
+    """
+
+    listen: str | None = Field(
+        default=None, description="address:port the receiver serves (behind the site's HTTPS "
+        "reverse proxy: Meta only posts to https://); unset: no receiver.")
+    app_secret_env: str = "WA_APP_SECRET"
+    app_secret_file: Path | None = None
+    verify_token_env: str = "WA_WEBHOOK_VERIFY_TOKEN"
+    verify_token_file: Path | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
+    refusal_log_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Refused posts are counted always but logged at most once per interval (a flood of
+    forged posts must not flood the log)."""
+    metrics_listen: str | None = Field(
+        default=None, description="The receiver's own Prometheus endpoint (address:port; keep it "
+        "internal, never the port Meta posts to); unset: off.")
+    duration_tolerance_s: Annotated[int, Field(ge=0, le=600)] = 6
+    """How far Meta's call duration may differ from ours before `call show` flags it (Meta
+    bills in 6-second pulses)."""
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen_address(value)
+        return value
+
+
 class FreeswitchNode(Strict):
     uri: str = Field(description="sip:HOST:PORT of a FreeSWITCH profile facing the edge.")
     priority: int = 0
@@ -667,6 +700,7 @@ class SiteConfig(Strict):
     bic: BicSection = BicSection()
     graph: GraphSection = GraphSection()
     metrics: MetricsSection = MetricsSection()
+    webhook: WebhookSection = WebhookSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
@@ -730,8 +764,12 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         "edge_log": base / config.esl.edge_log if config.esl.edge_log else None})
     graph = config.graph.model_copy(update={
         "token_file": base / config.graph.token_file if config.graph.token_file else None})
+    webhook = config.webhook.model_copy(update={
+        name: base / value for name in ("app_secret_file", "verify_token_file")
+        if (value := getattr(config.webhook, name)) is not None})
     security = _resolve_admission(config.security, base, path)
-    return config.model_copy(update={"tls": tls, "esl": esl, "graph": graph, "security": security})
+    return config.model_copy(update={"tls": tls, "esl": esl, "graph": graph, "security": security,
+                                     "webhook": webhook})
 
 
 def _resolve_admission(security: SecuritySection, base: Path, path: Path) -> SecuritySection:
