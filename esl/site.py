@@ -14,10 +14,10 @@ from pathlib import Path
 
 from esl.fsconfig import FreeswitchSite
 from esl.webhook import WebhookConfig
-from provisioning.graph_token import TokenError, load_secret
 from siteconfig.controller import ControllerSettings, NumberSettings, SettingsError, load_settings
 from siteconfig.listen_address import parse_listen_address
 from siteconfig.model import ConfigError, SiteConfig, load_config
+from siteconfig.secret_source import SecretError, load_secret
 
 
 def controller_settings(cfg: SiteConfig) -> ControllerSettings:
@@ -113,7 +113,7 @@ def webhook_config(path: Path, environ: Mapping[str, str] | None = None) -> Webh
         token, more = load_secret(
             "webhook verify token", section.verify_token_env, section.verify_token_file,
             "or webhook.verify_token_file in the site config (the token you gave Meta)", environ)
-    except TokenError as error:
+    except SecretError as error:
         raise WebhookSetupError(str(error)) from None
     config = WebhookConfig(
         app_secret=secret, verify_token=token, database=cfg.esl.cdr_db,

@@ -6,16 +6,16 @@ up in shell history and cron mail, so `provision` accepts only a path or a varia
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
+
+from siteconfig.secret_source import SecretError, load_secret
 
 DEFAULT_TOKEN_ENV = "WA_GRAPH_TOKEN"
 
 
-class TokenError(Exception):
-    """No usable token; the message says where it was looked for (never the token itself)."""
+TokenError = SecretError
+"""No usable token; the message says where it was looked for (never the token itself)."""
 
 
 def load_token(token_env: str, token_file: Path | None,
@@ -24,43 +24,6 @@ def load_token(token_env: str, token_file: Path | None,
     return load_secret(
         "Graph access token", token_env, token_file,
         "or graph.token_file in the site config, or pass --token-file PATH", environ)
-
-
-def load_secret(what: str, env_name: str, path: Path | None, missing_hint: str,
-                environ: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
-    """Return (secret, warnings) from the file `path` if given, else the variable `env_name`.
-
-    One reader for every secret the bundle takes (the Graph token, the app secret that signs
-    Meta's webhooks, the webhook verify token): never from argv, a file readable by others is
-    warned about, and no message ever quotes the secret.
-    """
-    warnings: list[str] = []
-    if path is not None:
-        try:
-            mode = path.stat().st_mode
-            secret = path.read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise TokenError(f"{what} file {path}: {error.strerror}") from None
-        except UnicodeDecodeError:
-            raise TokenError(f"{what} file {path}: not UTF-8 text") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            warnings.append(f"{what} file {path} is readable by others: chmod 600 it")
-        if not secret:
-            raise TokenError(f"{what} file {path} is empty")
-        _check_header_safe(secret, f"{what} file {path}")
-        return secret, warnings
-    secret = (environ if environ is not None else os.environ).get(env_name, "").strip()
-    if not secret:
-        raise TokenError(f"no {what}: set the environment variable {env_name} {missing_hint}")
-    _check_header_safe(secret, f"environment variable {env_name}")
-    return secret, warnings
-
-
-def _check_header_safe(token: str, where: str) -> None:
-    """The token goes into an HTTP header: one word of printable ASCII (never quoted back)."""
-    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
-        raise TokenError(f"{where}: it must be one line of printable ASCII without spaces "
-                         "(is it the right file or variable?)")
 
 
 def redact(text: str, secrets: list[str]) -> str:
