@@ -25,8 +25,15 @@ from typing import Any
 
 import httpx
 
-from graphapi.errors import GraphError, network_error, parse_error
+from graphapi.errors import GraphError, network_error, parse_error, refused_endpoint
 from graphapi.pacing import Pacer
+from graphapi.permissions import (
+    PermissionAnswer,
+    message_id,
+    parse_permission_answer,
+    permission_request_body,
+    user_query,
+)
 from siteconfig.model import GraphSection
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
@@ -143,11 +150,42 @@ class GraphClient:
             raise GraphError(200, 0, "GET /app answered without an app id")
         return str(answer["id"])
 
+    async def call_permissions(self, phone_number_id: str, user: str) -> PermissionAnswer:
+        """GET /<id>/call_permissions for one user: the permission and the actions' limits.
+
+        Raises EndpointRefused when Graph does not serve it for this number (SIP numbers may
+        not have it), NoPermissionError / RateLimitError / GraphError otherwise.
+        """
+        try:
+            answer = await self.request("GET", f"/{phone_number_id}/call_permissions",
+                                        params=user_query(user))
+        except GraphError as error:
+            refused = refused_endpoint(error, "call_permissions")
+            if refused is not None:
+                raise refused from None
+            raise
+        return parse_permission_answer(answer)
+
+    async def send_permission_request(self, phone_number_id: str, user: str, text: str) -> str:
+        """POST /<id>/messages: the interactive call_permission_request; its message id.
+
+        Not idempotent (each one counts against the user's 1 per 24 h, 2 per 7 days), so it is
+        retried only when Graph refused it for rate, never after a 5xx or a lost answer.
+        """
+        answer = await self.request("POST", f"/{phone_number_id}/messages",
+                                    body=permission_request_body(user, text), idempotent=False)
+        return message_id(answer)
+
     # ---- the retry loop -----------------------------------------------------------------------
 
     async def request(self, method: str, path: str, params: dict[str, str] | None = None,
-                      body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One Graph call, retried while the error is transient and attempts remain."""
+                      body: dict[str, Any] | None = None, *,
+                      idempotent: bool = True) -> dict[str, Any]:
+        """One Graph call, retried while the error is transient and attempts remain.
+
+        ``idempotent=False``: retried only after a rate-limit refusal (Graph did not act on
+        it); a 5xx or a lost answer may have been acted on, so it is reported instead.
+        """
         if not self._pools:
             raise RuntimeError("GraphClient used outside 'async with'")
         last: GraphError | None = None
@@ -166,7 +204,7 @@ class GraphClient:
             if result.rate_limited:
                 self.stats.rate_limited += 1
                 self._pacer.slow_down()
-            if not result.retryable:
+            if not result.retryable or (not idempotent and not result.rate_limited):
                 break
         assert last is not None
         self.stats.failures += 1

@@ -35,6 +35,11 @@ EXPLANATIONS: dict[int, tuple[str, str]] = {
     138000: ("calling is not enabled on this number", "enable calling in the number's settings first"),
     138018: ("the number does not meet the calling prerequisites",
              "check messaging limits, quality rating and the business's verification"),
+    138006: ("the user has not granted this business a call permission (or is not on WhatsApp, "
+             "or has not accepted the terms)",
+             "send a permission request: provision permission request --from NUMBER --to USER"),
+    138017: ("the user has already granted a permanent call permission",
+             "no request is needed: call the user"),
 }
 for _code in RATE_LIMIT_CODES:
     EXPLANATIONS[_code] = ("Graph's rate limit was hit", "wait and retry; lower graph.concurrency")
@@ -88,6 +93,58 @@ class GraphError(Exception):
                 "explanation": self.explain()}
 
 
+@dataclass(eq=False)
+class NoPermissionError(GraphError):
+    """138006: no approved call permission (SIP's ``403 No Approved Call Permission Found``)."""
+
+
+@dataclass(eq=False)
+class PermanentPermissionExists(GraphError):
+    """138017: a permission request to a user who already granted a permanent one."""
+
+
+@dataclass(eq=False)
+class PrerequisitesNotMet(GraphError):
+    """138018: the number does not meet the calling prerequisites."""
+
+
+@dataclass(eq=False)
+class RateLimitError(GraphError):
+    """613 and the other rate-limit codes (and HTTP 429): slow down, then retry."""
+
+
+@dataclass(eq=False)
+class EndpointRefused(GraphError):
+    """Graph will not answer this endpoint for this number (e.g. ``call_permissions`` for a
+    number with SIP enabled: Meta does not say whether it answers there)."""
+
+    endpoint: str = ""
+
+    def explain(self) -> str:
+        trace = f", fbtrace_id {self.fbtrace_id}" if self.fbtrace_id else ""
+        return (f"Graph refuses {self.endpoint} for this number (Graph error {self.code}, HTTP "
+                f"{self.status}: {self.message}{trace}): Meta may not offer it to numbers with "
+                "SIP enabled, or the phone_number_id is wrong. Permissions from Meta's "
+                "call_permission_reply webhook (wa-esl webhook) are used instead; without one, "
+                "place the call with --force")
+
+
+TYPED_ERRORS: dict[int, type[GraphError]] = {
+    138006: NoPermissionError, 138017: PermanentPermissionExists, 138018: PrerequisitesNotMet,
+    **{code: RateLimitError for code in RATE_LIMIT_CODES},
+}
+"""Codes that get a class of their own, so callers catch what they mean, not a number."""
+
+
+def refused_endpoint(error: GraphError, endpoint: str) -> EndpointRefused | None:
+    """``error`` as EndpointRefused when it says Graph does not serve ``endpoint`` here:
+    131055 (SIP enabled: calling endpoints off) or 100/33 (object does not support this)."""
+    if error.code == 131055 or (error.code == 100 and error.subcode == 33):
+        return EndpointRefused(error.status, error.code, error.message, error.error_type,
+                               error.subcode, error.fbtrace_id, error.retry_after, endpoint)
+    return None
+
+
 def network_error(what: str) -> GraphError:
     return GraphError(0, 0, what)
 
@@ -100,7 +157,10 @@ def parse_error(status: int, body: Any, retry_after: float | None = None) -> Gra
                           retry_after=retry_after)
     code = error.get("code")
     subcode = error.get("error_subcode")
-    return GraphError(
+    kind = TYPED_ERRORS.get(code, GraphError) if isinstance(code, int) else GraphError
+    if kind is GraphError and status == 429:
+        kind = RateLimitError
+    return kind(
         status=status,
         code=code if isinstance(code, int) else 0,
         message=str(error.get("message", ""))[:500],
