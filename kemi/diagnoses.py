@@ -123,6 +123,10 @@ EDGE_DIAGNOSES: dict[str, Diagnosis] = {d.code: d for d in (
               "the SHA-256 HA1"),
     Diagnosis("meta_unreachable", "no answer from Meta's SIP server", "check bic.meta_server, "
               "DNS, the firewall toward port 5061 and the CA bundle"),
+    Diagnosis("rtpengine_unreachable", "rtpengine did not take the call's media (no answer on "
+              "its control socket, or it refused the SDP); the call was not sent on without "
+              "media", "check that rtpengine runs and media.rtpengine.ng_listen matches it "
+              "(provision doctor pings it)"),
     Diagnosis("reinvite_refused", "Meta refuses re-INVITE and UPDATE; the session is unchanged",
               "keep session timers and hold off toward WhatsApp"),
     Diagnosis("refer_unsupported", "WhatsApp calls cannot be transferred with REFER",

@@ -33,6 +33,7 @@ from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
 from kemi.digest_answer import authorization, choose, parse_challenge
 from kemi.digest_credentials import CredentialsProblem, credentials_for, same_resource
 from kemi.drop_summary import Drop, DropSummary
+from kemi.media_anchor import MediaAnchor
 from kemi.metrics import SOCKET_NAME as METRICS_SOCKET
 from kemi.metrics import EdgeMetrics, serve_http
 from kemi.peer_certificate import peer_certificate_names
@@ -91,6 +92,7 @@ class WhatsAppEdge:
         self.drops = DropSummary()
         # KSR has xhttp_prom only when metrics.edge_listen loads it (kamailio.cfg).
         self.metrics = EdgeMetrics(getattr(KSR, "xhttp_prom", None))
+        self.media = MediaAnchor(settings)
 
     def child_init(self, rank: int) -> int:
         if rank == PROC_SIPINIT:
@@ -149,6 +151,19 @@ class WhatsAppEdge:
             self._log_exception("metrics route")
         return DONE
 
+    def ksr_onreply_freeswitch(self, msg: object) -> int:
+        """FreeSWITCH's answer to Meta's INVITE: its SDP goes back in Meta's profile (rtpengine)."""
+        try:
+            status = int(KSR.kx.get_status())
+            if 180 <= status < 300 and not self.media.uic_answer(
+                    str(KSR.pv.get("$avp(wa_uic_digits)") or "")):
+                KSR.err(f"wa-edge: UIC call-id={KSR.kx.get_callid()} rtpengine did not take "
+                        f"FreeSWITCH's {status} SDP: Meta gets FreeSWITCH's own SDP "
+                        "(no media likely)\n")
+        except Exception:
+            self._log_exception("FreeSWITCH reply route")
+        return DONE
+
     def ksr_failure_freeswitch(self, msg: object) -> int:
         """A FreeSWITCH node failed the INVITE: try the next one on 5xx or timeout."""
         try:
@@ -189,6 +204,7 @@ class WhatsAppEdge:
         kind = self.request.kind
         if kind == "CANCEL":
             if KSR.tm.t_check_trans() > 0:
+                self.media.end()
                 KSR.tm.t_relay()
             return
         if kind != "ACK":
@@ -298,6 +314,8 @@ class WhatsAppEdge:
                 # new connection could not reach Meta. Kamailio picks the TLS socket again
                 # without binding the source (the kernel's route decides it).
                 KSR.pv.unset("$fs")
+            if request.kind == "BYE":
+                self.media.end()
             if request.kind == "BYE" and request.from_meta:
                 duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
                 KSR.info(f"wa-edge: BYE from Meta call-id={KSR.kx.get_callid()} "
@@ -342,6 +360,10 @@ class WhatsAppEdge:
             self._reply(503, "Service Unavailable - no FreeSWITCH node available")
             self._setup_outcome("uic", "no_freeswitch", 503)
             return
+        if not self.media.uic_offer():
+            self._refuse_media("uic")
+            return
+        KSR.pv.sets("$avp(wa_uic_digits)", target.digits)
         KSR.hdr.append(edge_header_block(target.business_number, target.user_params,
                                          destination.context, auth))
         KSR.seturi(f"sip:{target.business_number}@{self.settings.sip_domain}")
@@ -355,6 +377,8 @@ class WhatsAppEdge:
                            auth=auth, set=destination.freeswitch_set,
                            context=destination.context))
         KSR.tm.t_on_failure("ksr_failure_freeswitch")
+        if self.media.active:
+            KSR.tm.t_on_reply("ksr_onreply_freeswitch")
         self.relay()
 
     def business_initiated_call(self) -> None:
@@ -378,6 +402,9 @@ class WhatsAppEdge:
         if not isinstance(ha1, str) or not ha1:
             self._refuse(503, f"Service Unavailable - no SIP password for "
                          f"{caller.business_number}", "no_meta_credentials")
+            return
+        if not self.media.bic_offer(caller.digits):
+            self._refuse_media("bic")
             return
         KSR.dialog.dlg_manage()
         if caller.uri != original_from:
@@ -437,6 +464,9 @@ class WhatsAppEdge:
             self._setup_outcome("bic", diagnosis.code, status)
         elif status >= 200:
             self._setup_outcome("bic", "answered", status)
+        if 180 <= status < 300 and not self.media.bic_answer():
+            KSR.err(f"wa-edge: BIC call-id={KSR.kx.get_callid()} rtpengine did not take Meta's "
+                    f"{status} SDP: FreeSWITCH gets Meta's own SDP (no media likely)\n")
 
     def note_meta_challenges(self, status: int) -> None:
         """Keep Meta's challenges (e.g. SHA-256 then MD5) for the failure route, which answers
@@ -472,11 +502,17 @@ class WhatsAppEdge:
 
     def failure_meta(self) -> None:
         if KSR.tm.t_is_canceled() > 0:
+            self.media.end()
             return  # FreeSWITCH cancelled: Meta's 487 goes back as it is
         status = int(KSR.tm.t_get_status_code())
         if status in (401, 407):
-            self.answer_meta_challenge()
+            self.answer_meta_challenge()  # the re-sent INVITE keeps rtpengine's SDP (tm's copy)
             return
+        if KSR.tm.t_branch_timeout() > 0 and KSR.tm.t_branch_replied() < 0:
+            self._refuse_in_failure(503, "Service Unavailable - no answer from Meta's SIP server",
+                                    "meta_unreachable")
+            return
+        self.media.end()
         if status == 503:
             # A proxy must not pass a 503 on (RFC 3261 16.7; tm would send a bare 500): the
             # edge answers 500 itself and keeps Meta's words and the diagnosis.
@@ -485,10 +521,6 @@ class WhatsAppEdge:
             self._log_diagnosis(f"Meta answered 503 {reason}", diagnosis)
             KSR.hdr.append_to_reply(diagnosis.header_line())
             KSR.tm.t_reply(500, f"Server Internal Error - Meta answered 503 {reason}")
-            return
-        if KSR.tm.t_branch_timeout() > 0 and KSR.tm.t_branch_replied() < 0:
-            self._refuse_in_failure(503, "Service Unavailable - no answer from Meta's SIP server",
-                                    "meta_unreachable")
 
     def answer_meta_challenge(self) -> None:
         """Answer Meta's 407 once, with the strongest challenge the edge holds an HA1 for
@@ -631,6 +663,7 @@ class WhatsAppEdge:
 
     def failover_freeswitch(self) -> None:
         if KSR.tm.t_is_canceled() > 0:
+            self.media.end()
             self._setup_outcome("uic", "cancelled", 487)
             return
         if (KSR.tm.t_check_status("5[0-9][0-9]|408") > 0 or KSR.tm.t_branch_timeout() > 0) \
@@ -639,6 +672,7 @@ class WhatsAppEdge:
             KSR.tm.t_on_failure("ksr_failure_freeswitch")
             self.relay()
             return
+        self.media.end()
         self._setup_outcome("uic", "freeswitch_refused", int(KSR.tm.t_get_status_code()))
 
     # ---- small helpers over KSR ---------------------------------------------------------
@@ -689,6 +723,14 @@ class WhatsAppEdge:
         self._reply(status, reason, diagnosis.header_line())
         self._setup_outcome("bic", code, status)  # only INVITEs from FreeSWITCH come here
 
+    def _refuse_media(self, direction: str) -> None:
+        """rtpengine did not take the offer: refuse the call (503) rather than relay it with
+        an SDP nobody will answer media on."""
+        diagnosis = edge_diagnosis("rtpengine_unreachable")
+        self._log_diagnosis(f"{direction} call-id={KSR.kx.get_callid()} refused with 503", diagnosis)
+        self._reply(503, "Service Unavailable - media relay unavailable", diagnosis.header_line())
+        self._setup_outcome(direction, "rtpengine_unreachable", 503)
+
     def _refuse_stateful(self, status: int, reason: str, code: str, headers: str = "") -> None:
         """A refusal inside a dialog: stateful, so tm absorbs the ACK and retransmissions."""
         diagnosis = edge_diagnosis(code)
@@ -704,6 +746,7 @@ class WhatsAppEdge:
         """Answer FreeSWITCH in the BIC transaction with the edge's own reply and diagnosis
         (failure route, or the request route after t_relay failed to send)."""
         diagnosis = edge_diagnosis(code)
+        self.media.end()
         self._log_diagnosis(f"BIC call-id={KSR.kx.get_callid()} ends with {status} {reason}",
                             diagnosis)
         KSR.hdr.append_to_reply(diagnosis.header_line())

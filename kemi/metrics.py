@@ -31,6 +31,7 @@ UIC_OUTCOMES = (
     "bad_credentials",          # 400: credentials the edge cannot check
     "no_freeswitch",            # 503: no FreeSWITCH node available
     "freeswitch_refused",       # FreeSWITCH answered a final negative reply, no node left
+    "rtpengine_unreachable",    # 503: rtpengine did not take Meta's offer (anchor = rtpengine)
     "cancelled",                # Meta cancelled before an answer
 )
 BIC_OUTCOMES = (

@@ -23,6 +23,32 @@ class NumberSettings:
     business_number: str
     phone_number_id: str
     srtp_mode: str
+    sdes_suites: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80",)
+
+
+@dataclass(frozen=True)
+class MediaAnchorSettings:
+    """Who anchors media toward Meta: FreeSWITCH itself, or rtpengine next to the edge."""
+
+    anchor: str = "freeswitch"  # or "rtpengine"
+    inside: str = "RTP"  # toward FreeSWITCH under rtpengine: "RTP" or "SDES"
+
+    @property
+    def rtpengine(self) -> bool:
+        return self.anchor == "rtpengine"
+
+
+def media_settings_from_dict(raw: object) -> MediaAnchorSettings:
+    """An edge-settings.json without "media" (rendered before rtpengine) = FreeSWITCH anchors."""
+    if not isinstance(raw, dict):
+        return MediaAnchorSettings()
+    return MediaAnchorSettings(str(raw.get("anchor", "freeswitch")), str(raw.get("inside", "RTP")))
+
+
+def number_from_dict(raw: dict[str, Any]) -> NumberSettings:
+    suites = raw.get("sdes_suites") or ("AES_CM_128_HMAC_SHA1_80",)
+    return NumberSettings(str(raw["business_number"]), str(raw["phone_number_id"]),
+                          str(raw["srtp_mode"]), tuple(str(s) for s in suites))
 
 
 @dataclass(frozen=True)
@@ -111,6 +137,7 @@ class EdgeSettings:
     pv_auth_check, which challenge an INVITE with 407 (provisioning/kamailio_features.py)."""
     front: FrontSettings = FrontSettings()
     """Who terminates Meta's TLS, and the Record-Route addresses when it is HAProxy."""
+    media: MediaAnchorSettings = MediaAnchorSettings()
 
 
 def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
@@ -131,7 +158,7 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         auth_mode=str(raw["auth_mode"]),
         challenge_code=int(str(raw["challenge_code"])),
         failure_limit=int(str(raw["failure_limit"])),
-        numbers={digits: NumberSettings(**n) for digits, n in numbers_raw.items()},
+        numbers={digits: number_from_dict(n) for digits, n in numbers_raw.items()},
         routes=tuple(RouteSettings(r["match"], r.get("freeswitch_set"), r.get("context"))
                      for r in routes_raw),
         default_set=int(str(raw["default_set"])),
@@ -147,6 +174,7 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         bic=bic_settings_from_dict(raw.get("bic")),
         **kamailio_settings(raw.get("kamailio")),
         front=front_settings_from_dict(raw.get("tls_front")),
+        media=media_settings_from_dict(raw.get("media")),
     )
 
 

@@ -25,7 +25,9 @@ from provisioning.kamailio_features import (
 from provisioning.render_haproxy import CONFIG_NAME as HAPROXY_CONFIG
 from provisioning.render_haproxy import PEM_NAME as HAPROXY_PEM
 from provisioning.render_haproxy import HaproxyRenderError, haproxy_files
+from provisioning.render_rtpengine import render_rtpengine
 from provisioning.templates_dir import KEMI_DIR, credentials_schema, templates_dir
+from siteconfig.listen_address import parse_listen_address
 from siteconfig.model import SiteConfig, split_host_port
 
 DS_ALGORITHMS = {"hash-callid": 0, "round-robin": 4, "priority": 8}
@@ -119,7 +121,9 @@ def edge_settings(cfg: SiteConfig,
         "failure_limit": cfg.auth.failure_limit,
         "numbers": {n.digits: {"business_number": n.business_number,
                                "phone_number_id": n.phone_number_id,
-                               "srtp_mode": n.srtp_mode} for n in cfg.numbers},
+                               "srtp_mode": n.srtp_mode,
+                               "sdes_suites": list(n.sdes_suites)} for n in cfg.numbers},
+        "media": {"anchor": cfg.media.anchor, "inside": cfg.media.rtpengine.inside},
         "routes": [r.model_dump() for r in cfg.routes],
         "default_set": cfg.freeswitch.default_set,
         "default_context": cfg.freeswitch.default_context,
@@ -197,6 +201,7 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
         # resolve at start (it would drop the socket).
         "public_tls": socket_text(public_host, tls_port),
         "advertise_public": bool(cfg.listen.advertise) or public_host != cfg.site.sip_domain,
+        "rtpengine_ng": socket_text(*parse_listen_address(cfg.media.rtpengine.ng_listen)),
     }
     env = template_environment()
     files: dict[str, str] = {}
@@ -216,6 +221,7 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
                                              sort_keys=True) + "\n"
     files["credentials-schema.sql"] = credentials_schema()
     replace_folder(target, files)
+    render_rtpengine(cfg, out.resolve() / "rtpengine", env, str(context["rtpengine_ng"]))
     if front_files:
         replace_folder(haproxy_target, front_files, private=frozenset({HAPROXY_PEM}))
     else:  # Kamailio faces Meta: no HAProxy file may be left to bind the same port

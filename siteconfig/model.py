@@ -473,6 +473,66 @@ class GraphSection(Strict):
         return value
 
 
+class RtpengineSection(Strict):
+    """rtpengine next to the edge (Debian's rtpengine-daemon), when [media] anchor = "rtpengine"."""
+
+    ng_listen: str = Field(
+        default="127.0.0.1:2223", description="rtpengine's ng control socket (address:port): "
+        "loopback or a private address only, never where Meta or the Internet can reach it.")
+    interface: str = Field(
+        default="127.0.0.1", description="The address rtpengine binds media sockets to.")
+    advertise: str | None = Field(
+        default=None, description="The public address written into SDP toward Meta when "
+        "`interface` is a private one behind 1:1 NAT; unset: interface itself.")
+    port_min: Annotated[int, Field(ge=1024, le=65535)] = 30000
+    port_max: Annotated[int, Field(ge=1024, le=65535)] = 40000
+    timeout_s: Annotated[int, Field(ge=5, le=3600)] = 60
+    """No media at all for this long: rtpengine ends the session (Meta ends a call after 20 s
+    without the business's first packet, 30 s mid-call, so a longer timeout only frees leaks)."""
+    silent_timeout_s: Annotated[int, Field(ge=5, le=86400)] = 3600
+    final_timeout_s: Annotated[int, Field(ge=0, le=86400)] = 14400
+    """Hard cap on a session (0: none); the dialog module's default timeout is the same 4 h."""
+    inside: Literal["RTP", "SDES"] = Field(
+        default="RTP", description="Toward FreeSWITCH: plain RTP/AVP, or SDES when the site "
+        "wants SRTP inside too.")
+
+    @field_validator("ng_listen")
+    @classmethod
+    def _private_control(cls, value: str) -> str:
+        host, _port = parse_listen_address(value)
+        address = ipaddress.ip_address(host)
+        if not (address.is_loopback or address.is_private) or address.is_unspecified:
+            raise ValueError(f"{value}: rtpengine's control socket takes commands from anyone "
+                             "who reaches it; give a loopback or private address")
+        return value
+
+    @field_validator("interface", "advertise")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _ports(self) -> RtpengineSection:
+        if self.port_max - self.port_min < 3:
+            raise ValueError(f"port_min {self.port_min} .. port_max {self.port_max}: at least "
+                             "4 ports (two per call leg)")
+        return self
+
+
+class MediaSection(Strict):
+    """Who anchors the media toward Meta.
+
+    ``freeswitch``: FreeSWITCH terminates Meta's SRTP itself (DTLS numbers need its patch 0001);
+    ``rtpengine``: rtpengine next to the edge does ICE, DTLS and SRTP toward Meta and hands
+    FreeSWITCH plain RTP, so a stock FreeSWITCH takes DTLS numbers.
+    """
+
+    anchor: Literal["freeswitch", "rtpengine"] = "freeswitch"
+    rtpengine: RtpengineSection = RtpengineSection()
+
+
 class WebhookSection(Strict):
     """`wa-esl webhook`: Meta's webhook posts (permission replies, call events); off unless listen.
 
@@ -701,6 +761,7 @@ class SiteConfig(Strict):
     graph: GraphSection = GraphSection()
     metrics: MetricsSection = MetricsSection()
     webhook: WebhookSection = WebhookSection()
+    media: MediaSection = MediaSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:

@@ -1,0 +1,76 @@
+"""rtpengine calls at the points of a call where media changes hands ([media] anchor = rtpengine).
+
+Why its own module: the edge's routes say *when* (an INVITE in, an answer back, the call over);
+this says *what* rtpengine is asked, with the flags kemi/media_flags.py chooses per number and
+direction. With anchor = "freeswitch" every method is a no-op that succeeds, so the routes read
+the same for both anchors.
+
+Sessions never leak: the routes call ``end`` on BYE, CANCEL and every final failure; rtpengine's
+own timeouts (rendered from [media.rtpengine]) catch the rest.
+"""
+
+from __future__ import annotations
+
+import KSR
+
+from kemi.media_flags import (
+    MediaFlagsError,
+    NumberMedia,
+    toward_freeswitch,
+    toward_meta_answer,
+    toward_meta_offer,
+)
+from kemi.settings import EdgeSettings
+
+SDP = "application/sdp"
+
+
+class MediaAnchor:
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.active = settings.media.rtpengine
+
+    def _number(self, digits: str) -> NumberMedia:
+        number = self.settings.numbers[digits]
+        return NumberMedia(number.srtp_mode, number.sdes_suites)
+
+    def uic_offer(self) -> bool:
+        """Meta's INVITE toward FreeSWITCH: Meta's DTLS/SDES offer becomes plain RTP."""
+        if not self.active:
+            return True
+        return _ok(KSR.rtpengine.rtpengine_offer(toward_freeswitch(self.settings.media.inside)))
+
+    def uic_answer(self, digits: str) -> bool:
+        """FreeSWITCH's 18x/2xx with SDP toward Meta, in the profile Meta offered."""
+        if not self.active or KSR.textops.has_body_type(SDP) < 0:
+            return True
+        try:
+            flags = toward_meta_answer(self._number(digits))
+        except (KeyError, MediaFlagsError):
+            return False
+        return _ok(KSR.rtpengine.rtpengine_answer(flags))
+
+    def bic_offer(self, digits: str) -> bool:
+        """FreeSWITCH's plain offer toward Meta: DTLS-SRTP with ICE, or SDES, as the number is."""
+        if not self.active:
+            return True
+        try:
+            flags = toward_meta_offer(self._number(digits))
+        except (KeyError, MediaFlagsError):
+            return False
+        return _ok(KSR.rtpengine.rtpengine_offer(flags))
+
+    def bic_answer(self) -> bool:
+        """Meta's 18x/2xx with SDP back to FreeSWITCH as plain RTP."""
+        if not self.active or KSR.textops.has_body_type(SDP) < 0:
+            return True
+        return _ok(KSR.rtpengine.rtpengine_answer(toward_freeswitch(self.settings.media.inside)))
+
+    def end(self) -> None:
+        """The call is over (BYE, CANCEL, a final failure): rtpengine frees its ports now."""
+        if self.active:
+            KSR.rtpengine.rtpengine_delete0()
+
+
+def _ok(result: int) -> bool:
+    return int(result) > 0

@@ -1,0 +1,86 @@
+"""[media] anchor = "rtpengine": Kamailio loads rtpengine and rtpengine starts from what we render."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from kemi.settings import load_settings
+from provisioning.render import RenderOptions, render_kamailio
+from siteconfig.model import MediaSection
+from tests.test_render import example_with, kamailio_check
+
+RTPENGINE = {"media": {"anchor": "rtpengine", "rtpengine": {
+    "ng_listen": "127.0.0.1:22223", "port_min": 41000, "port_max": 41100}}}
+
+
+def test_the_default_anchor_renders_no_rtpengine(tmp_path: Path) -> None:
+    target = render_kamailio(example_with({}), tmp_path / "out")
+    assert "rtpengine" not in (target / "kamailio.cfg").read_text()
+    assert not (tmp_path / "out" / "rtpengine" / "rtpengine.conf").exists()
+    assert not load_settings(target / "edge-settings.json").media.rtpengine
+
+
+def test_rtpengine_anchor_renders_both_sides_of_the_control_socket(tmp_path: Path) -> None:
+    target = render_kamailio(example_with(RTPENGINE), tmp_path / "out",
+                             RenderOptions(workers=2, probe_interval=0))
+    cfg = (target / "kamailio.cfg").read_text()
+    assert 'loadmodule "rtpengine.so"' in cfg
+    assert 'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:22223")' in cfg
+    conf = configparser.ConfigParser()
+    conf.read(tmp_path / "out" / "rtpengine" / "rtpengine.conf")
+    section = conf["rtpengine"]
+    assert (section["listen-ng"], section["table"], section["port-min"]) == (
+        "127.0.0.1:22223", "-1", "41000")
+    settings = load_settings(target / "edge-settings.json")
+    assert settings.media.rtpengine and settings.media.inside == "RTP"
+    assert all(n.sdes_suites for n in settings.numbers.values())
+    result = kamailio_check(target / "kamailio.cfg")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Back to the default: the stale rtpengine.conf goes (nothing left to start by mistake).
+    render_kamailio(example_with({}), tmp_path / "out")
+    assert not (tmp_path / "out" / "rtpengine" / "rtpengine.conf").exists()
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8:2223", "0.0.0.0:2223", "[2001:4860::8888]:2223"])
+def test_the_control_socket_is_never_public(address: str) -> None:
+    with pytest.raises(ValidationError, match="loopback or private"):
+        MediaSection.model_validate({"rtpengine": {"ng_listen": address}})
+
+
+def ng_ping(port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1.0)
+        sock.sendto(b"c00kie d7:command4:pinge", ("127.0.0.1", port))
+        return sock.recv(2048)
+
+
+def test_rtpengine_starts_from_the_rendered_file(tmp_path: Path) -> None:
+    binary = shutil.which("rtpengine")
+    if binary is None:
+        pytest.skip("no rtpengine installed (Debian's rtpengine-daemon; make test installs it)")
+    render_kamailio(example_with(RTPENGINE), tmp_path / "out")
+    conf = tmp_path / "out" / "rtpengine" / "rtpengine.conf"
+    process = subprocess.Popen([binary, f"--config-file={conf}", "--config-section=rtpengine",
+                                "--foreground", "--log-stderr", f"--pidfile={tmp_path}/rtpe.pid"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        answer = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not answer:
+            try:
+                answer = ng_ping(22223)
+            except OSError:
+                time.sleep(0.1)
+        assert answer == b"c00kie d6:result4:ponge"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=10)[0].decode(errors="replace")
+    assert "ERR" not in output.upper().replace("STDERR", ""), output[-2000:]
