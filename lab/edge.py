@@ -18,6 +18,7 @@ from typing import Any
 from lab.certs import TestCa, make_test_ca
 from lab.meta_standin import META_HOST, WHATSAPP_USER, MetaStandin, StandinPorts
 from lab.processes import LabError, LabParty, ManagedProcess, free_port, wait_for_tcp
+from lab.rtpengine import start_rtpengine
 from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
 from lab.tls_front import start_haproxy
@@ -82,6 +83,7 @@ class EdgeLab(LabParty):
             n.business_number: LAB_PASSWORD for n in self.config.numbers}
         self.kamailio: ManagedProcess | None = None
         self.haproxy: ManagedProcess | None = None  # when HAProxy terminates Meta's TLS (5.6)
+        self.rtpengine: ManagedProcess | None = None  # when [media] anchor = "rtpengine"
         self.meta: MetaStandin | None = None
         if meta_standin:
             self.meta = MetaStandin(
@@ -140,6 +142,10 @@ class EdgeLab(LabParty):
         self.kamailio = ManagedProcess("kamailio", [
             kamailio_binary(), "-f", str(rendered / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8",
             "-Y", str(run_dir), "-P", str(run_dir / "kamailio.pid")], self.folder / "kamailio.log")
+        if self.config.media.anchor == "rtpengine":
+            self.rtpengine = start_rtpengine(self.folder / "out" / "rtpengine" / "rtpengine.conf",
+                                             self.config.media.rtpengine.ng_listen, run_dir)
+            self.processes.append(self.rtpengine)
         self.processes.append(self.kamailio.start())
         self._wait_for_kamailio(tls=front == "kamailio")
         if front == "haproxy":
