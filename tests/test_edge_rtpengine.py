@@ -79,3 +79,30 @@ def test_a_dead_rtpengine_refuses_the_call_with_a_diagnosis(tmp_path: Path) -> N
         log = lab.kamailio_log()
         assert "rtpengine did not take the call's media" in log
         assert "outcome=rtpengine_unreachable" in log or "rtpengine_unreachable" in log
+
+
+@pytest.fixture(scope="module")
+def anchored_bic_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeLab]:
+    folder = tmp_path_factory.mktemp("bic-edge-rtpengine")
+    with EdgeLab(folder, rtpengine_overrides(), passwords={"+15550100001": LAB_PASSWORD},
+                 meta_standin=True) as lab:
+        yield lab
+
+
+def test_bic_plain_offer_reaches_meta_as_dtls_after_the_407_and_the_answer_comes_back_plain(
+        anchored_bic_edge: EdgeLab, tmp_path: Path) -> None:
+    user = anchored_bic_edge.whatsapp_user("bic-rtpengine-dtls", folder=tmp_path)
+    fs = anchored_bic_edge.freeswitch_call("bic-rtpengine-dtls", folder=tmp_path)
+    assert fs.passed, fs.errors + anchored_bic_edge.kamailio_log()[-3000:]
+    assert user.wait(15) == 0, user.log_tail()
+    offer = body(first_request([m.text for m in user.trace()], "INVITE"))
+    assert "a=crypto" not in offer  # SDES-off: DTLS only, no NULL suites offered to Meta
+    assert offer.count("a=candidate:") == 1  # one component: rtcp-mux required
+    assert "a=rtcp-mux" in offer and "m=audio 30000" not in offer
+    ok = next(m.text for m in fs.trace if not m.sent and m.first_line.startswith("SIP/2.0 200")
+              and sip_header(m.text, "CSeq")[0] == "1 INVITE")
+    answer = body(ok)
+    for absent in ("a=fingerprint", "a=ice-", "a=candidate", "SAVP", "a=setup"):
+        assert absent not in answer, answer
+    # Meta's 407 was answered with the same rtpengine session: one offer, one SDP at Meta.
+    assert "answered with SHA-256" in anchored_bic_edge.kamailio_log()
