@@ -36,6 +36,7 @@ from provisioning.doctor import (
     admission_findings,
     graph_auth_finding,
     kamailio_findings,
+    media_findings,
     number_findings,
     tls_findings,
     worst,
@@ -405,6 +406,7 @@ def doctor(
     if not skip_admission:
         findings += admission_findings(cfg)  # the nftables rules in front of the TLS port
         findings += kamailio_findings(cfg, installed_features(), installed_kamailio())
+        findings += media_findings(cfg)
     if not skip_graph:
         findings += _graph_doctor(config, number, token_file, as_json, rpc_socket or [])
     if as_json:

@@ -23,9 +23,11 @@ from provisioning.kamailio_features import KamailioFeatures
 from provisioning.nftables_state import NftUnavailable, loaded_table
 from provisioning.render import RenderError
 from provisioning.render_nftables import RULESET_NAME, meta_sets
+from provisioning.rtpengine_ng import NgError, ping
 from provisioning.settings_model import DEFAULT_SRTP, SettingsFormatError, parse_settings
 from provisioning.store_backend import CredentialBackend
 from provisioning.tls_probe import TlsProbe
+from siteconfig.listen_address import parse_listen_address
 from siteconfig.model import Number, SiteConfig
 
 
@@ -223,6 +225,28 @@ def kamailio_findings(cfg: SiteConfig, features: KamailioFeatures | None,
     if lacks:
         cause = "what this version lacks, and what stands in: " + "; ".join(lacks)
     return [Finding("kamailio", Level.PASS, subject, cause)]
+
+
+def media_findings(cfg: SiteConfig) -> list[Finding]:
+    """[media] anchor = "rtpengine": does the rtpengine the edge is rendered for answer ng ping?
+
+    A dead rtpengine refuses every call (503, rtpengine_unreachable): better found here.
+    """
+    if cfg.media.anchor != "rtpengine":
+        return [Finding("media", Level.PASS, "media anchor", "FreeSWITCH anchors the media "
+                        "(DTLS numbers need its patch 0001; [media] anchor = \"rtpengine\" "
+                        "takes them with a stock FreeSWITCH)")]
+    listen = cfg.media.rtpengine.ng_listen
+    subject = f"rtpengine at {listen}"
+    host, port = parse_listen_address(listen)
+    try:
+        ping(host, port)
+    except NgError as error:
+        return [Finding("media.rtpengine", Level.FAIL, subject, f"{error}: every call is refused "
+                        "with 503 (rtpengine_unreachable)",
+                        "start rtpengine with OUT/rtpengine/rtpengine.conf (provision render "
+                        "writes it), e.g. rtpengine --config-file=... --config-section=rtpengine")]
+    return [Finding("media.rtpengine", Level.PASS, subject, "rtpengine answers ng ping")]
 
 
 def worst(findings: list[Finding]) -> Level:
