@@ -10,22 +10,27 @@ FreeSWITCH delivers before the BACKGROUND_JOB result.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from esl.cdr import CdrStore
+from esl.cdr import CallRecord, CdrStore
 from esl.client import EslConnection
 from esl.diagnosis import diagnose
 from esl.errors import EslError
 from esl.media import bic_codecs, common_variables, dial_variables, srtp_variables
+from esl.preflight import Preflight, Verdict, permission_token
 from siteconfig.controller import E164_PATTERN, ControllerSettings
 
 E164 = re.compile(E164_PATTERN)
 BSUID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 AGENT_DIALSTRING = re.compile(r"^[A-Za-z0-9_.:@/+=;-]{1,256}$")
+PREFLIGHT_CAUSE = "PREFLIGHT_REFUSED"
+"""The CDR's hangup cause of a call pre-flight refused: nothing reached FreeSWITCH or Meta."""
 RESULT_MARGIN_S = 15.0
 """FreeSWITCH reports an originate after its own ``originate_timeout``; we wait that much
 longer before we give up on the result and cancel the call ourselves."""
@@ -59,10 +64,11 @@ class BicResult:
     hangup_cause: str | None = None
     sip_status: int | None = None
     diagnosis: str = ""
+    preflight: Verdict | None = None  # None: pre-flight skipped (--force, or not configured)
 
 
 def originate_command(request: BicRequest, settings: ControllerSettings, call_uuid: str,
-                      ring_s: float | None = None) -> str:
+                      ring_s: float | None = None, permission: str | None = None) -> str:
     """The ``originate`` API arguments for one BIC (validated, nothing untrusted inside).
 
     ``ring_s`` (default: the settings' ``originate_timeout_s``) bounds the ringing: FreeSWITCH
@@ -87,6 +93,7 @@ def originate_command(request: BicRequest, settings: ControllerSettings, call_uu
         ("wa_business_number", request.business_number),
         ("wa_user_number", request.user),
         ("wa_srtp_mode", number.srtp_mode),
+        *([("wa_permission", permission)] if permission else []),
         *srtp_variables(number, "outbound"),
         *common_variables(settings.media, bic_codecs(number)),
     ]
@@ -103,8 +110,14 @@ async def place_bic(
     *,
     timeout: float | None = None,
     result_timeout: float | None = None,
+    preflight: Preflight | None = None,
+    checked: Verdict | None = None,
 ) -> BicResult:
-    """Originate and report: answered, or why not (SIP status, cause, diagnosis).
+    """Pre-flight, originate and report: answered, or why not (SIP status, cause, diagnosis).
+
+    ``preflight`` (None: skipped, as ``--force`` does): refused there, nothing is sent to
+    FreeSWITCH; the result and the CDR say why and when to retry. ``checked``: the verdict of
+    a pre-flight the caller ran itself (``wa-esl originate`` checks before it connects).
 
     ``timeout``: seconds the call may ring (default: settings' ``originate_timeout_s``).
     ``result_timeout``: how long to wait for FreeSWITCH's result (default: ring time plus
@@ -113,7 +126,15 @@ async def place_bic(
     """
     call_uuid = str(uuid.uuid4())
     ring_s = timeout or settings.freeswitch.originate_timeout_s
-    command = originate_command(request, settings, call_uuid, ring_s)
+    originate_command(request, settings, call_uuid, ring_s)  # bad input fails before pre-flight
+    verdict = checked
+    if preflight is not None and verdict is None:
+        verdict = await preflight.check(request.business_number, request.user)
+    if verdict is not None and not verdict.allowed:
+        return refused_result(request, verdict, store, call_uuid)
+    permission = (permission_token(verdict.permission)
+                  if verdict is not None and verdict.permission is not None else None)
+    command = originate_command(request, settings, call_uuid, ring_s, permission)
     wait_s = result_timeout if result_timeout is not None else ring_s + RESULT_MARGIN_S
     try:
         job = await connection.bgapi(command, timeout=wait_s)
@@ -126,12 +147,29 @@ async def place_bic(
                     call_uuid, request.business_number, request.user, wait_s)
         raise EslError(f"no originate result from FreeSWITCH within {wait_s:g}s ({error}); "
                        f"call {call_uuid} was killed (uuid_kill) so it does not ring on") from None
-    result = _result(call_uuid, job.body.strip(), store)
+    result = dataclasses.replace(_result(call_uuid, job.body.strip(), store), preflight=verdict)
     status = f" SIP {result.sip_status}" if result.sip_status else ""
     log.info("bic %s from %s to %s: %s%s%s", call_uuid, request.business_number, request.user,
              "answered" if result.answered else f"not answered: {result.hangup_cause}", status,
              "" if result.answered else f"; {result.diagnosis}")
     return result
+
+
+def refused_result(request: BicRequest, verdict: Verdict, store: CdrStore | None,
+                   call_uuid: str | None = None) -> BicResult:
+    """Pre-flight said no: a CDR of its own (state ended, cause PREFLIGHT_REFUSED)."""
+    call_uuid = call_uuid or str(uuid.uuid4())
+    diagnosis = f"pre-flight refused, {verdict.summary()}"
+    if store is not None:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        store.upsert(CallRecord(
+            call_uuid=call_uuid, direction="bic", business_number=request.business_number,
+            user_number=request.user, invite_at=now, end_at=now, hangup_cause=PREFLIGHT_CAUSE,
+            diagnosis=diagnosis, state="ended",
+            permission=permission_token(verdict.permission) if verdict.permission else None))
+    log.warning("bic %s from %s to %s: %s", call_uuid, request.business_number, request.user,
+                diagnosis)
+    return BicResult(call_uuid, False, PREFLIGHT_CAUSE, None, diagnosis, verdict)
 
 
 def _result(call_uuid: str, output: str, store: CdrStore | None) -> BicResult:

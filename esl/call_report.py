@@ -16,6 +16,7 @@ from typing import Any
 from esl.cdr import CallRecord, CdrStore
 from esl.edge_log import EdgeEvent, events_for
 from esl.meta_call_events import MetaCallEventStore, Reconciliation, reconcile
+from esl.preflight import permission_words
 
 MEDIA_FIELDS = ("first_media_ms", "media_timeout", "fs_duration_s", "meta_duration_s")
 
@@ -101,6 +102,8 @@ def report_lines(report: CallReport) -> list[str]:
         lines.append(f"  hangup {r.hangup_cause or '-'}  sip {r.sip_status or '-'}  "
                      f"route {r.route or '-'}  srtp {r.srtp_mode or '-'}")
         lines.append(f"  diagnosis: {r.diagnosis or '-'}")
+        if r.direction == "bic":
+            lines.append(f"  permission: {permission_words(r.permission)}")
     lines.append("media:")
     for r in report.records:
         first = f"{r.first_media_ms:.0f} ms after answer" if r.first_media_ms is not None \

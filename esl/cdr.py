@@ -46,6 +46,7 @@ class CallRecord:
     first_media_ms: float | None = None
     state: str = "active"  # "active", "ended", or "missed" (ended while we were disconnected)
     sip_call_id: str | None = None  # the SIP Call-ID (the edge logs it: wa-esl call show)
+    permission: str | None = None  # BIC: the call permission pre-flight placed it under
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(CallRecord))
@@ -151,6 +152,7 @@ def record_from_hangup(event: Event) -> CallRecord:
         media_timeout=cause == "MEDIA_TIMEOUT",
         state="ended",
         sip_call_id=event.variable("sip_call_id"),
+        permission=event.variable("wa_permission"),
     )
 
 
@@ -165,12 +167,12 @@ CREATE TABLE IF NOT EXISTS cdr (
         ("end_at", "TEXT"), ("meta_duration_s", "INTEGER"), ("fs_duration_s", "REAL"),
         ("hangup_cause", "TEXT"), ("sip_status", "INTEGER"), ("diagnosis", "TEXT"),
         ("media_timeout", "INTEGER"), ("first_media_ms", "REAL"), ("state", "TEXT"),
-        ("sip_call_id", "TEXT"),
+        ("sip_call_id", "TEXT"), ("permission", "TEXT"),
     ))}
 );
 CREATE INDEX IF NOT EXISTS cdr_invite_at ON cdr (invite_at);
 """
-_ADDED_COLUMNS = (("sip_call_id", "TEXT"),)
+_ADDED_COLUMNS = (("sip_call_id", "TEXT"), ("permission", "TEXT"))
 """Columns added after the first release: an older database gets them on open."""
 _COLUMNS = ", ".join(FIELDS)
 _PLACEHOLDERS = ", ".join(f":{name}" for name in FIELDS)
@@ -224,6 +226,13 @@ class CdrStore:
                 "WHERE direction = ? ORDER BY invite_at DESC LIMIT ?", (direction, limit)
             )
         return self._select("ORDER BY invite_at DESC LIMIT ?", (limit,))
+
+    def bic_history(self, business_number: str, user_number: str, *,
+                    limit: int = 50) -> list[CallRecord]:
+        """The newest business-initiated calls from ``business_number`` to ``user_number``."""
+        return self._select(
+            "WHERE direction = 'bic' AND business_number = ? AND user_number = ? "
+            "ORDER BY invite_at DESC LIMIT ?", (business_number, user_number, limit))
 
     def _select(self, where: str, args: tuple[object, ...]) -> list[CallRecord]:
         cursor = self._db.execute(f"SELECT {_COLUMNS} FROM cdr {where}", args)

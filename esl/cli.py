@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from esl.bic import BicRequest, BicRequestError, BicResult, place_bic
+from esl.bic import BicRequest, BicRequestError, BicResult, place_bic, refused_result
 from esl.call_report import build_report, report_lines
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.cdr_export import to_csv, to_json
@@ -32,6 +32,8 @@ from esl.edge_log import EdgeLogError
 from esl.errors import EslError
 from esl.event import Event
 from esl.gctune import tune_gc
+from esl.preflight import Verdict
+from esl.preflight_setup import preflight_for
 from esl.prometheus import MetricsListenError, serve_registry
 from esl.site import (
     WebhookSetup,
@@ -113,18 +115,32 @@ def originate(
     timeout: Annotated[float | None, typer.Option(
         min=1, help="Seconds the call may ring before FreeSWITCH cancels it "
                     "(default: [esl.freeswitch] originate_timeout_s).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Skip the call-permission pre-flight (Meta still refuses a call "
+        "without a permission, after the INVITE).")] = False,
 ) -> None:
-    """Place a business-initiated call; exit 0 if answered, 3 if refused (with diagnosis)."""
+    """Place a business-initiated call; exit 0 if answered, 3 if refused (with diagnosis).
+
+    Pre-flight first (unless --force): the user's call permission, Meta's start_call limits
+    and the unanswered streak; a refusal there sends nothing and says when to retry.
+    """
     settings = _settings(config)
     request = BicRequest(business_number, user, agent)
     try:
-        result = asyncio.run(_originate(settings, request, timeout))
+        result = asyncio.run(_originate(settings, request, timeout, force))
     except BicRequestError as exc:
         raise _fail("request", exc, 2) from exc
     except EslError as exc:
         raise _fail("FreeSWITCH", exc, 1) from exc
     except (sqlite3.Error, OSError) as exc:
         raise _fail(f"CDR database {settings.cdr_db}", exc, 1) from exc
+    verdict = result.preflight
+    for warning in verdict.warnings if verdict is not None else ():
+        errors.print(f"[yellow]pre-flight warning:[/yellow] {escape(warning)}")
+    if verdict is not None and not verdict.allowed:
+        console.print(f"refused in pre-flight: {verdict.summary()} (call {result.call_uuid}; "
+                      "--force skips the check)", markup=False)
+        raise typer.Exit(3)
     if result.answered:
         console.print(f"answered: call {result.call_uuid}", markup=False)
         return
@@ -134,8 +150,32 @@ def originate(
 
 
 async def _originate(settings: ControllerSettings, request: BicRequest,
-                     timeout: float | None) -> BicResult:
+                     timeout: float | None, force: bool = False) -> BicResult:
     request.validate()
+    if settings.number(request.business_number) is None:
+        raise BicRequestError(
+            f"business number {request.business_number} is not configured in [esl.numbers]")
+    if force:
+        return await _place(settings, request, timeout, None)
+    store = CdrStore(settings.cdr_db)
+    try:
+        async with preflight_for(settings, store) as preflight:
+            verdict = (await preflight.check(request.business_number, request.user)
+                       if preflight is not None else None)
+    finally:
+        store.close()
+    if verdict is not None and not verdict.allowed:
+        store = CdrStore(settings.cdr_db)
+        try:
+            return refused_result(request, verdict, store)
+        finally:
+            store.close()
+    return await _place(settings, request, timeout, verdict)
+
+
+async def _place(settings: ControllerSettings, request: BicRequest, timeout: float | None,
+                 verdict: Verdict | None) -> BicResult:
+    """Connect to FreeSWITCH and originate (pre-flight, if any, already passed)."""
     fs = settings.freeswitch
     connection = await connect_inbound(
         fs.host, fs.port, fs.password.get_secret_value(), timeout=fs.connect_timeout_s
@@ -150,7 +190,8 @@ async def _originate(settings: ControllerSettings, request: BicRequest,
                     store.upsert(record_from_hangup(event))
 
             connection.on_event(record)
-            return await place_bic(connection, request, settings, store, timeout=timeout)
+            return await place_bic(connection, request, settings, store, timeout=timeout,
+                                   checked=verdict)
         finally:
             store.close()
     finally:

@@ -14,12 +14,14 @@ import contextlib
 import logging
 
 from esl.backoff import Backoff
-from esl.bic import BicRequest, BicResult, place_bic
+from esl.bic import BicRequest, BicResult, originate_command, place_bic, refused_result
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.client import EslConnection, connect_inbound, serve_outbound
 from esl.errors import ConnectionClosed, EslError
 from esl.event import Event
 from esl.metrics import LatencySamples
+from esl.preflight import Preflight
+from esl.preflight_setup import preflight_for
 from esl.prometheus import ControllerMetrics, MeteredCdrStore, MetricsEndpoint, metered_uic
 from esl.uic import UicHandler
 from siteconfig.controller import ControllerSettings
@@ -48,9 +50,13 @@ class Controller:
         self._server: asyncio.Server | None = None
         self._inbound_task: asyncio.Task[None] | None = None
         self.listen_port = settings.listen.port
+        self.preflight: Preflight | None = None
+        self._exits = contextlib.AsyncExitStack()
 
     async def start(self, *, inbound: bool = True) -> None:
         listen = self.settings.listen
+        self.preflight = await self._exits.enter_async_context(
+            preflight_for(self.settings, self.store, on_verdict=self.metrics.preflight_verdict))
         self._server = await serve_outbound(metered_uic(self.uic, self.metrics), listen.host,
                                             listen.port)
         self.listen_port = self._server.sockets[0].getsockname()[1]
@@ -76,6 +82,8 @@ class Controller:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
             self.metrics_endpoint = None
+        await self._exits.aclose()
+        self.preflight = None
 
     async def _keep_inbound(self) -> None:
         backoff = Backoff(self.settings.reconnect.initial_s, self.settings.reconnect.max_s)
@@ -127,13 +135,26 @@ class Controller:
             if event.variable("wa_direction") == "bic":
                 self.metrics.bic_hangup(event)
 
-    async def originate(self, request: BicRequest, *, ready_timeout: float = 10.0) -> BicResult:
-        """Place a BIC over the inbound connection (waits briefly for it to be up)."""
+    async def originate(self, request: BicRequest, *, ready_timeout: float = 10.0,
+                        force: bool = False) -> BicResult:
+        """Place a BIC over the inbound connection (waits briefly for it to be up).
+
+        Pre-flight first (``force`` skips it): refused there, no connection is needed and
+        nothing reaches FreeSWITCH.
+        """
+        originate_command(request, self.settings, "check")  # BicRequestError before anything
+        preflight = None if force else self.preflight
+        verdict = None
+        if preflight is not None:
+            verdict = await preflight.check(request.business_number, request.user)
+            if not verdict.allowed:
+                return refused_result(request, verdict, self.store)
         try:
             await asyncio.wait_for(self.inbound_ready.wait(), ready_timeout)
         except TimeoutError as exc:
             raise ConnectionClosed("no inbound ESL connection to FreeSWITCH") from exc
         assert self.inbound is not None
-        result = await place_bic(self.inbound, request, self.settings, self.store)
+        result = await place_bic(self.inbound, request, self.settings, self.store,
+                                 checked=verdict)
         self.metrics.bic_result(result.call_uuid, result.answered)
         return result

@@ -23,6 +23,7 @@ from esl.call_outcome import ANSWERED, outcome_code
 from esl.cdr import CallRecord, CdrStore
 from esl.client import OutboundSession
 from esl.event import Event
+from esl.preflight import REASONS, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,20 @@ class ControllerMetrics:
         self.esl_connect_failures = Counter(
             "wasip_esl_connect_failures", "Inbound Event Socket connection attempts that failed.",
             registry=r)
+        self.preflight_checks = Counter(
+            "wasip_esl_preflight_checks", "Call-permission pre-flight checks before a "
+            "business-initiated call, by result (allowed, refused).", ["result"], registry=r)
+        self.preflight_refusals = Counter(
+            "wasip_esl_preflight_refusals", "Business-initiated calls refused in pre-flight "
+            "(nothing sent to Meta), by reason.", ["reason"], registry=r)
+        self.preflight_graph_lookups = Counter(
+            "wasip_esl_preflight_graph_lookups", "Pre-flight checks decided on Graph's "
+            "call_permissions answer (fresh or cached; the rest on a stored permission).",
+            registry=r)
+        for reason in REASONS:
+            self.preflight_refusals.labels(reason)
+        for result in ("allowed", "refused"):
+            self.preflight_checks.labels(result)
         for direction in ("uic", "bic"):  # exported (as 0) from the start, not on first use
             self.calls_active.labels(direction)
             self.media_timeouts.labels(direction)
@@ -131,6 +146,15 @@ class ControllerMetrics:
             else:
                 outcome = ended if ended not in (None, ANSWERED) else "not_answered"
         self.originates.labels(outcome).inc()
+
+    def preflight_verdict(self, verdict: Verdict) -> None:
+        """One pre-flight decision (the reason is from the closed set REASONS)."""
+        self.preflight_checks.labels("allowed" if verdict.allowed else "refused").inc()
+        if not verdict.allowed:
+            self.preflight_refusals.labels(verdict.reason if verdict.reason in REASONS
+                                           else "graph_unavailable").inc()
+        if verdict.graph_asked:
+            self.preflight_graph_lookups.inc()
 
     def record_written(self, record: CallRecord) -> None:
         self.cdr_writes.inc()

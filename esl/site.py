@@ -14,7 +14,13 @@ from pathlib import Path
 
 from esl.fsconfig import FreeswitchSite
 from esl.webhook import WebhookConfig
-from siteconfig.controller import ControllerSettings, NumberSettings, SettingsError, load_settings
+from siteconfig.controller import (
+    ControllerSettings,
+    GraphAccess,
+    NumberSettings,
+    SettingsError,
+    load_settings,
+)
 from siteconfig.listen_address import parse_listen_address
 from siteconfig.model import ConfigError, SiteConfig, load_config
 from siteconfig.secret_source import SecretError, load_secret
@@ -27,7 +33,8 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
         freeswitch=esl.freeswitch,
         listen=esl.listen,
         numbers=tuple(
-            NumberSettings(business_number=n.business_number, srtp_mode=n.srtp_mode,
+            NumberSettings(business_number=n.business_number, phone_number_id=n.phone_number_id,
+                           srtp_mode=n.srtp_mode,
                            sdes_suites=tuple(n.sdes_suites),
                            additional_codecs=tuple(n.additional_codecs))
             for n in cfg.numbers),
@@ -38,6 +45,9 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
         linger_s=esl.linger_s,
         metrics_listen=esl.metrics_listen,
         edge_log=esl.edge_log,
+        preflight=esl.preflight,
+        graph=GraphAccess(base_url=cfg.graph.base_url, api_version=cfg.graph.api_version,
+                          token_env=cfg.graph.token_env, token_file=cfg.graph.token_file),
     )
 
 

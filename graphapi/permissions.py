@@ -130,9 +130,14 @@ def parse_permission_answer(answer: dict[str, Any]) -> PermissionAnswer:
             raise _bad(f"action {raw['action_name']} limits")
         actions.append(PermissionAction(raw["action_name"], can,
                                         tuple(parse_limit(limit) for limit in limits)))
-    return PermissionAnswer(permission["status"].lower(),
-                            _epoch(permission.get("expiration_time"), "expiration_time"),
-                            tuple(actions))
+    status = permission["status"].strip().lower()
+    expiration = _epoch(permission.get("expiration_time"), "expiration_time")
+    # some of Meta's pages and SDKs say "temporary" / "permanent" for a grant
+    if status == "permanent":
+        status, expiration = "granted", None
+    elif status == "temporary":
+        status = "granted"
+    return PermissionAnswer(status, expiration, tuple(actions))
 
 
 def user_query(user: str) -> dict[str, str]:

@@ -66,6 +66,8 @@ class NumberSettings(_Model):
     """One WhatsApp business number and how its media is secured (must match Meta's setting)."""
 
     business_number: E164
+    phone_number_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")] | None = None
+    """Graph's id of the number: the call-permission pre-flight asks Graph about it."""
     srtp_mode: SrtpMode = "DTLS"
     sdes_suites: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80",)
     additional_codecs: tuple[G711, ...] = ()
@@ -161,6 +163,49 @@ class ReconnectSettings(_Model):
     max_s: float = Field(default=30.0, gt=0)
 
 
+class GraphAccess(_Model):
+    """How the pre-flight reaches Graph (the site's [graph]); the token is never in here."""
+
+    base_url: str = "https://graph.facebook.com"
+    api_version: str = "v21.0"
+    token_env: str = "WA_GRAPH_TOKEN"
+    token_file: Path | None = None
+
+
+class PreflightSettings(_Model):
+    """The call-permission check before every business-initiated call (``--force`` skips it).
+
+    Meta refuses a BIC without a permission (403, 138006) only after the INVITE, and counts
+    and caps what the business does: so the permission and the ``start_call`` limits are read
+    first (from Meta's webhook reply stored beside the CDRs, or from Graph), and a run of
+    unanswered calls is stopped before WhatsApp revokes the permission.
+    """
+
+    enabled: bool = True
+    limits_from_graph: bool = True
+    """Ask Graph for the ``start_call`` limits even when a stored permission is usable (the
+    limits exist only there); off: a usable stored permission is enough, no Graph request."""
+    cache_s: float = Field(default=30.0, ge=0, le=3600)
+    """How long one Graph answer is reused for the same user (a dialer retrying one user
+    must not spend Graph's rate limit)."""
+    graph_rate: float = Field(default=80.0, gt=0, le=100)
+    """Lookups per second at most: Meta's limit is 100/s per app (613 past it)."""
+    graph_timeout_s: float = Field(default=3.0, gt=0, le=30)
+    graph_attempts: int = Field(default=3, ge=1, le=6)
+    streak_warn: int = Field(default=2, ge=1, le=100)
+    """Unanswered or rejected BICs in a row to one user before a warning (WhatsApp nudges the
+    user to revoke after 2)."""
+    streak_refuse: int = Field(default=4, ge=1, le=100)
+    """... and before pre-flight refuses (WhatsApp revokes the permission after 4)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> PreflightSettings:
+        if self.streak_warn > self.streak_refuse:
+            raise ValueError(f"streak_warn ({self.streak_warn}) must not exceed streak_refuse "
+                             f"({self.streak_refuse})")
+        return self
+
+
 class ControllerSettings(_Model):
     """Everything ``wa-esl`` needs; embeddable as the ``[esl]`` table of the site config."""
 
@@ -176,6 +221,9 @@ class ControllerSettings(_Model):
     """``address:port`` of the Prometheus endpoint (``/metrics``); None: not served."""
     edge_log: Path | None = None
     """Kamailio's log file with the edge's call lines (``wa-esl call show``)."""
+    preflight: PreflightSettings = PreflightSettings()
+    graph: GraphAccess | None = None
+    """None: no Graph access; pre-flight then decides from stored permissions alone."""
 
     @field_validator("metrics_listen")
     @classmethod

@@ -21,6 +21,7 @@ from siteconfig.controller import (
     FreeswitchSettings,
     ListenSettings,
     MediaSettings,
+    PreflightSettings,
     ReconnectSettings,
 )
 from siteconfig.controller import Route as ControllerRoute
@@ -718,6 +719,8 @@ class EslSection(Strict):
         default=None, description="Prometheus endpoint of wa-esl (address:port); unset: off.")
     edge_log: Path | None = Field(
         default=None, description="Kamailio's log file holding the edge's call lines.")
+    preflight: PreflightSettings = PreflightSettings()
+    """The call-permission check before each business-initiated call (Graph access: [graph])."""
 
     @field_validator("metrics_listen")
     @classmethod

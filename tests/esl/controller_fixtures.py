@@ -22,6 +22,8 @@ def make_settings(standin: FreeSwitchStandin, tmp_path: Path) -> ControllerSetti
         {
             "freeswitch": {"host": standin.host, "port": standin.port, "password": PASSWORD},
             "listen": {"host": "127.0.0.1", "port": 0},
+            # the BIC mechanics under test here; pre-flight has tests/esl/test_preflight*.py
+            "preflight": {"enabled": False},
             "numbers": [
                 {"business_number": SDES_NUMBER, "srtp_mode": "SDES"},
                 {"business_number": DTLS_NUMBER, "srtp_mode": "DTLS"},
