@@ -19,6 +19,7 @@ from provisioning.kamailio_features import (
     parse_version,
 )
 from provisioning.meta_ranges_command import register as register_meta_ranges
+from provisioning.permission_command import register as register_permission
 from provisioning.render import RenderError, RenderOptions, render_kamailio, target_features
 from provisioning.render_freeswitch import render_freeswitch
 from provisioning.render_nftables import render_nftables
@@ -96,6 +97,7 @@ def render(
 register_graph_commands(app)
 # meta-ranges refresh: Meta's address ranges for the admission rules (meta_ranges_command.py).
 register_meta_ranges(app)
+register_permission(app)
 
 
 if __name__ == "__main__":

@@ -71,9 +71,12 @@ class FaultPlan:
 class RateLimiter:
     """Token bucket per app: `rate` requests/s sustained, `burst` at once."""
 
-    def __init__(self, rate: float, burst: int, retry_after: float = 1.0) -> None:
+    def __init__(self, rate: float, burst: int, retry_after: float = 1.0,
+                 code: int = 130429, status: int = 429) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be > 0 and burst >= 1")
+        self.code = code  # 130429 for messages; call_permissions answers 613 past 100/s
+        self.status = status
         self.rate = rate
         self.burst = burst
         self.retry_after = retry_after

@@ -18,7 +18,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lab.graph_standin.faults import FaultPlan, FaultRule, RateLimiter
+from lab.graph_standin.permissions import PermissionBook, PermissionReply
 from lab.graph_standin.state import GraphApiError, GraphState
+from lab.graph_standin.webhook_post import call_permission_reply, signed_post
 
 PATH = re.compile(r"^/(v(\d+)\.(\d+))/([^/]+)(?:/([a-z_]+))?$")
 MIN_MAJOR_VERSION = 17
@@ -143,6 +145,13 @@ class GraphStandin:
         self.rate_limiter = rate_limiter
         self.faults = FaultPlan()
         self.stats = StandinStats()
+        self.permissions = PermissionBook()
+        self.permissions.on_reply = self._post_reply
+        self.webhook_url: str | None = None
+        self.webhook_posts: list[tuple[str, int]] = []  # (message id, HTTP status or 0)
+        self._webhook_secret = ""
+        self._webhook_numbers: dict[str, str] = {}
+        self._webhook_threads: list[threading.Thread] = []
         self._server = _Server((host, port), _Handler)
         self._server.standin = self
         self._thread: threading.Thread | None = None
@@ -157,6 +166,40 @@ class GraphStandin:
                                         name="graph-standin", daemon=True)
         self._thread.start()
         return self
+
+    def post_webhooks_to(self, url: str, app_secret: str, numbers: dict[str, str]) -> None:
+        """Post each user's reply to a permission request to ``url``, signed with ``app_secret``,
+        as Meta does; ``numbers`` maps phone_number_id to the business number (+E164)."""
+        self.webhook_url, self._webhook_secret = url, app_secret
+        self._webhook_numbers = dict(numbers)
+
+    def wait_for_webhooks(self, timeout: float = 10.0) -> None:
+        """Until every webhook post started so far has been answered (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._webhook_threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _post_reply(self, reply: PermissionReply) -> None:
+        """Meta posts the reply after it answered the request: a thread of its own."""
+        if self.webhook_url is None:
+            return
+        body = call_permission_reply(
+            message_id=reply.message_id, phone_number_id=reply.phone_number_id,
+            business_number=self._webhook_numbers.get(reply.phone_number_id, "+0"),
+            user_wa_id=reply.user_wa_id, accept=reply.accept, is_permanent=reply.is_permanent,
+            expiration_timestamp=reply.expiration_timestamp)
+        url, secret = self.webhook_url, self._webhook_secret
+
+        def post() -> None:
+            try:
+                status = signed_post(url, secret, body)
+            except Exception:  # httpx's errors: the receiver is down (Meta would retry later)
+                status = 0
+            self.webhook_posts.append((reply.message_id, status))
+
+        thread = threading.Thread(target=post, name="graph-standin-webhook", daemon=True)
+        self._webhook_threads.append(thread)
+        thread.start()
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -198,8 +241,9 @@ class GraphStandin:
         if self.rate_limiter is not None and not self.rate_limiter.allow(app_id):
             with self.stats.lock:
                 self.stats.rate_limited += 1
-            raise GraphApiError(429, 130429, "(#130429) Rate limit hit: too many requests for this app",
-                                retry_after=self.rate_limiter.retry_after)
+            raise GraphApiError(self.rate_limiter.status, self.rate_limiter.code,
+                                f"(#{self.rate_limiter.code}) Rate limit hit: too many requests "
+                                "for this app", retry_after=self.rate_limiter.retry_after)
         if node == "app" and edge is None and method == "GET":
             return 200, {"id": app_id, "name": f"stand-in app {app_id}"}
         if edge == "settings" and method == "GET":
@@ -211,6 +255,16 @@ class GraphStandin:
             except ValueError:
                 raise GraphApiError(400, 100, "(#100) The request body is not valid JSON") from None
             return 200, self.state.post_settings(app_id, node, parsed)
+        if edge == "call_permissions" and method == "GET":
+            self.state.check_access(app_id, node)
+            return 200, self.permissions.call_permissions(node, query)
+        if edge == "messages" and method == "POST":
+            self.state.check_access(app_id, node)
+            try:
+                parsed = json.loads(body or b"null")
+            except ValueError:
+                raise GraphApiError(400, 100, "(#100) The request body is not valid JSON") from None
+            return 200, self.permissions.post_message(node, parsed)
         if edge == "calls" and method == "POST":
             return 200, self.state.post_calls(app_id, node)
         raise GraphApiError(400, 100, f"(#100) Unsupported {method} request on /{node}/{edge or ''}",

@@ -106,6 +106,11 @@ class GraphState:
             raise GraphApiError(403, 10, "(#10) Application does not have permission for this action")
         return number
 
+    def check_access(self, app_id: str, phone_number_id: str) -> None:
+        """The number exists and this app may act for it (Graph's 100/33 and 10 otherwise)."""
+        with self._lock:
+            self._number(app_id, phone_number_id)
+
     def get_settings(self, app_id: str, phone_number_id: str, include_credentials: bool) -> dict[str, Any]:
         """GET /<id>/settings: every app's server entry; this app's password on request."""
         with self._lock:
