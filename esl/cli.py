@@ -135,8 +135,6 @@ def originate(
     except (sqlite3.Error, OSError) as exc:
         raise _fail(f"CDR database {settings.cdr_db}", exc, 1) from exc
     verdict = result.preflight
-    for warning in verdict.warnings if verdict is not None else ():
-        errors.print(f"[yellow]pre-flight warning:[/yellow] {escape(warning)}")
     if verdict is not None and not verdict.allowed:
         console.print(f"refused in pre-flight: {verdict.summary()} (call {result.call_uuid}; "
                       "--force skips the check)", markup=False)
@@ -164,6 +162,8 @@ async def _originate(settings: ControllerSettings, request: BicRequest,
                        if preflight is not None else None)
     finally:
         store.close()
+    for warning in verdict.warnings if verdict is not None else ():
+        errors.print(f"[yellow]pre-flight warning:[/yellow] {escape(warning)}")
     if verdict is not None and not verdict.allowed:
         store = CdrStore(settings.cdr_db)
         try:
