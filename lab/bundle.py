@@ -193,7 +193,7 @@ class BundleLab(LabParty):
         """`wa-esl originate --config FILE --from NUMBER --to USER` as a user types it.
 
         ``force`` (the lab's calls about SIP and media): without the call-permission
-        pre-flight, which the permission section (lab/permission_section.py) shows."""
+        pre-flight (esl/preflight.py), which needs a Graph stand-in these calls do not run."""
         argv = [*wa_esl_command(), "originate", "--config", str(self.config_file),
                 "--from", business_number, "--to", user, "--timeout", str(ring_s),
                 *(["--force"] if force else [])]
