@@ -63,9 +63,10 @@ class Dialog:
 class SipUac(asyncio.DatagramProtocol):
     """One call at a time from 127.0.0.1:<port> to FreeSWITCH's profile."""
 
-    def __init__(self, server: tuple[str, int], local_ip: str = "127.0.0.1") -> None:
+    def __init__(self, server: tuple[str, int], local_ip: str = "127.0.0.1", local_port: int = 0) -> None:
         self.server = server
         self.local_ip = local_ip
+        self.local_port = local_port  # a fixed one: a FreeSWITCH node's address at the edge
         self.port = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._responses: asyncio.Queue[SipMessage] = asyncio.Queue()
@@ -73,10 +74,12 @@ class SipUac(asyncio.DatagramProtocol):
         self.remote_bye = asyncio.Event()
         self.remote_bye_headers: SipMessage | None = None
         self._meta_user = ""
+        self._from_host = "wa.meta.vc"
 
     async def open(self) -> SipUac:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.local_ip, 0))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.local_ip, self.local_port))
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         return self
@@ -111,7 +114,7 @@ class SipUac(asyncio.DatagramProtocol):
                  body: str = "", content_type: str = "application/sdp", branch: str | None = None) -> str:
         via = f"SIP/2.0/UDP {self.local_ip}:{self.port};branch={branch or 'z9hG4bK' + _token()};rport"
         lines = [f"{method} {uri} SIP/2.0", f"Via: {via}", "Max-Forwards: 69",
-                 f"From: <sip:{self._meta_user}@wa.meta.vc>;tag={dialog.from_tag}",
+                 f"From: <sip:{self._meta_user}@{self._from_host}>;tag={dialog.from_tag}",
                  f"To: {dialog.to_header}", f"Call-ID: {dialog.call_id}", f"CSeq: {cseq} {method}"]
         lines += [f"Route: {r}" for r in dialog.route]
         lines += extra
@@ -121,9 +124,14 @@ class SipUac(asyncio.DatagramProtocol):
         return "\r\n".join(lines) + "\r\n\r\n" + body
 
     async def invite(self, business_number: str, meta_user: str, wacid: str, sdp: str,
-                     timeout: float = 15.0) -> SipMessage:
-        """Send the INVITE, return the final response (ACKed already if it is not a 2xx)."""
+                     timeout: float = 15.0, from_host: str = "wa.meta.vc") -> SipMessage:
+        """Send the INVITE, return the final response (ACKed already if it is not a 2xx).
+
+        `from_host`: the From domain (a business-initiated call from FreeSWITCH's gateway
+        carries the business number at the edge's address; `meta_user` is then that number).
+        """
         self._meta_user = meta_user
+        self._from_host = from_host
         host, port = self.server
         uri = f"sip:{business_number}@{host}:{port}"
         dialog = Dialog(call_id=f"{_token()}@wa.meta.vc", from_tag=_token(), to_header=f"<{uri}>")

@@ -13,16 +13,30 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
-from lab.media.peer import MediaPeer
 from lab.media.sdp import SdpError
 from lab.media.sip_uac import SipMessage, parse_message
 
 
-class SipUas(asyncio.DatagramProtocol):
+class AnsweringPeer(Protocol):
+    """The media party behind the UAS: Meta's `MediaPeer`, or a plain-RTP business party."""
+
+    on_media_timeout: Callable[[str], None] | None
+
+    def answer(self, sdp: str) -> str: ...
+
+    def start(self) -> None: ...
+
+
+Peer = TypeVar("Peer", bound=AnsweringPeer)
+
+
+class SipUas(asyncio.DatagramProtocol, Generic[Peer]):
     """Answers one INVITE at a time on `local`; the media is `peer`'s."""
 
-    def __init__(self, local: tuple[str, int], peer: MediaPeer, *, answer_after_s: float = 0.0) -> None:
+    def __init__(self, local: tuple[str, int], peer: Peer, *, answer_after_s: float = 0.0) -> None:
         self.local = local
         self.peer = peer
         self.answer_after_s = answer_after_s
@@ -38,7 +52,7 @@ class SipUas(asyncio.DatagramProtocol):
         self._answer_sdp = ""
         self._answer_task: asyncio.Task[None] | None = None
 
-    async def open(self) -> SipUas:
+    async def open(self) -> SipUas[Peer]:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=self.local)
         self._transport = transport

@@ -16,7 +16,7 @@ from tests.media.business_end import BusinessEnd
 TIMEOUTS = MediaTimeouts(start_s=0.3, mid_call_s=0.3)
 
 
-async def call(answer_after_s: float) -> tuple[SipUas, SipUac, int | None, str]:
+async def call(answer_after_s: float) -> tuple[SipUas[MediaPeer], SipUac, int | None, str]:
     business = await BusinessEnd(SrtpMode.SDES).open()
     peer = await MediaPeer(SrtpMode.SDES, timeouts=TIMEOUTS).open()
     uas = await SipUas(("127.0.0.1", free_port()), peer, answer_after_s=answer_after_s).open()
