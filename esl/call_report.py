@@ -15,7 +15,7 @@ from typing import Any
 
 from esl.cdr import CallRecord, CdrStore
 from esl.edge_log import EdgeEvent, events_for
-from esl.meta_call_events import MetaCallEventStore, Reconciliation, reconcile
+from esl.meta_call_events import MetaCallEventStore, Reconciliation, reconcile, without_cdr
 from esl.preflight import permission_words
 
 MEDIA_FIELDS = ("first_media_ms", "media_timeout", "fs_duration_s", "meta_duration_s")
@@ -32,7 +32,7 @@ class CallReport:
 
     @property
     def found(self) -> bool:
-        return bool(self.edge_events or self.records)
+        return bool(self.edge_events or self.records or self.meta)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (``--json``): stable keys, None where we know nothing."""
@@ -63,15 +63,21 @@ def build_report(call: str, store: CdrStore | None, edge_logs: tuple[Path, ...],
         more = {e.get("wacid") for e in events} - {None, call}
         for other in more:
             records += store.find(other or "")
-    meta = _reconciliations(store, records, duration_tolerance_s) if store is not None else []
+    meta = []
+    if store is not None:
+        # A wacid no CDR has (asked for directly, or named by the edge): Meta's event alone.
+        unmatched = ({call} | {e.get("wacid") or "" for e in events}) - {""} - \
+            {r.wacid for r in records}
+        meta = _reconciliations(store, records, sorted(unmatched), duration_tolerance_s)
     return CallReport(call, events, records, edge_logs, meta)
 
 
-def _reconciliations(store: CdrStore, records: list[CallRecord],
+def _reconciliations(store: CdrStore, records: list[CallRecord], unmatched: list[str],
                      tolerance_s: int) -> list[Reconciliation]:
     events = MetaCallEventStore(store.path)
     try:
-        found = (reconcile(r, events.for_wacid(r.wacid), tolerance_s) for r in records if r.wacid)
+        found = [reconcile(r, events.for_wacid(r.wacid), tolerance_s) for r in records if r.wacid]
+        found += [without_cdr(wacid, events.for_wacid(wacid)) for wacid in unmatched]
         return [m for m in found if m is not None]
     finally:
         events.close()
@@ -118,9 +124,12 @@ def report_lines(report: CallReport) -> list[str]:
         lines.append("Meta (calls webhook):")
     for m in report.meta:
         duration = f"{m.meta_duration_s} s" if m.meta_duration_s is not None else "-"
-        lines.append(f"  terminate {m.meta_status or '-'}, duration {duration}")
+        lines.append(f"  {m.wacid} terminate {m.meta_status or '-'}, duration {duration}")
         for problem in m.mismatches:
             lines.append(f"  MISMATCH: {problem}")
-        if not m.mismatches:
+        if not m.cdr and not m.mismatches:
+            lines.append("  no CDR of ours: the call ended at Meta before reaching FreeSWITCH "
+                         "(or its CDR is not written yet)")
+        elif not m.mismatches:
             lines.append("  agrees with our CDR")
     return lines

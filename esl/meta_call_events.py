@@ -4,7 +4,7 @@ Why keep Meta's events in a table of their own instead of writing them into the 
 ``terminate`` post may arrive before FreeSWITCH's hangup has produced our record, or after, or for
 a call we never saw (it failed at Meta). Keyed by wacid, the event waits in its table and the
 comparison happens when a call is looked at, so both orders reconcile the same way and nothing
-is dropped for arriving early. A call has one event of each kind: a retried post replaces it.
+is dropped for arriving early. A call has one event of each kind: a retried post is kept once.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class Reconciliation:
     our_answered: bool | None
     our_duration_s: float | None
     mismatches: tuple[str, ...]
+    cdr: bool = True  # False: Meta's event names a wacid no CDR of ours has
 
 
 def reconcile(record: CallRecord, events: list[CallEvent], tolerance_s: int) -> Reconciliation | None:
@@ -97,3 +98,19 @@ def reconcile(record: CallRecord, events: list[CallEvent], tolerance_s: int) -> 
             f"(more than {tolerance_s} s apart)")
     return Reconciliation(record.wacid, terminate.status, terminate.duration_s, answered, ours,
                           tuple(problems))
+
+
+def without_cdr(wacid: str, events: list[CallEvent]) -> Reconciliation | None:
+    """Meta's terminate for a wacid we have no CDR of (it failed at Meta, or ours is not written).
+
+    A failed call that never reached us is no disagreement; a call Meta says COMPLETED (and
+    bills) that we have no record of is one.
+    """
+    terminate = next((e for e in events if e.event == "terminate"), None)
+    if terminate is None:
+        return None
+    completed = (terminate.status or "").upper() == "COMPLETED"
+    problems = (f"Meta says {terminate.status} but we have no CDR of this call",) if completed \
+        else ()
+    return Reconciliation(wacid, terminate.status, terminate.duration_s, None, None, problems,
+                          cdr=False)

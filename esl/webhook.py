@@ -68,6 +68,9 @@ class WebhookMetrics:
                                    "calls webhook events stored, by event.", ["event"], registry=r)
         self.duplicates = Counter("wasip_webhook_duplicates",
                                   "Events Meta posted again (retries), stored once.", registry=r)
+        self.unreadable = Counter("wasip_webhook_unreadable_items",
+                                  "Items of a signed post we could not read (skipped; the rest "
+                                  "of the post is stored).", registry=r)
         self.store_failures = Counter("wasip_webhook_store_failures",
                                       "Posts answered 503 because the database could not be "
                                       "written (Meta retries them).", registry=r)
@@ -78,10 +81,16 @@ class WebhookMetrics:
 
 
 class RefusalLog:
-    """Logs refusals at most once per interval, with how many were refused since the last line."""
+    """Logs refusals at most once per interval, with how many were refused since the last line.
 
-    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    Also used for the other lines an outsider or a fault could repeat per request (database
+    failures, unreadable items): ``what`` names them in the line.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic,
+                 what: str = "refused requests") -> None:
         self._interval = interval_s
+        self._what = what
         self._clock = clock
         self._last: float | None = None
         self._since: dict[str, int] = {}
@@ -92,7 +101,7 @@ class RefusalLog:
         if self._last is not None and now - self._last < self._interval:
             return
         counts = ", ".join(f"{r}={n}" for r, n in sorted(self._since.items()))
-        log.warning("webhook: refused requests (%s); latest %s from %s", counts, reason,
+        log.warning("webhook: %s (%s); latest %s from %s", self._what, counts, reason,
                     peer or "?")
         self._last = now
         self._since = {}
@@ -158,7 +167,10 @@ class WebhookReceiver:
         self.metrics = metrics or WebhookMetrics()
         self._clock = clock
         self._refusals = RefusalLog(config.refusal_log_interval_s)
-        self._store_log = RefusalLog(config.refusal_log_interval_s)
+        self._store_log = RefusalLog(config.refusal_log_interval_s,
+                                     what="posts answered 503 (Meta retries them)")
+        self._unreadable_log = RefusalLog(config.refusal_log_interval_s,
+                                          what="items skipped in signed posts")
         self._writer = _Writer(config.database)
         self.app = web.Application(client_max_size=config.max_body_bytes)
         self.app.router.add_get("/{tail:.*}", self._verify)
@@ -199,6 +211,9 @@ class WebhookReceiver:
             self.metrics.refused.labels("bad_payload").inc()
             self._refusals.refused(f"bad_payload ({error})", request.remote)
             return web.Response(status=400, text="refused: bad_payload\n")
+        for problem in post.unreadable:
+            self.metrics.unreadable.inc()
+            self._unreadable_log.refused(problem, request.remote)
         try:
             duplicates = await self._writer.run(lambda p, e: self._store(post, p, e))
         except sqlite3.Error as error:

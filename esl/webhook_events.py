@@ -5,6 +5,12 @@ signature proves who sent it, not that every field is what the docs promise), so
 checked for type and size here, in plain functions the tests call directly, and anything we do not
 use (other message types, statuses, fields Meta adds later) is skipped, never an error.
 
+Only a body that is not a webhook envelope at all is refused (400). One item inside it that we
+cannot read (a reply without a phone-number sender since Meta's business-scoped user ids, a value
+Meta documents differently later) is skipped and named in ``unreadable``: refusing the whole post
+would make Meta retry it for days while the good items beside it wait, and the retry could never
+succeed.
+
 Shapes (Meta's WhatsApp Business webhooks): ``{"object": "whatsapp_business_account", "entry":
 [{"id": WABA_ID, "changes": [{"field": "messages" | "calls", "value": {"metadata":
 {"display_phone_number", "phone_number_id"}, "messages": [...] | "calls": [...]}}]}]}``.
@@ -64,6 +70,7 @@ class WebhookPost:
     permission_replies: tuple[PermissionReply, ...]
     call_events: tuple[CallEvent, ...]
     skipped: int  # changes or items we do not use (other fields, message types)
+    unreadable: tuple[str, ...] = ()  # items of ours we could not read: what was wrong with each
 
 
 def parse_post(body: bytes) -> WebhookPost:
@@ -81,6 +88,7 @@ def parse_post(body: bytes) -> WebhookPost:
         raise WebhookPayloadError("entry is not a list")
     replies: list[PermissionReply] = []
     events: list[CallEvent] = []
+    unreadable: list[str] = []
     skipped = 0
     for entry in entries:
         changes = entry.get("changes") if isinstance(entry, dict) else None
@@ -90,19 +98,16 @@ def parse_post(body: bytes) -> WebhookPost:
             if not isinstance(change, dict) or not isinstance(change.get("value"), dict):
                 raise WebhookPayloadError("entry[].changes[] has no value object")
             field, value = change.get("field"), change["value"]
-            if field == "messages":
-                found, other = _permission_replies(value)
-            elif field == "calls":
-                found_events, other = _call_events(value)
-                events += found_events
-                skipped += other
-                continue
-            else:
-                skipped += 1
-                continue
-            replies += found
-            skipped += other
-    return WebhookPost(tuple(replies), tuple(events), skipped)
+            try:
+                if field == "messages":
+                    skipped += _permission_replies(value, replies, unreadable)
+                elif field == "calls":
+                    skipped += _call_events(value, events, unreadable)
+                else:
+                    skipped += 1
+            except WebhookPayloadError as error:  # the change as a whole (its metadata)
+                unreadable.append(f"{field}: {error}")
+    return WebhookPost(tuple(replies), tuple(events), skipped, tuple(unreadable))
 
 
 def _metadata(value: dict[str, Any]) -> tuple[str, str | None]:
@@ -114,64 +119,92 @@ def _metadata(value: dict[str, Any]) -> tuple[str, str | None]:
     return phone_number_id, display if isinstance(display, str) and len(display) < 32 else None
 
 
-def _permission_replies(value: dict[str, Any]) -> tuple[list[PermissionReply], int]:
+def _permission_replies(value: dict[str, Any], replies: list[PermissionReply],
+                        unreadable: list[str]) -> int:
+    """Append the change's permission replies; returns how many messages were not ours."""
     messages = value.get("messages")
     if messages is None:
-        return [], 1  # statuses, errors: not ours
+        return 1  # statuses, errors: not ours
     if not isinstance(messages, list):
         raise WebhookPayloadError("value.messages is not a list")
     phone_number_id, display = _metadata(value)
-    replies, skipped = [], 0
+    skipped = 0
     for message in messages:
         interactive = message.get("interactive") if isinstance(message, dict) else None
         if not isinstance(interactive, dict) or interactive.get("type") != "call_permission_reply":
             skipped += 1
             continue
-        reply = interactive.get("call_permission_reply")
-        if not isinstance(reply, dict):
-            raise WebhookPayloadError("call_permission_reply is not an object")
-        response = reply.get("response")
-        if response not in ("accept", "reject"):
-            raise WebhookPayloadError(f"call_permission_reply.response {response!r}")
-        replies.append(PermissionReply(
-            message_id=_id(message.get("id"), "messages[].id"),
-            phone_number_id=phone_number_id,
-            display_phone_number=display,
-            user_wa_id=_digits(message.get("from"), "messages[].from"),
-            accepted=response == "accept",
-            is_permanent=reply.get("is_permanent") is True,
-            expiration_timestamp=_epoch(reply.get("expiration_timestamp")),
-            response_source=_word(reply.get("response_source")),
-            timestamp=_epoch(message.get("timestamp")),
-        ))
-    return replies, skipped
+        try:
+            replies.append(_permission_reply(message, interactive, phone_number_id, display))
+        except WebhookPayloadError as error:
+            unreadable.append(f"call_permission_reply: {error}")
+    return skipped
 
 
-def _call_events(value: dict[str, Any]) -> tuple[list[CallEvent], int]:
+def _permission_reply(message: dict[str, Any], interactive: dict[str, Any],
+                      phone_number_id: str, display: str | None) -> PermissionReply:
+    reply = interactive.get("call_permission_reply")
+    if not isinstance(reply, dict):
+        raise WebhookPayloadError("call_permission_reply is not an object")
+    response = reply.get("response")
+    if response not in ("accept", "reject"):
+        raise WebhookPayloadError(f"response is {_shown(response)}, not accept or reject")
+    return PermissionReply(
+        message_id=_id(message.get("id"), "messages[].id"),
+        phone_number_id=phone_number_id,
+        display_phone_number=display,
+        user_wa_id=_digits(message.get("from"), "messages[].from"),
+        accepted=response == "accept",
+        is_permanent=reply.get("is_permanent") is True,
+        expiration_timestamp=_epoch(reply.get("expiration_timestamp")),
+        response_source=_word(reply.get("response_source")),
+        timestamp=_epoch(message.get("timestamp")),
+    )
+
+
+def _call_events(value: dict[str, Any], events: list[CallEvent], unreadable: list[str]) -> int:
+    """Append the change's call events; returns how many calls[] items were not ours."""
     calls = value.get("calls")
     if calls is None:
-        return [], 1
+        return 1
     if not isinstance(calls, list):
         raise WebhookPayloadError("value.calls is not a list")
     phone_number_id, _display = _metadata(value)
-    events, skipped = [], 0
+    skipped = 0
     for call in calls:
         if not isinstance(call, dict) or call.get("event") not in ("call_created", "terminate"):
             skipped += 1
             continue
-        duration = call.get("duration")
+        try:
+            wacid = _id(call.get("id"), "calls[].id")
+        except WebhookPayloadError as error:
+            unreadable.append(f"{call['event']}: {error}")
+            continue
         events.append(CallEvent(
-            wacid=_id(call.get("id"), "calls[].id"),
+            wacid=wacid,
             event=str(call["event"]),
             phone_number_id=phone_number_id,
             direction=_word(call.get("direction")),
-            status=_word(call.get("status")),
-            duration_s=_epoch(duration),
+            status=_status(call.get("status")),
+            duration_s=_epoch(call.get("duration")),
             start_time=_epoch(call.get("start_time")),
             end_time=_epoch(call.get("end_time")),
             timestamp=_epoch(call.get("timestamp")),
         ))
-    return events, skipped
+    return skipped
+
+
+def _status(value: object) -> str | None:
+    """``terminate``'s status; Meta's reference writes it as a one-item list in places."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return _word(value)
+
+
+def _shown(value: object) -> str:
+    """A value from the post, short enough for a log line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _id(value: object, where: str) -> str:

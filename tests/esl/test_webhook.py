@@ -12,10 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from esl.call_permissions import CallPermissionStore
 from esl.call_report import build_report, report_lines
 from esl.cdr import CallRecord, CdrStore
+from esl.cli import app
 from esl.meta_call_events import MetaCallEventStore
 from esl.webhook import RefusalLog, WebhookConfig, WebhookReceiver, bound_port, serve
 from esl.webhook_events import WebhookPayloadError, parse_post
@@ -194,6 +196,31 @@ async def test_call_show_reports_meta_completed_but_we_never_answered(receiver: 
     assert "  MISMATCH: Meta says COMPLETED but our CDR says not answered" in lines
 
 
+async def test_call_show_reports_meta_s_event_without_a_cdr(receiver: Receiver) -> None:
+    cdrs = CdrStore(receiver.database)
+    await receiver.post(calls_terminate(wacid="wacid.F1", phone_number_id=PHONE_ID,
+                                        business_number=NUMBER, user_wa_id=USER, status="FAILED"))
+    await receiver.post(terminate(30))  # COMPLETED, billed: and we have no record of it
+    failed = build_report("wacid.F1", cdrs, ())
+    assert failed.found and [m.mismatches for m in failed.meta] == [()]
+    assert any(line.startswith("  no CDR of ours") for line in report_lines(failed))
+    completed = report_lines(build_report("wacid.T1", cdrs, ()))
+    assert "  MISMATCH: Meta says COMPLETED but we have no CDR of this call" in completed
+
+
+async def test_wa_esl_call_show_prints_the_mismatch(receiver: Receiver) -> None:
+    CdrStore(receiver.database).upsert(RECORD)
+    await receiver.post(terminate(60, status="FAILED"))
+    result = CliRunner().invoke(app, ["call", "show", "wacid.T1", "--db", str(receiver.database)])
+    assert result.exit_code == 0, result.output
+    assert "MISMATCH: Meta says FAILED but our CDR says answered" in result.output
+    as_json = CliRunner().invoke(app, ["call", "show", "wacid.T1", "--json",
+                                       "--db", str(receiver.database)])
+    (meta,) = json.loads(as_json.output)["meta"]
+    assert (meta["meta_status"], meta["meta_duration_s"], len(meta["mismatches"])) == (
+        "FAILED", 60, 2)
+
+
 def test_refusals_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     log = RefusalLog(60, clock=lambda: now[0])
@@ -223,5 +250,54 @@ def test_parser_skips_what_it_does_not_use_and_refuses_bad_ids() -> None:
     post = parse_post(json.dumps(document).encode())
     assert len(post.permission_replies) == 1 and post.skipped == 1
     document["entry"][0]["changes"][0]["value"]["messages"][0]["from"] = "+1555"
-    with pytest.raises(WebhookPayloadError, match="WhatsApp id"):
-        parse_post(json.dumps(document).encode())
+    post = parse_post(json.dumps(document).encode())
+    assert post.permission_replies == ()
+    assert post.unreadable == ("call_permission_reply: messages[].from is not a WhatsApp id "
+                               "(digits)",)
+    with pytest.raises(WebhookPayloadError, match="not JSON"):
+        parse_post(b"{")
+
+
+def two_replies(bad: dict[str, object]) -> bytes:
+    """One post carrying an unreadable reply first, then a good one."""
+    document = json.loads(reply("wamid.good"))
+    messages = document["entry"][0]["changes"][0]["value"]["messages"]
+    broken = json.loads(json.dumps(messages[0]))
+    broken.update(bad)
+    messages.insert(0, broken)
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("bad", [
+    {"id": "wamid.bad", "from": None},  # BSUID users: no phone number
+    {"id": "wamid.bad", "interactive": {"type": "call_permission_reply",
+                                        "call_permission_reply": {"response": ["x"] * 500}}},
+    {"id": " "},
+])
+async def test_an_unreadable_item_is_skipped_and_the_rest_stored(
+        receiver: Receiver, bad: dict[str, object]) -> None:
+    response = await receiver.post(two_replies(bad))
+    assert response.status_code == 200  # a 4xx would have Meta retry a post that cannot succeed
+    permission = CallPermissionStore(receiver.database).current(NUMBER, USER)
+    assert permission is not None and permission.status == "granted"
+    registry = receiver.receiver.metrics.registry
+    assert registry.get_sample_value("wasip_webhook_unreadable_items_total") == 1
+
+
+async def test_other_messages_are_answered_200_and_not_stored(receiver: Receiver) -> None:
+    document = json.loads(reply())
+    message = document["entry"][0]["changes"][0]["value"]["messages"][0]
+    message.pop("interactive")
+    message.update(type="text", text={"body": "hello"})
+    statuses = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp", "statuses": [{}]}}]}]}
+    for body in (json.dumps(document).encode(), json.dumps(statuses).encode()):
+        assert (await receiver.post(body)).status_code == 200
+    assert CallPermissionStore(receiver.database).current(NUMBER, USER) is None
+
+
+def test_terminate_status_as_a_one_item_list() -> None:
+    document = json.loads(terminate(10))
+    document["entry"][0]["changes"][0]["value"]["calls"][0]["status"] = ["FAILED"]
+    (event,) = parse_post(json.dumps(document).encode()).call_events
+    assert (event.status, event.duration_s) == ("FAILED", 10)
