@@ -38,6 +38,9 @@ from esl.webhook_signature import HEADER, signature_problem
 log = logging.getLogger(__name__)
 
 MAX_CHALLENGE_LENGTH = 256
+TEMPORARY_PERMISSION_S = 7 * 24 * 3600
+"""How long Meta's temporary permission lasts (its permissions page): the expiry assumed when a
+temporary grant arrives without ``expiration_timestamp``, so it can never pass for permanent."""
 REFUSAL_REASONS = ("unsigned", "malformed", "forged", "bad_payload", "too_large", "bad_verify_token")
 
 
@@ -126,7 +129,7 @@ class _Writer:
         def job() -> int:
             try:
                 return work(*self._open())
-            except sqlite3.Error:
+            except (sqlite3.Error, OSError):  # OSError: the database's directory cannot be made
                 self._reset()
                 raise
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
@@ -146,15 +149,19 @@ class _Writer:
 
 def permission_from_reply(reply: PermissionReply, business_number: str, now: int) -> CallPermission:
     """The stored form of a user's answer: Meta's accept/reject become granted/rejected."""
+    recorded_at = reply.timestamp or now
+    expiration = None if reply.is_permanent else reply.expiration_timestamp
+    if reply.accepted and not reply.is_permanent and expiration is None:
+        expiration = recorded_at + TEMPORARY_PERMISSION_S
     return CallPermission(
         business_number=business_number,
         user_wa_id=reply.user_wa_id,
         status="granted" if reply.accepted else "rejected",
-        expiration_time=None if reply.is_permanent else reply.expiration_timestamp,
+        expiration_time=expiration,
         is_permanent=reply.is_permanent,
         response_source=reply.response_source,
         source="webhook",
-        recorded_at=reply.timestamp or now,
+        recorded_at=recorded_at,
     )
 
 
@@ -216,7 +223,7 @@ class WebhookReceiver:
             self._unreadable_log.refused(problem, request.remote)
         try:
             duplicates = await self._writer.run(lambda p, e: self._store(post, p, e))
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             self.metrics.store_failures.inc()
             self._store_log.refused(f"database: {error}", request.remote)
             return web.Response(status=503, text="try again\n")

@@ -19,7 +19,14 @@ from esl.call_report import build_report, report_lines
 from esl.cdr import CallRecord, CdrStore
 from esl.cli import app
 from esl.meta_call_events import MetaCallEventStore
-from esl.webhook import RefusalLog, WebhookConfig, WebhookReceiver, bound_port, serve
+from esl.webhook import (
+    RefusalLog,
+    WebhookConfig,
+    WebhookReceiver,
+    bound_port,
+    permission_from_reply,
+    serve,
+)
 from esl.webhook_events import WebhookPayloadError, parse_post
 from esl.webhook_signature import HEADER, sign, signature_problem
 from lab.graph_standin.webhook_post import call_permission_reply, calls_terminate
@@ -149,6 +156,36 @@ async def test_locked_database_answers_503_then_the_retry_lands(receiver: Receiv
     assert retried.status_code == 200
     permission = CallPermissionStore(receiver.database).current(NUMBER, USER)
     assert permission is not None and permission.status == "rejected"
+
+
+async def test_unopenable_database_answers_503_then_the_retry_lands(tmp_path: Path) -> None:
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the database's directory should be")
+    database = blocked / "cdr.sqlite3"
+    config = WebhookConfig(app_secret=SECRET, verify_token=TOKEN, database=database,
+                           numbers_by_id={PHONE_ID: NUMBER})
+    app = WebhookReceiver(config)
+    runner = await serve(app, "127.0.0.1", 0)
+    try:
+        client = Receiver(f"http://127.0.0.1:{bound_port(runner)}", app, database)
+        assert (await client.post(reply("wamid.D"))).status_code == 503
+        blocked.unlink()
+        blocked.mkdir()  # the operator fixes it; Meta's retry lands
+        assert (await client.post(reply("wamid.D"))).status_code == 200
+    finally:
+        await runner.cleanup()
+    assert app.metrics.registry.get_sample_value("wasip_webhook_store_failures_total") == 1
+    assert CallPermissionStore(database).current(NUMBER, USER) is not None
+
+
+def test_a_temporary_grant_without_expiry_is_not_taken_for_permanent() -> None:
+    document = json.loads(reply())
+    interactive = document["entry"][0]["changes"][0]["value"]["messages"][0]["interactive"]
+    interactive["call_permission_reply"].pop("expiration_timestamp")
+    (parsed,) = parse_post(json.dumps(document).encode()).permission_replies
+    permission = permission_from_reply(parsed, NUMBER, now=0)
+    assert permission.expiration_time == 1_800_000_000 + 7 * 24 * 3600
+    assert not permission.usable(1_800_000_000 + 8 * 24 * 3600)
 
 
 def terminate(duration_s: int, status: str = "COMPLETED") -> bytes:
