@@ -8,6 +8,10 @@ FreeSWITCH's INVITE through its gateway to the edge, then to the Meta stand-in (
 Kamailio behind stunnel with a `wa.meta.vc` certificate that challenges with 407 and checks the
 digest and From rules), then to the WhatsApp user, a SIPp UAS. Those calls carry SDP only.
 
+An rtpengine section runs on every machine (lab/rtpengine_section.py): the four media flows with
+[media] anchor = "rtpengine", Debian's rtpengine between Meta's media peer and a plain-RTP
+business side, a `media:` line per call with the tone each side heard.
+
 A media section follows (lab/media_section.py): the four media flows (user- and
 business-initiated, SDES and DTLS) with lab/media's peer playing WhatsApp's media side, one
 `media:` line per call, all through the edge (and the Meta stand-in on business-initiated
@@ -48,6 +52,7 @@ from lab.media_section import MEDIA_CALLS, media_call, media_overrides
 from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER
 from lab.metrics_summary import Expected, summarize
 from lab.processes import LabError
+from lab.rtpengine_section import run_rtpengine_media
 from lab.sdp_summary import describe_sdp, sdp_body
 from lab.sipp import SippResult, TracedMessage
 from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing, freeswitch_version
@@ -379,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             results = edge_only(args.config, folder)
             freeswitch_line = (f"lab: FreeSWITCH calls: 0 ran, {FREESWITCH_CALLS} skipped "
                                "(no FreeSWITCH installed)")
+        results += rtpengine_media(args.config, folder)
     finally:
         if args.keep:
             print(f"lab: kept {folder}")
@@ -399,6 +405,17 @@ def edge_only(config: Path, folder: Path) -> list[LabCall]:
         print(f"lab: cannot run: {error}", file=sys.stderr)
         return [LabCall("lab set-up", False, [])]
     return [LabCall(c.name, c.passed, c.ladder, c.notes, c.detail) for c in calls]
+
+
+def rtpengine_media(config: Path, folder: Path) -> list[LabCall]:
+    """The four media flows with rtpengine as the anchor (lab/rtpengine_section.py), the
+    business on plain RTP: on every machine, FreeSWITCH or not."""
+    try:
+        calls = run_rtpengine_media(folder, config)
+    except (ConfigError, RenderError) as error:
+        print(f"lab: rtpengine section cannot run: {error}", file=sys.stderr)
+        return [LabCall("rtpengine section set-up", False, [])]
+    return [LabCall(c.name, c.passed, [], c.notes, c.detail) for c in calls]
 
 
 def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:

@@ -6,26 +6,18 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from lab.edge import LAB_PASSWORD, EdgeLab, merge
-from lab.processes import free_port
+from lab.edge import LAB_PASSWORD, EdgeLab
+from lab.rtpengine_section import rtpengine_overrides
 from lab.sipp import start_sipp_server
-from tests.conftest import edge_overrides, first_request, sip_header
+from tests.conftest import first_request, sip_header
 
 pytestmark = pytest.mark.skipif(shutil.which("rtpengine") is None,
                                 reason="no rtpengine installed (Debian's rtpengine-daemon; "
                                        "make test installs it)")
 FS_WAIT = 15
-
-
-def rtpengine_overrides() -> dict[str, Any]:
-    base = free_port()
-    return merge(edge_overrides(), {"media": {"anchor": "rtpengine", "rtpengine": {
-        "ng_listen": f"127.0.0.1:{free_port()}", "port_min": 20000 + base % 20000,
-        "port_max": 20000 + base % 20000 + 40}}})
 
 
 @pytest.fixture(scope="module")

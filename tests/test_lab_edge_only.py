@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.edge_only_section import EDGE_CALLS, wrong_password
+from lab.rtpengine_section import FLOWS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +26,8 @@ def test_lab_without_freeswitch_runs_the_edge_only_calls() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.fullmatch(r"lab: FreeSWITCH calls: 0 ran, \d+ skipped \(no FreeSWITCH installed\)",
                         lines[-2]), lines[-2]
-    assert lines[-1] == f"lab: {len(EDGE_CALLS)} passed, 0 failed"
+    rtpengine_flows = len(FLOWS) if shutil.which("rtpengine") else 0
+    assert lines[-1] == f"lab: {len(EDGE_CALLS) + rtpengine_flows} passed, 0 failed"
     assert lines[1].startswith("lab: no FreeSWITCH 1.10 or later: install SignalWire's")
     assert "(looked for /nonexistent)" in lines[1] and "FreeSWITCH calls are skipped" in lines[1]
     text = done.stdout
@@ -38,6 +41,10 @@ def test_lab_without_freeswitch_runs_the_edge_only_calls() -> None:
     assert re.search(r"Meta stand-in offered SHA-256,MD5; it accepted (SHA-256|MD5)", text)
     assert "edge        ──▶ WhatsApp" not in text  # WhatsApp's leg is drawn from Meta
     assert "Meta        ──▶ WhatsApp    INVITE sip:+15550123456@" in text
+    if rtpengine_flows:  # the four media flows through rtpengine, tones heard both ways
+        heard = re.findall(r"^  media: (DTLS|SDES) .*tone 700 Hz heard by WhatsApp, 440 Hz heard "
+                           r"by the business$", text, flags=re.M)
+        assert sorted(heard) == ["DTLS", "DTLS", "SDES", "SDES"], text[-3000:]
     assert "result: diagnosis declined (expected diagnosis declined)" in text
     assert "X-WA-Diagnosis: declined; cause=" in text
 
