@@ -32,7 +32,7 @@ _OFFERED = {"SDES": "SDES (RTP/SAVP with a=crypto)",
             "DTLS": "DTLS-SRTP (UDP/TLS/RTP/SAVPF with a=fingerprint)",
             "RTP": "plain RTP (no SRTP at all)"}
 for _offer, _what in _OFFERED.items():
-    for _number in ("SDES", "DTLS"):
+    for _number in ("SDES", "DTLS", "RTP"):
         if _offer != _number:
             CONTROLLER_DIAGNOSES[srtp_mismatch_code(_offer, _number)] = (
                 f"SRTP mode mismatch: Meta offered {_what} but the number's srtp_mode here is "

@@ -28,7 +28,13 @@ TELEPHONE_EVENT_RATE = 8000
 
 
 def srtp_variables(number: NumberSettings, direction: str) -> list[tuple[str, str]]:
-    """SRTP variables for one leg: ``direction`` is ``inbound`` (UIC) or ``outbound`` (BIC)."""
+    """SRTP variables for one leg: ``direction`` is ``inbound`` (UIC) or ``outbound`` (BIC).
+
+    ``RTP`` (rtpengine anchors Meta's media): none, the leg is plain RTP both ways, which a stock
+    FreeSWITCH profile takes and offers without any DTLS or WebRTC setting.
+    """
+    if number.srtp_mode == "RTP":
+        return []
     if number.srtp_mode == "SDES":
         value = "mandatory:" + ":".join(number.sdes_suites)
         return [("rtp_secure_media", value), (f"rtp_secure_media_{direction}", value)]

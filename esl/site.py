@@ -19,11 +19,25 @@ from siteconfig.controller import (
     GraphAccess,
     NumberSettings,
     SettingsError,
+    SrtpMode,
     load_settings,
 )
 from siteconfig.listen_address import parse_listen_address
 from siteconfig.model import ConfigError, SiteConfig, load_config
 from siteconfig.secret_source import SecretError, load_secret
+
+INSIDE_SDES_SUITES = ("AES_CM_128_HMAC_SHA1_80",)
+"""The suite FreeSWITCH takes from rtpengine when the site keeps SRTP inside ([media.rtpengine]
+inside = "SDES")."""
+
+
+def freeswitch_leg_mode(cfg: SiteConfig, meta_mode: str) -> SrtpMode:
+    """What FreeSWITCH sees of a number's media: Meta's mode when FreeSWITCH anchors it; with
+    rtpengine, plain RTP (or SDES inside), whatever Meta uses (rtpengine turns one into the
+    other)."""
+    if cfg.media.anchor == "rtpengine":
+        return "SDES" if cfg.media.rtpengine.inside == "SDES" else "RTP"
+    return "SDES" if meta_mode == "SDES" else "DTLS"
 
 
 def controller_settings(cfg: SiteConfig) -> ControllerSettings:
@@ -34,8 +48,9 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
         listen=esl.listen,
         numbers=tuple(
             NumberSettings(business_number=n.business_number, phone_number_id=n.phone_number_id,
-                           srtp_mode=n.srtp_mode,
-                           sdes_suites=tuple(n.sdes_suites),
+                           srtp_mode=freeswitch_leg_mode(cfg, n.srtp_mode),
+                           sdes_suites=tuple(n.sdes_suites) if cfg.media.anchor == "freeswitch"
+                           else INSIDE_SDES_SUITES,
                            additional_codecs=tuple(n.additional_codecs))
             for n in cfg.numbers),
         routes=tuple(esl.routes),

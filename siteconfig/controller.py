@@ -29,7 +29,9 @@ from siteconfig.listen_address import parse_listen_address
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 """A '+', then 7 to 15 digits (the settings and ``esl.bic``; siteconfig.model can import it)."""
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
-SrtpMode = Literal["SDES", "DTLS"]
+SrtpMode = Literal["SDES", "DTLS", "RTP"]
+"""The FreeSWITCH leg's media: Meta's own mode, or plain RTP when rtpengine anchors Meta's
+media ([media] anchor = "rtpengine": the site config maps every number to it)."""
 G711 = Literal["PCMU", "PCMA"]
 
 SDES_SUITES = (

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from esl.media import srtp_variables
+from esl.site import controller_settings
 from kemi.settings import load_settings
 from provisioning.render import RenderOptions, render_kamailio
+from provisioning.render_freeswitch import render_freeswitch
 from siteconfig.model import MediaSection
 from tests.test_render import example_with, kamailio_check
 
@@ -84,3 +87,25 @@ def test_rtpengine_starts_from_the_rendered_file(tmp_path: Path) -> None:
         process.terminate()
         output = process.communicate(timeout=10)[0].decode(errors="replace")
     assert "ERR" not in output.upper().replace("STDERR", ""), output[-2000:]
+
+
+def test_with_rtpengine_freeswitch_sees_every_number_as_plain_rtp(tmp_path: Path) -> None:
+    """A stock FreeSWITCH behind rtpengine: no SRTP, DTLS or WebRTC variable on either leg."""
+    cfg = example_with({**RTPENGINE, "numbers": [
+        {"business_number": "+15550100001", "phone_number_id": "100000000000001"},
+        {"business_number": "+15550100003", "phone_number_id": "100000000000003",
+         "srtp_mode": "SDES"}]})
+    settings = controller_settings(cfg)
+    assert {n.srtp_mode for n in settings.numbers} == {"RTP"}
+    assert all(srtp_variables(n, d) == [] for n in settings.numbers for d in ("inbound", "outbound"))
+    target = render_freeswitch(cfg, tmp_path / "out")
+    dialplan = (target / "dialplan" / "whatsapp.xml").read_text()
+    assert "rtp_secure_media" not in dialplan and "wa_srtp_mode=RTP" in dialplan
+    inside = example_with({"media": {"anchor": "rtpengine", "rtpengine": {"inside": "SDES"}}})
+    (number, *_) = controller_settings(inside).numbers
+    assert (number.srtp_mode, number.sdes_suites) == ("SDES", ("AES_CM_128_HMAC_SHA1_80",))
+
+
+def test_with_freeswitch_as_anchor_the_numbers_keep_meta_s_mode() -> None:
+    settings = controller_settings(example_with({}))
+    assert {n.srtp_mode for n in settings.numbers} <= {"DTLS", "SDES"}
