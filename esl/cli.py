@@ -32,7 +32,7 @@ from esl.edge_log import EdgeLogError
 from esl.errors import EslError
 from esl.event import Event
 from esl.gctune import tune_gc
-from esl.preflight import Verdict
+from esl.preflight import Verdict, permission_token, permission_words
 from esl.preflight_setup import preflight_for
 from esl.prometheus import MetricsListenError, serve_registry
 from esl.site import (
@@ -155,6 +155,22 @@ async def _originate(settings: ControllerSettings, request: BicRequest,
             f"business number {request.business_number} is not configured in [esl.numbers]")
     if force:
         return await _place(settings, request, timeout, None)
+    verdict = await _check(settings, request)
+    if verdict is not None and not verdict.allowed:
+        store = CdrStore(settings.cdr_db)
+        try:
+            return refused_result(request, verdict, store)
+        finally:
+            store.close()
+    return await _place(settings, request, timeout, verdict)
+
+
+async def _check(settings: ControllerSettings, request: BicRequest) -> Verdict | None:
+    """Pre-flight for one request (None when it is off), its warnings printed at once."""
+    request.validate()
+    if settings.number(request.business_number) is None:
+        raise BicRequestError(
+            f"business number {request.business_number} is not configured in [esl.numbers]")
     store = CdrStore(settings.cdr_db)
     try:
         async with preflight_for(settings, store) as preflight:
@@ -164,13 +180,37 @@ async def _originate(settings: ControllerSettings, request: BicRequest,
         store.close()
     for warning in verdict.warnings if verdict is not None else ():
         errors.print(f"[yellow]pre-flight warning:[/yellow] {escape(warning)}")
-    if verdict is not None and not verdict.allowed:
-        store = CdrStore(settings.cdr_db)
-        try:
-            return refused_result(request, verdict, store)
-        finally:
-            store.close()
-    return await _place(settings, request, timeout, verdict)
+    return verdict
+
+
+@app.command("preflight")
+def preflight_command(
+    config: ConfigOption,
+    business_number: Annotated[str, typer.Option("--from", help="Business number, +E164.")],
+    user: Annotated[str, typer.Option("--to", help="WhatsApp user, +E164 or user id.")],
+) -> None:
+    """Would a business-initiated call pass pre-flight now? Nothing is placed, no CDR written.
+
+    Exit 0: it may be placed (the permission it would go out under is printed); 3: refused,
+    with the reason and when to retry. The same check `wa-esl originate` runs first (a dialer
+    can ask before queueing a call; Graph is asked as originate would ask it).
+    """
+    settings = _settings(config)
+    try:
+        verdict = asyncio.run(_check(settings, BicRequest(business_number, user, None)))
+    except BicRequestError as exc:
+        raise _fail("request", exc, 2) from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise _fail(f"CDR database {settings.cdr_db}", exc, 1) from exc
+    if verdict is None:
+        typer.echo("pre-flight is off ([esl.preflight] enabled = false): nothing checked")
+        return
+    if not verdict.allowed:  # one line each, never wrapped: dialers read it
+        typer.echo(f"refused in pre-flight: {verdict.summary()}")
+        raise typer.Exit(3)
+    permission = (permission_words(permission_token(verdict.permission))
+                  if verdict.permission is not None else "none recorded")
+    typer.echo(f"pre-flight passed: {verdict.detail}; permission: {permission}")
 
 
 async def _place(settings: ControllerSettings, request: BicRequest, timeout: float | None,

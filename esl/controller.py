@@ -42,6 +42,7 @@ class Controller:
         self.metrics = ControllerMetrics()
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.store = store or MeteredCdrStore(settings.cdr_db, self.metrics)
+        self.metrics.count_permission_requests(settings.cdr_db)
         self.latency = LatencySamples()
         self.uic = UicHandler(settings, self.store, self.latency)
         self.inbound: EslConnection | None = None

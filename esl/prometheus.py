@@ -10,19 +10,23 @@ a time series Prometheus keeps, and numbers are personal data.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from esl.call_outcome import ANSWERED, outcome_code
 from esl.cdr import CallRecord, CdrStore
 from esl.client import OutboundSession
 from esl.event import Event
+from esl.permission_requests import permission_counts
 from esl.preflight import REASONS, Verdict
 
 log = logging.getLogger(__name__)
@@ -156,6 +160,14 @@ class ControllerMetrics:
         if verdict.graph_asked:
             self.preflight_graph_lookups.inc()
 
+    def count_permission_requests(self, database: Path) -> None:
+        """Export the permission requests sent and Meta's replies stored in ``database``.
+
+        Read at each scrape: ``provision permission request`` records what it sent there and
+        the webhook receiver the replies, both other processes (esl/permission_requests.py).
+        """
+        self.registry.register(PermissionRequestCollector(database))
+
     def record_written(self, record: CallRecord) -> None:
         self.cdr_writes.inc()
         if record.state != "ended" or record.direction not in ("uic", "bic"):
@@ -196,6 +208,35 @@ class MetricsEndpoint:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class PermissionRequestCollector(Collector):
+    """Counters read from the CDR database when Prometheus scrapes (totals since the file
+    was made, so they survive restarts of every process that writes them)."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self._warned = False
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        try:
+            sent, replies = permission_counts(self.database)
+        except sqlite3.Error as exc:  # absent this scrape (never a made-up 0); logged once
+            if not self._warned:
+                log.warning("metrics: cannot read permission requests from %s: %s",
+                            self.database, exc)
+                self._warned = True
+            return
+        requests = CounterMetricFamily(
+            "wasip_esl_permission_requests_sent", "Call permission requests sent to users "
+            "(provision permission request), as recorded in the CDR database.")
+        requests.add_metric([], sent)
+        answered = CounterMetricFamily(
+            "wasip_esl_permission_replies_received", "Meta's call_permission_reply webhooks "
+            "stored (each message once, retries not counted), from the CDR database.")
+        answered.add_metric([], replies)
+        yield requests
+        yield answered
 
 
 class MeteredCdrStore(CdrStore):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from esl.preflight import iso
+from esl.permission_requests import PermissionRequestLog
+from esl.preflight import iso, user_wa_id
 from graphapi.errors import GraphError
 from graphapi.permissions import REQUEST_TEXT_LIMIT, PermissionAnswer, user_query
 from provisioning.commands import (
@@ -92,19 +95,44 @@ def request(config: ConfigOption, business_number: FromOption, user: ToOption,
     except GraphError as error:
         err.print(f"[bold red]permission request:[/] {ctx.plain(error.explain())}")
         raise typer.Exit(EXIT_FAILED) from None
+    notes = list(outcome.notes)
+    if outcome.sent and outcome.message_id:
+        notes += _record_sent(ctx, outcome.message_id, business_number, user)
     retry = f"; retry after {iso(outcome.retry_at)}" if outcome.retry_at else ""
     if as_json:
         ctx.emit_json({"command": "permission request", "sent": outcome.sent,
                        "reason": outcome.reason, "detail": outcome.detail,
                        "message_id": outcome.message_id, "retry_at": outcome.retry_at,
-                       "notes": list(outcome.notes)})
+                       "notes": notes})
     else:
-        for note in outcome.notes:
+        for note in notes:
             err.print(f"[yellow]note:[/] {ctx.plain(note)}")
         prefix = "sent" if outcome.sent else f"not sent ({outcome.reason})"
         out.print(f"{prefix}: {ctx.plain(outcome.detail)}{retry}")
     if not outcome.sent:
         raise typer.Exit(EXIT_ATTENTION)
+
+
+def _record_sent(ctx: _Context, message_id: str, business_number: str, user: str) -> list[str]:
+    """Record the sent request in the CDR database for wa-esl's metrics; a note if it cannot.
+
+    Only where the database's folder exists (wa-esl's host): a provisioning host without one
+    gets a note, never a folder made for a database nobody reads.
+    """
+    database = ctx.cfg.esl.cdr_db
+    if not database.parent.is_dir():
+        return [f"not counted in wa-esl's permission request metric: no folder {database.parent} "
+                "for the CDR database ([esl] cdr_db) on this host"]
+    try:
+        log = PermissionRequestLog(database)
+        try:
+            log.record(message_id, business_number, user_wa_id(user), int(time.time()))
+        finally:
+            log.close()
+    except (sqlite3.Error, OSError) as error:
+        return [f"not counted in wa-esl's permission request metric: CDR database {database}: "
+                f"{error}"]
+    return []
 
 
 def register(app: typer.Typer) -> None:
