@@ -127,6 +127,9 @@ EDGE_DIAGNOSES: dict[str, Diagnosis] = {d.code: d for d in (
               "its control socket, or it refused the SDP); the call was not sent on without "
               "media", "check that rtpengine runs and media.rtpengine.ng_listen matches it "
               "(provision doctor pings it)"),
+    Diagnosis("no_common_codec", "the business's offer has no codec Meta takes for this number "
+              "(Opus, or PCMU/PCMA when enabled at Meta)", "offer OPUS from FreeSWITCH (its "
+              "gateway's codec string), or enable G.711 on the number and in additional_codecs"),
     Diagnosis("reinvite_refused", "Meta refuses re-INVITE and UPDATE; the session is unchanged",
               "keep session timers and hold off toward WhatsApp"),
     Diagnosis("refer_unsupported", "WhatsApp calls cannot be transferred with REFER",

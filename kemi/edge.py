@@ -403,6 +403,14 @@ class WhatsAppEdge:
             self._refuse(503, f"Service Unavailable - no SIP password for "
                          f"{caller.business_number}", "no_meta_credentials")
             return
+        codecs = self.media.bic_codecs(caller.digits)
+        if codecs is not None and not codecs.voice:
+            self._refuse(488, "Not Acceptable Here - no codec WhatsApp takes (Opus)",
+                         "no_common_codec")
+            return
+        if codecs is not None and codecs.dropped:
+            KSR.info(f"wa-edge: BIC call-id={KSR.kx.get_callid()} offer to Meta without "
+                     f"{', '.join(codecs.dropped)[:300]}\n")
         if not self.media.bic_offer(caller.digits):
             self._refuse_media("bic")
             return

@@ -20,6 +20,7 @@ from kemi.media_flags import (
     toward_meta_answer,
     toward_meta_offer,
 )
+from kemi.sdp_codecs import CodecChoice, toward_meta
 from kemi.settings import EdgeSettings
 
 SDP = "application/sdp"
@@ -49,6 +50,24 @@ class MediaAnchor:
         except (KeyError, MediaFlagsError):
             return False
         return _ok(KSR.rtpengine.rtpengine_answer(flags))
+
+    def bic_codecs(self, digits: str) -> CodecChoice | None:
+        """FreeSWITCH's offer cut to what Meta takes of this number (kemi/sdp_codecs.py says
+        why the edge does it and not rtpengine): sdpops removes the other payload types and
+        the body is rebuilt, so rtpengine_offer reads the cut offer. None when nothing needed
+        cutting; a choice without voice means the call must be refused (no_common_codec)."""
+        if not self.active or KSR.textops.has_body_type(SDP) < 0:
+            return None
+        body = KSR.pv.get("$rb")
+        number = self.settings.numbers.get(digits)
+        if not isinstance(body, str) or number is None:
+            return None
+        choice = toward_meta(body, number.additional_codecs)
+        if choice.voice and choice.dropped:
+            # KEMI name of sdp_keep_codecs_by_id (5.6.3 and 6.x): every other payload type goes
+            KSR.sdpops.keep_codecs_by_id(",".join(choice.keep), "audio")
+            KSR.textopsx.msg_apply_changes()
+        return choice
 
     def bic_offer(self, digits: str) -> bool:
         """FreeSWITCH's plain offer toward Meta: DTLS-SRTP with ICE, or SDES, as the number is."""

@@ -24,6 +24,7 @@ class NumberSettings:
     phone_number_id: str
     srtp_mode: str
     sdes_suites: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80",)
+    additional_codecs: tuple[str, ...] = ()  # G.711 enabled at Meta: offered to Meta with Opus
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def media_settings_from_dict(raw: object) -> MediaAnchorSettings:
 def number_from_dict(raw: dict[str, Any]) -> NumberSettings:
     suites = raw.get("sdes_suites") or ("AES_CM_128_HMAC_SHA1_80",)
     return NumberSettings(str(raw["business_number"]), str(raw["phone_number_id"]),
-                          str(raw["srtp_mode"]), tuple(str(s) for s in suites))
+                          str(raw["srtp_mode"]), tuple(str(s) for s in suites),
+                          tuple(str(c) for c in raw.get("additional_codecs") or ()))
 
 
 @dataclass(frozen=True)
