@@ -7,7 +7,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch bench-media
+.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch bench-media bench-rtpengine
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -59,6 +59,11 @@ bench-media-patch: system-deps python-deps
 bench-media: system-deps python-deps
 	$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench.media.run $(BENCH_ARGS)
+
+# The same calls with Debian's rtpengine anchoring Meta's media (no FreeSWITCH): concurrent SDES
+# and DTLS calls through the real edge, rtpengine CPU per call, loss both ways, jitter; ~3 min.
+bench-rtpengine: system-deps python-deps
+	$(VENV)/bin/python -m bench.media.rtpengine.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -8,6 +8,11 @@ only where a plain profile could go wrong: an offer with SRTP, ICE or a fingerpr
 since a FreeSWITCH profile without DTLS settings would not take it either.
 
 Used with lab/media/sip_uas.py (which calls ``answer``, ``start`` and ``on_media_timeout``).
+
+``lean=True`` (bench-rtpengine's load generator) sends one second of the tone encoded once and
+looped (lab/media/peer.py's ``lean_frames``) and decodes nothing (no ``heard_hz``): Opus in
+Python would cost more CPU than rtpengine's side of the call. Loss and interarrival jitter of
+what arrives are counted either way, from the RTP headers (lab/media/receive_stats.py).
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lab.media.opus import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
+from lab.media.opus import (
+    CLOCK_RATE,
+    FRAME_MS,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    OpusDecoder,
+    OpusEncoder,
+)
+from lab.media.peer import LEAN_FRAMES, lean_frames
+from lab.media.receive_stats import ReceiveStats
 from lab.media.rtp import RtpHeader, parse_rtp
 from lab.media.sdp import OPUS_PT, TELEPHONE_EVENT_PT, SdpError, parse_sdp
 from lab.media.tone import ToneGenerator, dominant_frequency
@@ -34,11 +48,18 @@ class PlainReport:
     packets_received: int = 0
     first_packet_received_ms: float | None = None  # after start()
     heard_hz: float | None = None
+    packets_expected: int = 0  # from the sender's RTP sequence numbers (RFC 3550 A.3)
+    packets_lost: int = 0
+    jitter_ms: float = 0.0  # RFC 3550 interarrival jitter of the Opus stream received
 
 
 class PlainRtpPeer(asyncio.DatagramProtocol):
-    def __init__(self, *, tone_hz: float = 600.0, address: str = "127.0.0.1") -> None:
+    def __init__(self, *, tone_hz: float = 600.0, address: str = "127.0.0.1",
+                 lean: bool = False) -> None:
         self.address = address
+        self.lean = lean
+        self._lean_frames = lean_frames(tone_hz) if lean else ()
+        self.receive_stats = ReceiveStats(CLOCK_RATE)
         self.port = 0
         self.tone = ToneGenerator(tone_hz, SAMPLE_RATE)
         self.report = PlainReport()
@@ -94,7 +115,10 @@ class PlainRtpPeer(asyncio.DatagramProtocol):
         timestamp = int.from_bytes(os.urandom(4), "big")
         next_at = time.monotonic()
         while True:
-            payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
+            if self.lean:
+                payload = self._lean_frames[self.report.packets_sent % LEAN_FRAMES]
+            else:
+                payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
             header = RtpHeader(OPUS_PT, sequence, timestamp, ssrc, self.report.packets_sent == 0)
             self._transport.sendto(header.pack() + payload, self._remote)
             self.report.packets_sent += 1
@@ -110,9 +134,13 @@ class PlainRtpPeer(asyncio.DatagramProtocol):
             return  # RTCP from rtpengine, or noise
         if header.payload_type != OPUS_PT:
             return
+        now = time.monotonic()
         if self.report.packets_received == 0 and self._started_at:
-            self.report.first_packet_received_ms = (time.monotonic() - self._started_at) * 1000
+            self.report.first_packet_received_ms = (now - self._started_at) * 1000
         self.report.packets_received += 1
+        self.receive_stats.packet(header.ssrc, header.sequence, header.timestamp, now)
+        if self.lean:
+            return
         with contextlib.suppress(ValueError):
             self._heard += self._decoder.decode(payload)
 
@@ -126,6 +154,11 @@ class PlainRtpPeer(asyncio.DatagramProtocol):
                 await self._sender
         if self._transport is not None:
             self._transport.close()
+        self.report.packets_expected = self.receive_stats.expected
+        self.report.packets_lost = self.receive_stats.lost
+        self.report.jitter_ms = self.receive_stats.jitter_ms
+        if self.lean:
+            return self.report
         # the first half second is the codec settling: judge the tone after it
         self.report.heard_hz = dominant_frequency(bytes(self._heard[SAMPLE_RATE:]), SAMPLE_RATE)
         return self.report

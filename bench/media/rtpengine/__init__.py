@@ -1,0 +1,1 @@
+"""make bench-rtpengine: the media bench with rtpengine anchoring Meta's media (no FreeSWITCH)."""
