@@ -17,6 +17,13 @@ business-initiated, SDES and DTLS) with lab/media's peer playing WhatsApp's medi
 `media:` line per call, all through the edge (and the Meta stand-in on business-initiated
 calls); a call fails unless each side hears the other's tone.
 
+Then the call-permission section (lab/permission_section.py): a business-initiated call refused
+in pre-flight (no permission), `provision permission request` sent to the Graph stand-in, its
+signed `call_permission_reply` received by a running `wa-esl webhook`, the same call passing
+pre-flight, then placed through FreeSWITCH and answered, `call show` naming the permission.
+Without FreeSWITCH the section runs too, on a site config of its own, and only the placed call
+is skipped.
+
 Ladders show each leg as its own party saw it: Meta's SIPp trace, FreeSWITCH's sofia siptrace
 (turned on over the Event Socket), the Meta stand-in's events and the WhatsApp user's trace.
 Without FreeSWITCH (provisioning/freeswitch_binary.py finds none) the FreeSWITCH calls are
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import tomllib
@@ -43,14 +51,24 @@ from pathlib import Path
 from typing import Any
 
 from esl.cdr import CallRecord
-from lab.bundle import BundleLab
-from lab.edge import EXAMPLE_CONFIG
+from lab.bundle import BundleLab, wa_esl_command
+from lab.edge import EXAMPLE_CONFIG, merge
 from lab.edge_only_section import freeswitch_absent_line, run_edge_only
 from lab.freeswitch_trace import TRACE_COMMANDS, executed, read_freeswitch_trace, wait_for_call
 from lab.ladders import bic_ladder, uic_ladder
 from lab.media_section import MEDIA_CALLS, media_call, media_overrides
 from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER
 from lab.metrics_summary import Expected, summarize
+from lab.permission_section import (
+    PERMISSION_USER,
+    PLACED_NAME,
+    PermissionLab,
+    PermissionStep,
+    permission_steps,
+    print_step,
+    run_without_freeswitch,
+    section_line,
+)
 from lab.processes import LabError
 from lab.rtpengine_section import run_rtpengine_media
 from lab.sdp_summary import describe_sdp, sdp_body
@@ -199,7 +217,8 @@ def wrong_password(lab: Lab, folder: Path) -> LabCall:
                    "" if passed else _why(meta, None, f"FreeSWITCH saw {len(freeswitch)} messages"))
 
 
-def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool, dtls: bool = False) -> LabCall:
+def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool, dtls: bool = False,
+                       force: bool = True) -> LabCall:
     bundle = lab.bundle
     assert bundle.edge.meta is not None
     number = lab.dtls if dtls else lab.sdes
@@ -207,7 +226,7 @@ def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool, dtls: boo
     user = bundle.edge.whatsapp_user(flow, folder=folder)
     start = lab.fs_log_size()
     try:
-        result = bundle.originate(number.business_number, WHATSAPP_USER)
+        result = bundle.originate(number.business_number, WHATSAPP_USER, force=force)
         if result.call_uuid and not user_hangs_up:
             bundle.api(f"uuid_kill {result.call_uuid} NORMAL_CLEARING")  # the business hangs up
         user_code = user.wait(20) if result.call_uuid else -1
@@ -230,6 +249,10 @@ def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool, dtls: boo
     notes.append(f"WhatsApp user answered: {describe_sdp(_answer(user.trace(), sent=True))}")
     if record is not None:
         notes.append(cdr_note(record))
+    if not force:  # placed after pre-flight: the permission it went out under is shown
+        shown = _permission_shown(bundle, record.call_uuid) if record is not None else ""
+        notes.append(f"wa-esl call show: {shown or '(no permission line)'}")
+        passed = passed and shown.startswith("permission: granted") and "webhook" in shown
     who = "the WhatsApp user" if user_hangs_up else "the business (FreeSWITCH)"
     name = (f"business-initiated call from {'a DTLS' if dtls else 'an SDES'} number by `wa-esl "
             f"originate` through FreeSWITCH's gateway, Meta's 407 answered by the edge, answered, "
@@ -242,6 +265,15 @@ def business_initiated(lab: Lab, folder: Path, *, user_hangs_up: bool, dtls: boo
                   "FreeSWITCH lacks wa-sip's patch (patches/freeswitch/0001, for a build of your own: "
                   "README, 'FreeSWITCH patch'). " + detail)
     return LabCall(name, passed, bic_ladder(freeswitch, meta, user.trace()), notes, detail)
+
+
+def _permission_shown(bundle: BundleLab, call_uuid: str) -> str:
+    """The `permission:` line `wa-esl call show` prints for a call, or ""."""
+    done = subprocess.run([*wa_esl_command(), "call", "show", call_uuid, "--config",
+                           str(bundle.config_file)], capture_output=True, text=True, timeout=30,
+                          check=False)
+    return next((line.strip() for line in done.stdout.splitlines()
+                 if line.strip().startswith("permission:")), "")
 
 
 def business_hangs_up(lab: Lab, folder: Path) -> LabCall:
@@ -306,8 +338,9 @@ COUNTED_AS: dict[Callable[[Lab, Path], LabCall], tuple[str, str]] = {
 }
 """(direction, outcome) each passed call must add to both endpoints' calls_total (the wrong
 password ends in a challenge, no outcome)."""
-FREESWITCH_CALLS = len(CALLS) + len(MEDIA_CALLS)
-"""The calls that need FreeSWITCH: skipped, and counted as skipped, where there is none."""
+FREESWITCH_CALLS = len(CALLS) + len(MEDIA_CALLS) + 1
+"""The calls that need FreeSWITCH (the call-permission section's placed call is the last):
+skipped, and counted as skipped, where there is none."""
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -382,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(freeswitch_absent_line(missing, FREESWITCH_CALLS))
             results = edge_only(args.config, folder)
+            results += permissions_only(folder)
             freeswitch_line = (f"lab: FreeSWITCH calls: 0 ran, {FREESWITCH_CALLS} skipped "
                                "(no FreeSWITCH installed)")
         results += rtpengine_media(args.config, folder)
@@ -418,6 +452,52 @@ def rtpengine_media(config: Path, folder: Path) -> list[LabCall]:
     return [LabCall(c.name, c.passed, [], c.notes, c.detail) for c in calls]
 
 
+def _lab_call(step: PermissionStep) -> LabCall:
+    return LabCall(step.name, step.passed, [], step.notes, step.detail)
+
+
+def permissions_only(folder: Path) -> list[LabCall]:
+    """No FreeSWITCH: the call-permission section on its own site config, the placed call
+    skipped."""
+    try:
+        steps = run_without_freeswitch(folder / "permission",
+                                       "skipped, no FreeSWITCH installed (see the first lines)")
+    except (LabError, OSError) as error:
+        print(f"lab: call-permission section cannot run: {error}", file=sys.stderr)
+        return [LabCall("call-permission section set-up", False, [])]
+    return [_lab_call(step) for step in steps]
+
+
+def permission_section(lab: Lab, permissions: PermissionLab, folder: Path,
+                       expected: Expected) -> list[LabCall]:
+    """The call-permission section on the running bundle, its last call placed for real."""
+    bundle = lab.bundle
+    number = lab.sdes
+    permissions.serve({n.phone_number_id: n.business_number for n in bundle.config.numbers})
+    print(section_line(number.business_number, PERMISSION_USER))
+    steps = permission_steps(permissions, bundle.config_file, number.business_number,
+                             number.phone_number_id, bundle.config.esl.cdr_db)
+    for step in steps:
+        print_step(step)
+    call_folder = folder / "call-permission"
+    call_folder.mkdir()
+    placed = business_initiated(lab, call_folder, user_hangs_up=False, force=False)
+    placed.name = PLACED_NAME
+    print_call(placed)
+    if placed.passed:
+        expected[("bic", "answered")] += 1
+    return [*(_lab_call(step) for step in steps), placed]
+
+
+def print_call(result: LabCall) -> None:
+    print(f"\n[{'PASS' if result.passed else 'FAIL'}] {result.name}")
+    print("\n".join(result.ladder))
+    for note in result.notes:
+        print(f"  = {note}")
+    if result.detail:
+        print(f"  why: {result.detail}")
+
+
 def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
     """The whole bundle, FreeSWITCH and wa-esl included; the results and how many FreeSWITCH
     calls were placed."""
@@ -425,7 +505,9 @@ def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
     ran = 0
     try:
         overrides, added = lab_overrides(config)
-        with BundleLab(folder, config_path=config, overrides=overrides) as bundle:
+        permissions = PermissionLab(folder / "permission")
+        with permissions, BundleLab(folder, config_path=config,
+                                    overrides=merge(overrides, permissions.overrides())) as bundle:
             for command in TRACE_COMMANDS:
                 bundle.api(command)
             print("\n".join(describe(bundle, added)))
@@ -437,12 +519,7 @@ def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
                 result = play(lab, call_folder)
                 results.append(result)
                 ran += 1
-                print(f"\n[{'PASS' if result.passed else 'FAIL'}] {result.name}")
-                print("\n".join(result.ladder))
-                for note in result.notes:
-                    print(f"  = {note}")
-                if result.detail:
-                    print(f"  why: {result.detail}")
+                print_call(result)
                 if result.passed and play in COUNTED_AS:
                     expected[COUNTED_AS[play]] += 1
             print("\nlab: media section: WhatsApp's media played by lab/media's peer (1000 Hz), "
@@ -461,6 +538,8 @@ def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
                     print(f"  why: {outcome.detail}")
                 if outcome.answered:
                     expected[("uic" if who == "user" else "bic", "answered")] += 1
+            results += permission_section(lab, permissions, folder, expected)
+            ran += 1
             results.append(metrics_check(bundle, expected))
     except (LabError, ConfigError) as error:
         print(f"lab: cannot run: {error}", file=sys.stderr)

@@ -27,7 +27,9 @@ def test_lab_without_freeswitch_runs_the_edge_only_calls() -> None:
     assert re.fullmatch(r"lab: FreeSWITCH calls: 0 ran, \d+ skipped \(no FreeSWITCH installed\)",
                         lines[-2]), lines[-2]
     rtpengine_flows = len(FLOWS) if shutil.which("rtpengine") else 0
-    assert lines[-1] == f"lab: {len(EDGE_CALLS) + rtpengine_flows} passed, 0 failed"
+    permission_steps = 4  # the call-permission section without its placed call (skipped)
+    assert lines[-1] == (f"lab: {len(EDGE_CALLS) + rtpengine_flows + permission_steps} passed, "
+                         "0 failed")
     assert lines[1].startswith("lab: no FreeSWITCH 1.10 or later: install SignalWire's")
     assert "(looked for /nonexistent)" in lines[1] and "FreeSWITCH calls are skipped" in lines[1]
     text = done.stdout
@@ -47,6 +49,8 @@ def test_lab_without_freeswitch_runs_the_edge_only_calls() -> None:
         assert sorted(heard) == ["DTLS", "DTLS", "SDES", "SDES"], text[-3000:]
     assert "result: diagnosis declined (expected diagnosis declined)" in text
     assert "X-WA-Diagnosis: declined; cause=" in text
+    assert "lab: call-permission section: " in text
+    assert "[SKIP] the same call placed through FreeSWITCH and answered" in text
 
 
 def test_a_call_with_the_wrong_outcome_is_reported_failed(clean_edge: EdgeLab,
