@@ -315,7 +315,7 @@ class WhatsAppEdge:
                 # without binding the source (the kernel's route decides it).
                 KSR.pv.unset("$fs")
             if request.kind == "BYE":
-                self.media.end()
+                self.end_media(request.from_meta)
             if request.kind == "BYE" and request.from_meta:
                 duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
                 KSR.info(f"wa-edge: BYE from Meta call-id={KSR.kx.get_callid()} "
@@ -334,6 +334,25 @@ class WhatsAppEdge:
                 KSR.tm.t_relay()
             return
         self._reply(404, "Not Here")
+
+    def end_media(self, bye_from_meta: bool) -> None:
+        """An answered call's BYE: one line of what rtpengine saw of each side, then the session
+        deleted (a silent call says which side was silent, or that rtpengine lost it)."""
+        if not self.media.active:
+            return
+        meta_tag = str(KSR.pv.get("$ft" if bye_from_meta else "$tt") or "")
+        seen = self.media.end_of_call(meta_tag)
+        call_id = KSR.kx.get_callid()
+        if seen is None:
+            KSR.warn(f"wa-edge: media call-id={call_id} diagnosis=rtpengine_session_lost: "
+                     "rtpengine had no session for this call at its end (restarted or "
+                     "unreachable mid-call), so its media had stopped; see rtpengine's log\n")
+            self.metrics.media_ending("rtpengine_session_lost")
+            return
+        diagnosis = seen.diagnosis()
+        KSR.info(f"wa-edge: {seen.line()} call-id={call_id}"
+                 f"{f' diagnosis={diagnosis}' if diagnosis else ''}\n")
+        self.metrics.media_ending(diagnosis or "both_ways")
 
     def user_initiated_call(self) -> None:
         """An INVITE from Meta: who is called, is it really Meta, where does it go."""

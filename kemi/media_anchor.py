@@ -20,10 +20,13 @@ from kemi.media_flags import (
     toward_meta_answer,
     toward_meta_offer,
 )
+from kemi.media_stats import MediaSeen, media_seen
 from kemi.sdp_codecs import CodecChoice, toward_meta
 from kemi.settings import EdgeSettings
 
 SDP = "application/sdp"
+DELETE_FLAGS = "delete-delay=0"
+QUERY_VAR = "$var(wa_rtpengine_query)"
 
 
 class MediaAnchor:
@@ -86,9 +89,27 @@ class MediaAnchor:
         return _ok(KSR.rtpengine.rtpengine_answer(toward_freeswitch(self.settings.media.inside)))
 
     def end(self) -> None:
-        """The call is over (BYE, CANCEL, a final failure): rtpengine frees its ports now."""
+        """The call is over (BYE, CANCEL, a final failure): rtpengine frees its ports now.
+
+        ``delete-delay=0``: without it rtpengine 10.5 keeps a deleted session (and its ports)
+        for another 30 s, so neither an operator nor a test could tell a leak from a call that
+        just ended; a late retransmitted BYE then finds no session, which is harmless.
+        """
         if self.active:
-            KSR.rtpengine.rtpengine_delete0()
+            KSR.rtpengine.rtpengine_delete(DELETE_FLAGS)
+
+    def end_of_call(self, meta_tag: str) -> MediaSeen | None:
+        """An answered call's BYE: what rtpengine saw of each side (kemi/media_stats.py), then
+        the session deleted. None when rtpengine no longer knew the call (restarted, or not
+        reachable): the caller logs that as the reason a call went silent."""
+        if not self.active:
+            return None
+        seen = None
+        if int(KSR.rtpengine.rtpengine_query_v("j", QUERY_VAR)) > 0:
+            text = KSR.pv.get(QUERY_VAR)
+            seen = media_seen(text if isinstance(text, str) else "", meta_tag)
+        KSR.rtpengine.rtpengine_delete(DELETE_FLAGS)
+        return seen
 
 
 def _ok(result: int) -> bool:

@@ -45,6 +45,10 @@ DIGEST_RESULTS = ("challenged", "stale", "accepted", "failed", "bad_credentials"
                   "no_credentials")
 """challenged/stale: a 407 (or 401) sent; failed: a wrong digest (also challenged again);
 the last three end the call, with the same name as its UIC outcome."""
+MEDIA_ENDINGS = ("both_ways", "no_business_media", "no_meta_media", "no_media",
+                 "rtpengine_session_lost")
+"""What rtpengine saw when an answered call ended ([media] anchor = rtpengine; kemi/media_stats.py):
+media both ways, a side silent, or rtpengine no longer holding the call (restarted mid-call)."""
 OTHER = "other"
 
 
@@ -65,6 +69,9 @@ METRICS = (
            "In-dialog requests the edge refused (re-INVITE, UPDATE, REFER)"),
     Metric("prom_counter", "digest_total", ("result",),
            "Digest checks of INVITEs from Meta: challenged, stale, accepted, failed, ..."),
+    Metric("prom_counter", "media_endings_total", ("result",),
+           "Answered calls ended with rtpengine anchoring: media both ways, a silent side, or "
+           "rtpengine_session_lost (it no longer held the call: restarted mid-call)"),
     Metric("prom_counter", "credential_reloads_total", (),
            "Credential reloads (htable.reload wa_creds by provision)"),
     Metric("prom_gauge", "credential_reload_timestamp_seconds", (),
@@ -77,6 +84,7 @@ _UIC = frozenset(UIC_OUTCOMES)
 _BIC = frozenset(BIC_OUTCOMES)
 _IN_DIALOG = frozenset(IN_DIALOG_REFUSALS)
 _DIGEST = frozenset(DIGEST_RESULTS)
+_MEDIA = frozenset(MEDIA_ENDINGS)
 
 
 def bounded(value: str, allowed: frozenset[str]) -> str:
@@ -114,6 +122,10 @@ class EdgeMetrics:
         if self.prom is not None:
             self.prom.counter_inc_l1("digest_total", 1, bounded(result, _DIGEST))
 
+    def media_ending(self, result: str) -> None:
+        if self.prom is not None:
+            self.prom.counter_inc_l1("media_endings_total", 1, bounded(result, _MEDIA))
+
     def create_series(self) -> None:
         """Export every labelled series at 0 from the start (adding 0 creates a missing
         counter and leaves an existing one unchanged), so a dashboard shows a refusal code
@@ -128,6 +140,8 @@ class EdgeMetrics:
             self.prom.counter_inc_l1("in_dialog_refusals_total", 0, code)
         for result in DIGEST_RESULTS:
             self.prom.counter_inc_l1("digest_total", 0, result)
+        for result in MEDIA_ENDINGS:
+            self.prom.counter_inc_l1("media_endings_total", 0, result)
         self.prom.counter_inc_l0("credential_reloads_total", 0)
 
 
