@@ -7,7 +7,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch bench-media bench-rtpengine
+.PHONY: lab test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch bench-media bench-rtpengine bench-preflight
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -37,6 +37,11 @@ bench-esl: python-deps
 
 bench-sync: python-deps
 	$(VENV)/bin/python bench/sync/run.py
+
+# Call-permission pre-flight (issue 19): lookups/s under Graph's 100/s limit (613 past it) with
+# 0 errors, and what pre-flight adds to wa-esl originate; stand-ins only, ~1 min.
+bench-preflight: python-deps
+	$(VENV)/bin/python -m bench.preflight.run $(BENCH_ARGS)
 
 # matplotlib (for the plot) lives in the `bench` extra, installed here only, not for CI.
 bench-edge: system-deps python-deps

@@ -3,7 +3,9 @@
 The benchmark uses this so that the stand-in and the client do not share one interpreter's
 lock. It seeds `--numbers` numbers (ids FIRST_ID.., business numbers +1555..), each with a
 server for `--app-id`, prints `READY <base url>` and serves until stdin closes, SIGTERM, or
-`--max-seconds` pass.
+`--max-seconds` pass. `--granted-users N` gives the first N seeded users (seed.seeded_user) a
+call permission toward every number; `--rate-code 613 --rate-status 400` makes the rate limiter
+answer as Graph does on call_permissions (the default, 429/130429, is the messaging limit).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import threading
 
 from lab.graph_standin.faults import RateLimiter
-from lab.graph_standin.seed import seed_numbers
+from lab.graph_standin.seed import grant_users, seed_numbers
 from lab.graph_standin.server import GraphStandin
 
 
@@ -29,13 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="requests/s per app; 0 = no limit")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--retry-after", type=float, default=1.0)
+    parser.add_argument("--rate-code", type=int, default=130429, help="Graph error code past it")
+    parser.add_argument("--rate-status", type=int, default=429, help="HTTP status past it")
+    parser.add_argument("--granted-users", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
     args = parser.parse_args(argv)
     with open(args.token_file, encoding="utf-8") as handle:
         token = handle.read().strip()
-    limiter = RateLimiter(args.rate, args.burst, args.retry_after) if args.rate > 0 else None
+    limiter = (RateLimiter(args.rate, args.burst, args.retry_after, code=args.rate_code,
+                           status=args.rate_status) if args.rate > 0 else None)
     standin = GraphStandin({token: args.app_id}, rate_limiter=limiter, port=args.port)
-    seed_numbers(standin.state, args.numbers, args.app_id, args.hostname)
+    seeded = seed_numbers(standin.state, args.numbers, args.app_id, args.hostname)
+    grant_users(standin.permissions, [pnid for _, pnid in seeded], args.granted_users)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
 

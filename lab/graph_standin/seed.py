@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lab.graph_standin.permissions import PermissionBook
 from lab.graph_standin.state import GraphState
 
 FIRST_ID = 200_000_000_000_000
@@ -22,3 +23,18 @@ def seed_numbers(state: GraphState, count: int, app_id: str, hostname: str) -> l
         state.add_server(phone_number_id, app_id, hostname)
         seeded.append((business_number, phone_number_id))
     return seeded
+
+
+FIRST_USER = 15_559_000_000
+
+
+def seeded_user(index: int) -> str:
+    """The `index`th seeded WhatsApp user (+E164): same on both sides of the wire."""
+    return f"+{FIRST_USER + index}"
+
+
+def grant_users(book: PermissionBook, phone_number_ids: list[str], count: int) -> None:
+    """Give the first `count` seeded users a temporary call permission toward each number."""
+    for phone_number_id in phone_number_ids:
+        for index in range(count):
+            book.set_permission(phone_number_id, seeded_user(index)[1:], "granted")
