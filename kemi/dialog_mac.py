@@ -1,0 +1,184 @@
+"""A keyed MAC in the edge's Record-Route: in-dialog trust that any edge of a site can check.
+
+The edge signs what makes its route unforgeable and tied to one call: the Call-ID, the
+caller's From tag as known at INVITE time (in Meta's later requests it is the From tag of a
+user-initiated call, the To tag of a business-initiated one: the direction is signed too), and
+the business-side hop Meta's in-dialog requests go to. Any edge holding the site's key can
+verify it, so no per-call state is needed and a restarted edge still relays Meta's BYE.
+
+Token (one rr parameter value): ``KID.DIR.MAC`` with DIR ``u`` or ``b`` and MAC the first 128
+bits of HMAC-SHA256, base64url without padding; compared in constant time.
+
+The key file (JSON, 0600, written by `provision`): ``{"format": FORMAT, "current": KID,
+"keys": {KID: {"secret": B64URL, "verify_until": EPOCH|null}}}``. The current key signs;
+every key whose verify_until is null or in the future verifies (rotation keeps calls up).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT = "wa-sip-in-dialog-keys/1"
+PARAM = "wamac"  # the Record-Route parameter's name
+MAC_BYTES = 16
+KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
+MIN_SECRET_BYTES = 32
+RECHECK_SECONDS = 1.0  # a changed key file is noticed at most this late (one stat per second)
+
+
+class KeyFileError(Exception):
+    """The key file is missing, not private, or not in FORMAT; the message names which."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    current: str
+    secrets: dict[str, bytes]
+    verify_until: dict[str, float | None]
+
+    def verifying(self, key_id: str, now: float) -> bytes | None:
+        """The secret of `key_id` when it may still verify at `now`, else None."""
+        until = self.verify_until.get(key_id)
+        if key_id not in self.secrets or (until is not None and now >= until):
+            return None
+        return self.secrets[key_id]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def parse_key_file(text: str) -> KeyRing:
+    """The key ring in `text`; KeyFileError (never the secret in its message) when malformed."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise KeyFileError("not JSON") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise KeyFileError(f"format is not {FORMAT}")
+    keys = raw.get("keys")
+    current = raw.get("current")
+    if not isinstance(keys, dict) or not isinstance(current, str) or current not in keys:
+        raise KeyFileError("'current' names no key of 'keys'")
+    secrets: dict[str, bytes] = {}
+    until: dict[str, float | None] = {}
+    for key_id, entry in keys.items():
+        if not KEY_ID.fullmatch(key_id) or not isinstance(entry, dict):
+            raise KeyFileError(f"bad key id {key_id[:20]!r}")
+        try:
+            secret = base64.urlsafe_b64decode(str(entry["secret"]) + "==")
+        except (KeyError, ValueError):
+            raise KeyFileError(f"key {key_id}: secret is not base64url") from None
+        if len(secret) < MIN_SECRET_BYTES:
+            raise KeyFileError(f"key {key_id}: secret shorter than {MIN_SECRET_BYTES} bytes")
+        limit = entry.get("verify_until")
+        if limit is not None and not isinstance(limit, (int, float)):
+            raise KeyFileError(f"key {key_id}: verify_until is not a number")
+        secrets[key_id] = secret
+        until[key_id] = None if key_id == current or limit is None else float(limit)
+    return KeyRing(current, secrets, until)
+
+
+def read_key_file(path: Path) -> KeyRing:
+    """The key ring of `path`, refused unless only its owner can read it (0600 or stricter)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise KeyFileError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") \
+            from None
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: mode {mode & 0o777:o}, must be 0600")
+    try:
+        return parse_key_file(text)
+    except KeyFileError as error:
+        raise KeyFileError(f"{path}: {error}") from None
+
+
+def new_key_file(existing: KeyRing | None, key_id: str, keep_seconds: float,
+                 now: float | None = None) -> str:
+    """Key file text with a fresh current key `key_id`; the old keys verify `keep_seconds` more
+    (already expired ones are dropped)."""
+    if not KEY_ID.fullmatch(key_id):
+        raise KeyFileError(f"bad key id {key_id[:20]!r}")
+    moment = time.time() if now is None else now
+    keys: dict[str, dict[str, object]] = {}
+    if existing is not None:
+        for old_id, secret in existing.secrets.items():
+            until = existing.verify_until[old_id]
+            until = moment + keep_seconds if until is None else min(until, moment + keep_seconds)
+            if until > moment and old_id != key_id:
+                keys[old_id] = {"secret": _b64(secret), "verify_until": until}
+    keys[key_id] = {"secret": _b64(os.urandom(MIN_SECRET_BYTES)), "verify_until": None}
+    return json.dumps({"format": FORMAT, "current": key_id, "keys": keys}, indent=2) + "\n"
+
+
+def _mac(secret: bytes, key_id: str, direction: str, call_id: str, tag: str, hop: str) -> str:
+    message = "\n".join((key_id, direction, call_id, tag, hop)).encode("utf-8")
+    return _b64(hmac.new(secret, message, hashlib.sha256).digest()[:MAC_BYTES])
+
+
+def sign(ring: KeyRing, direction: str, call_id: str, tag: str, hop: str) -> str:
+    """The token for a call: `direction` "u" (Meta called) or "b"; `hop` the normalised
+    business-side next hop ("host:port:transport")."""
+    key_id = ring.current
+    return f"{key_id}.{direction}.{_mac(ring.secrets[key_id], key_id, direction, call_id, tag, hop)}"
+
+
+def token_direction(token: str) -> str | None:
+    """"u" or "b" from a well-formed token (which tag to check it with), else None."""
+    parts = token.split(".")
+    return parts[1] if len(parts) == 3 and parts[1] in ("u", "b") else None
+
+
+def verify(ring: KeyRing, token: str, call_id: str, tag: str, hop: str,
+           now: float | None = None) -> bool:
+    """True only when `token` was made by a key still verifying, for this Call-ID, tag and hop."""
+    parts = token.split(".")
+    if len(parts) != 3 or parts[1] not in ("u", "b"):
+        return False
+    key_id, direction, mac = parts
+    secret = ring.verifying(key_id, time.time() if now is None else now)
+    if secret is None:
+        return False
+    expected = _mac(secret, key_id, direction, call_id, tag, hop)
+    return hmac.compare_digest(expected.encode("ascii"), mac.encode("ascii", "replace"))
+
+
+class KeyWatch:
+    """The key ring of one file for one worker, re-read when the file changes (checked by
+    stat at most once per RECHECK_SECONDS); a bad new file keeps the old ring (and says so)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ring = read_key_file(path)  # the edge refuses to start without a good key file
+        self._stamp = self._file_stamp()
+        self._checked = time.monotonic()
+        self.problem: str | None = None
+
+    def _file_stamp(self) -> tuple[int, int, int]:
+        stat = self.path.stat()
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> KeyRing:
+        now = time.monotonic()
+        if now - self._checked < RECHECK_SECONDS:
+            return self.ring
+        self._checked = now
+        try:
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                self.ring = read_key_file(self.path)
+                self._stamp = stamp
+                self.problem = None
+        except (OSError, KeyFileError) as error:
+            self.problem = str(error)
+        return self.ring
