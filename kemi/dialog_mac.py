@@ -182,3 +182,18 @@ class KeyWatch:
         except (OSError, KeyFileError) as error:
             self.problem = str(error)
         return self.ring
+
+
+def route_token(route_value: str) -> str | None:
+    """The PARAM value of the first entry of a Route header value (the entry loose_route
+    checks is this edge), else None. Only the first entry counts: a token further down a
+    forged route set proves nothing."""
+    first = route_value.split(",", 1)[0].strip()
+    if not first.startswith("<") or ">" not in first:
+        return None
+    uri = first[1:first.index(">")]
+    for param in uri.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == PARAM:
+            return value.strip() or None
+    return None

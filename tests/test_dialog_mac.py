@@ -93,3 +93,11 @@ def test_watch_picks_up_a_rotated_file_and_keeps_the_old_ring_on_a_bad_one(
     assert watch.current().current == "k2"
     path.write_text("{")
     assert watch.current().current == "k2" and watch.problem
+
+
+def test_route_token_only_from_the_first_route_entry() -> None:
+    first = "<sip:127.0.0.1:5061;transport=tls;r2=on;lr;ftag=a;wamac=k1.u.MAC>"
+    assert dialog_mac.route_token(f"{first}, <sip:127.0.0.1:5060;r2=on;lr>") == "k1.u.MAC"
+    assert dialog_mac.route_token("<sip:127.0.0.1:5061;lr>, <sip:x;lr;wamac=k1.u.MAC>") is None
+    assert dialog_mac.route_token("sip:127.0.0.1;wamac=k1.u.MAC") is None
+    assert dialog_mac.route_token("<sip:127.0.0.1;lr;wamac=>") is None
