@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,6 +40,16 @@ from siteconfig.model import GraphSection
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 CONNECTIONS_PER_POOL = 8
+
+
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process for every pool of every client.
+
+    httpx builds (and loads the CA bundle into) a new context per client otherwise: 45-80 ms
+    each, measured by bench-preflight, paid twice by each `wa-esl originate` process.
+    """
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,7 @@ class GraphClient:
         pools = -(-self._concurrency // CONNECTIONS_PER_POOL)
         size = -(-self._concurrency // pools)
         self._pools = [httpx.AsyncClient(
-            base_url=self._base, timeout=self._timeout,
+            base_url=self._base, timeout=self._timeout, verify=shared_tls_context(),
             headers={"Authorization": f"Bearer {self._token}", "User-Agent": "wa-sip-provision"},
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             follow_redirects=False) for _ in range(pools)]
