@@ -48,7 +48,8 @@ class InstalledPart:
         """Where to look, first match wins (mirrors the script)."""
         named = os.environ.get(self.binary_env)
         if named:
-            return [named]
+            # A directory named where the binary is meant is taken as the prefix (the script says so).
+            return [str(Path(named) / self.relative) if Path(named).is_dir() else named]
         found = []
         prefix = os.environ.get(self.prefix_env)
         if prefix:

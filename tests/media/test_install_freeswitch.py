@@ -117,3 +117,19 @@ def test_one_that_does_not_run_is_named_in_the_none_found_line(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert f"found only {binary} (does not run)" in done.stdout
     assert "will be skipped" in done.stdout
+
+
+def test_a_named_directory_is_taken_as_the_prefix_and_said_plainly(tmp_path: Path) -> None:
+    binary = fake_freeswitch(tmp_path / "fs")
+    done = run(tmp_path, WA_SIP_FREESWITCH=str(tmp_path / "fs"))
+    assert done.returncode == 0, done.stderr
+    assert "is a directory: taking it as the prefix" in done.stdout
+    assert f"using {binary}" in done.stdout
+
+
+def test_a_named_directory_without_a_binary_says_what_the_variables_name(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = run(tmp_path, WA_SIP_FREESWITCH=str(tmp_path / "empty"))
+    assert done.returncode == 1
+    assert "is a directory with no bin/freeswitch" in done.stderr
+    assert "WA_SIP_FREESWITCH names the freeswitch binary, FREESWITCH_PREFIX the prefix" in done.stderr
