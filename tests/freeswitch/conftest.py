@@ -21,6 +21,9 @@ ESL_PASSWORD = "esl-Secret-42"
 def site_config(ports: FreeswitchPorts, edge: str, changes: dict[str, Any] | None = None) -> SiteConfig:
     raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     raw = merge(raw, loopback_overrides(ports, edge, ESL_PASSWORD))
+    # SIPp plays the edge and offers Meta's SDES/DTLS straight to FreeSWITCH: the direct anchor,
+    # named here because the product's default is rtpengine (FreeSWITCH then sees plain RTP).
+    raw = merge(raw, {"media": {"anchor": "freeswitch"}})
     return SiteConfig.model_validate(merge(raw, changes or {}))
 
 
