@@ -23,6 +23,7 @@ from provisioning.kamailio_features import KamailioFeatures
 from provisioning.nftables_state import NftUnavailable, loaded_table
 from provisioning.render import RenderError
 from provisioning.render_nftables import RULESET_NAME, meta_sets
+from provisioning.rtpengine_metrics import MetricsError, fetch_metrics
 from provisioning.rtpengine_ng import NgError, ping
 from provisioning.settings_model import DEFAULT_SRTP, SettingsFormatError, parse_settings
 from provisioning.store_backend import CredentialBackend
@@ -246,7 +247,28 @@ def media_findings(cfg: SiteConfig) -> list[Finding]:
                         "with 503 (rtpengine_unreachable)",
                         "start rtpengine with OUT/rtpengine/rtpengine.conf (provision render "
                         "writes it), e.g. rtpengine --config-file=... --config-section=rtpengine")]
-    return [Finding("media.rtpengine", Level.PASS, subject, "rtpengine answers ng ping")]
+    return [Finding("media.rtpengine", Level.PASS, subject, "rtpengine answers ng ping"),
+            *rtpengine_metrics_findings(cfg)]
+
+
+def rtpengine_metrics_findings(cfg: SiteConfig) -> list[Finding]:
+    """[media.rtpengine] metrics_listen set: does rtpengine serve /metrics there?
+
+    A warning, not a failure: calls work without it, but Prometheus sees no media figures.
+    """
+    listen = cfg.media.rtpengine.metrics_listen
+    if listen is None:
+        return []
+    subject = f"rtpengine /metrics at {listen}"
+    try:
+        fetch_metrics(listen)
+    except MetricsError as error:
+        return [Finding("media.rtpengine.metrics", Level.WARN, subject, f"{error}: Prometheus "
+                        "gets no session, packet or error figures of rtpengine",
+                        "start rtpengine from the rendered OUT/rtpengine/rtpengine.conf (its "
+                        "listen-http line) after provision render")]
+    return [Finding("media.rtpengine.metrics", Level.PASS, subject,
+                    "rtpengine serves its Prometheus metrics")]
 
 
 def worst(findings: list[Finding]) -> Level:

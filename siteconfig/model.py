@@ -496,15 +496,23 @@ class RtpengineSection(Strict):
     inside: Literal["RTP", "SDES"] = Field(
         default="RTP", description="Toward FreeSWITCH: plain RTP/AVP, or SDES when the site "
         "wants SRTP inside too.")
+    metrics_listen: str | None = Field(
+        default=None, description="rtpengine's own HTTP listener (listen-http, address:port), "
+        "whose GET /metrics Prometheus scrapes (sessions, packets, errors, MOS, transcoding); "
+        "loopback or a private address only: the same listener serves rtpengine's CLI (/cli/: "
+        "list, terminate) and ng over WebSocket. Unset: off.")
 
-    @field_validator("ng_listen")
+    @field_validator("ng_listen", "metrics_listen")
     @classmethod
-    def _private_control(cls, value: str) -> str:
+    def _private_control(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         host, _port = parse_listen_address(value)
         address = ipaddress.ip_address(host)
         if not (address.is_loopback or address.is_private) or address.is_unspecified:
-            raise ValueError(f"{value}: rtpengine's control socket takes commands from anyone "
-                             "who reaches it; give a loopback or private address")
+            raise ValueError(f"{value}: rtpengine's control sockets (ng, and the HTTP one "
+                             "with /metrics and /cli/) take commands from anyone who reaches "
+                             "them; give a loopback or private address")
         return value
 
     @field_validator("interface", "advertise")
@@ -774,6 +782,12 @@ class SiteConfig(Strict):
             raise ValueError(
                 f"metrics.edge_listen {self.metrics.edge_listen} shares its port with a SIP "
                 "socket (listen.tls / listen.internal): give it a port of its own")
+        rtpengine_metrics = self.media.rtpengine.metrics_listen
+        if (rtpengine_metrics is not None and self.media.anchor == "rtpengine"
+                and parse_listen_address(rtpengine_metrics) == edge_metrics):
+            raise ValueError(
+                f"media.rtpengine.metrics_listen {rtpengine_metrics} is metrics.edge_listen "
+                "too: rtpengine and Kamailio cannot both listen there")
         set_ids = {s.id for s in self.freeswitch.sets}
         for index, route in enumerate(self.routes):
             if route.freeswitch_set is not None and route.freeswitch_set not in set_ids:
