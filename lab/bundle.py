@@ -109,7 +109,8 @@ class BundleLab(LabParty):
         self.fs_ports = FreeswitchPorts()
         switch = loopback_overrides(self.fs_ports, "edge", ESL_PASSWORD)
         del switch["listen"]  # the edge lab sets its own internal address, the switch's peer
-        switch = merge(switch, {"esl": {
+        # the direct path (FreeSWITCH terminates Meta's media) unless `overrides` name another
+        switch = merge(switch, {"media": {"anchor": "freeswitch"}, "esl": {
             "cdr_db": str(folder / "cdr.sqlite3"),
             "metrics_listen": f"127.0.0.1:{free_port()}",  # wa-esl's /metrics
             "reconnect": {"initial_s": 0.1, "max_s": 1.0}}})

@@ -18,7 +18,7 @@ from typing import Any
 from lab.certs import TestCa, make_test_ca
 from lab.meta_standin import META_HOST, WHATSAPP_USER, MetaStandin, StandinPorts
 from lab.processes import LabError, LabParty, ManagedProcess, free_port, wait_for_tcp
-from lab.rtpengine import start_rtpengine
+from lab.rtpengine import media_port_range, start_rtpengine
 from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
 from lab.tls_front import start_haproxy
@@ -101,6 +101,7 @@ class EdgeLab(LabParty):
         domain = merge(raw, self.overrides)["site"]["sip_domain"]
         edge_leaf = self.ca.issue("edge", [domain])
         fs1, fs2 = self.ports.freeswitch
+        media_min, media_max = media_port_range()
         loopback = {
             "tls": {"certificate": str(edge_leaf.certificate),
                     "private_key": str(edge_leaf.private_key),
@@ -115,6 +116,11 @@ class EdgeLab(LabParty):
                 {"uri": f"sip:127.0.0.1:{fs2}", "priority": 5}]}]},
             "bic": {"meta_server": f"127.0.0.1:{self.ports.meta.public}"},
             "metrics": {"edge_listen": f"127.0.0.1:{self.ports.metrics}"},
+            # with anchor = "rtpengine" (the default) each lab edge's rtpengine gets its own
+            # control port and media ports, so edges of parallel tests never share one
+            "media": {"rtpengine": {"ng_listen": f"127.0.0.1:{free_port()}",
+                                    "interface": "127.0.0.1",
+                                    "port_min": media_min, "port_max": media_max}},
         }
         self.raw_config = merge(merge(raw, loopback), self.overrides)
         return SiteConfig.model_validate(self.raw_config)

@@ -33,8 +33,11 @@ REFUSAL = META_ANSWERS_BY_FLOW["declined"]
 
 def edge_overrides(**changes: object) -> dict[str, object]:
     """The example config plus a number without credentials and a low lockout threshold (the
-    edge tests use these too, tests/conftest.py)."""
+    edge tests use these too, tests/conftest.py), on the direct path ([media] anchor =
+    "freeswitch"): SIPp's SDP goes through the edge untouched to the SIPp playing FreeSWITCH,
+    no rtpengine started (lab/rtpengine_section.py merges rtpengine over it)."""
     overrides: dict[str, object] = {
+        "media": {"anchor": "freeswitch"},
         "numbers": [
             {"business_number": EDGE_NUMBER, "phone_number_id": "100000000000001",
              "request_uri_user_params": {"tgrp": "wacall", "trunk-context": "byoc.example.com"}},

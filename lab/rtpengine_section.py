@@ -26,7 +26,6 @@ from lab.media.sip_uas import SipUas
 from lab.meta_standin import WHATSAPP_USER
 from lab.meta_uac import MetaUac
 from lab.processes import LabError, free_port
-from lab.rtpengine import media_port_range
 
 META_TONE_HZ = 440.0
 BUSINESS_TONE_HZ = 700.0
@@ -41,11 +40,9 @@ FLOWS = (("user", SrtpMode.DTLS), ("user", SrtpMode.SDES),
 
 
 def rtpengine_overrides() -> dict[str, Any]:
-    """The edge-only config with rtpengine as the anchor on ports of its own, and an SDES number
-    beside the DTLS one (both with the lab's credentials)."""
-    port_min, port_max = media_port_range()
-    changes = merge(edge_overrides(), {"media": {"anchor": "rtpengine", "rtpengine": {
-        "ng_listen": f"127.0.0.1:{free_port()}", "port_min": port_min, "port_max": port_max}}})
+    """The edge-only config with rtpengine as the anchor (EdgeLab gives it ports of its own),
+    and an SDES number beside the DTLS one (both with the lab's credentials)."""
+    changes = merge(edge_overrides(), {"media": {"anchor": "rtpengine"}})
     changes["numbers"] = [*changes["numbers"], {
         "business_number": SDES_NUMBER, "phone_number_id": "100000000000003",
         "srtp_mode": "SDES", "sdes_suites": ["AES_CM_128_HMAC_SHA1_80"]}]

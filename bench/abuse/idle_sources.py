@@ -400,7 +400,7 @@ def _edge_overrides(settings: IdleSettings, ports: EdgePorts) -> dict[str, Any]:
     security: dict[str, Any] = {"admission": admission}
     if settings.max_connections is not None:
         security["connections"] = {"max_connections": settings.max_connections}
-    return {"security": security,
+    return {"security": security, "media": {"anchor": "freeswitch"},  # no rtpengine needed
             "listen": {"tls": f"0.0.0.0:{ports.tls}", "advertise": "127.0.0.1"}}
 
 

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, folder: Path) -> int:
     started = time.monotonic()
-    with EdgeLab(folder / "edge") as edge:
+    # the direct path (no rtpengine): the abuse is aimed at the edge's SIP and TLS sides
+    with EdgeLab(folder / "edge", {"media": {"anchor": "freeswitch"}}) as edge:
         node1, node2 = edge.ports.freeswitch
         spare = (free_port(), free_port())
         fs = start_sipp_server("uic-answered", "freeswitch", folder, node1, calls=10000,

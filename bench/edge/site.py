@@ -74,6 +74,9 @@ def bench_site(folder: Path, ports: BenchPorts, metrics: bool = True) -> BenchSi
         "security": {"allowed_sources": ["127.0.0.0/8"], "pike_requests_per_second": 0},
         "bic": {"meta_server": "127.0.0.1:9"},
         "metrics": {"edge_listen": f"127.0.0.1:{ports.metrics}" if metrics else None},
+        # the direct path: SIPp's SDP through the edge untouched, the edge's own cost measured
+        # (bench/media/rtpengine measures calls through rtpengine)
+        "media": {"anchor": "freeswitch"},
     }
     config = SiteConfig.model_validate(merge(raw, loopback))
     store = open_store(config.credentials.sqlite_path())

@@ -101,6 +101,7 @@ def site_config(ports: FreeswitchPorts, folder: Path) -> SiteConfig:
     raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     raw = merge(raw, loopback_overrides(ports, f"127.0.0.1:{free_port()}", PASSWORD))
     raw = merge(raw, {
+        "media": {"anchor": "freeswitch"},  # the direct path, as this bench has always measured
         "numbers": [{"business_number": BUSINESS_NUMBER, "phone_number_id": "100000000000001",
                      "srtp_mode": "SDES"}],
         "esl": {"cdr_db": str(folder / "cdr.sqlite3"), "metrics_listen": None,

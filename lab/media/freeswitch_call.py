@@ -47,6 +47,7 @@ def media_site(ports: FreeswitchPorts, folder: Path) -> SiteConfig:
     raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     raw = merge(raw, loopback_overrides(ports, f"127.0.0.1:{free_port()}", "esl-Media-42"))
     return SiteConfig.model_validate(merge(raw, {
+        "media": {"anchor": "freeswitch"},  # the direct path: FreeSWITCH terminates Meta's SRTP
         "numbers": [
             {"business_number": SDES_NUMBER, "phone_number_id": "100000000000001", "srtp_mode": "SDES"},
             {"business_number": DTLS_NUMBER, "phone_number_id": "100000000000002", "srtp_mode": "DTLS"},
