@@ -58,10 +58,13 @@ def loopback_overrides(ports: FreeswitchPorts, edge: str, password: str) -> dict
 
     `edge` is host:port of whoever plays the edge (a Kamailio or a SIPp); it becomes the
     profile's only allowed SIP source and the BIC gateway's proxy. ICE candidates on loopback
-    must pass the candidate ACL, so 127.0.0.0/8 is allowed there.
+    must pass the candidate ACL, so 127.0.0.0/8 is allowed there. Whoever plays the edge here
+    offers Meta's SDES/DTLS straight to FreeSWITCH, so the anchor is "freeswitch" (the product's
+    default, rtpengine, renders the plain profile); a caller wanting rtpengine merges over it.
     """
     return {
         "listen": {"internal": edge},
+        "media": {"anchor": "freeswitch"},
         "freeswitch": {
             "sets": [{"id": 1, "nodes": [{"uri": f"sip:127.0.0.1:{ports.sip}"}]}],
             "profile": {"sip_ip": "127.0.0.1", "rtp_ip": "127.0.0.1", "sip_port": ports.sip,
