@@ -50,6 +50,7 @@ class Controller:
         self.inbound_connects = 0
         self._server: asyncio.Server | None = None
         self._inbound_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.listen_port = settings.listen.port
         self.preflight: Preflight | None = None
         self._exits = contextlib.AsyncExitStack()
@@ -70,10 +71,9 @@ class Controller:
             self._inbound_task = asyncio.get_running_loop().create_task(self._keep_inbound())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._inbound_task is not None:
-            self._inbound_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._inbound_task
+            await cancel_for_sure(self._inbound_task)
         if self.inbound is not None:
             await self.inbound.close()
         if self._server is not None:
@@ -89,7 +89,7 @@ class Controller:
     async def _keep_inbound(self) -> None:
         backoff = Backoff(self.settings.reconnect.initial_s, self.settings.reconnect.max_s)
         fs = self.settings.freeswitch
-        while True:
+        while not self._stopping:
             try:
                 connection = await connect_inbound(
                     fs.host, fs.port, fs.password.get_secret_value(),
@@ -159,3 +159,17 @@ class Controller:
                                  checked=verdict)
         self.metrics.bic_result(result.call_uuid, result.answered)
         return result
+
+
+async def cancel_for_sure(task: asyncio.Task[None]) -> None:
+    """Cancel `task` until it has ended.
+
+    Python 3.11's asyncio.wait_for swallows a cancellation that arrives as its inner await
+    completes (fixed in 3.12, gh-86296); under load the reconnect loop then carried on and
+    stop() waited for it forever. One more cancel each half second ends it.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
