@@ -756,6 +756,89 @@ class MetricsSection(Strict):
         return parse_listen_address(self.edge_listen) if self.edge_listen else None
 
 
+# ---- [cluster]: several edges of one site share digest state over Kamailio's DMQ ------------
+
+
+class ClusterSection(Strict):
+    """The edges of one site (issue 20): empty `edges` = a single edge, nothing changes.
+
+    With edges listed, each edge's Kamailio loads dmq on its own private socket (`this_edge`),
+    replicates the digest lockout and the nonce replay table (htable dmqreplicate) to the
+    others, and shares the auth module's nonce secret, so a nonce one edge issued verifies on
+    any other. The same `edges` list goes into every edge's config; only `this_edge` differs.
+    """
+
+    edges: list[str] = Field(
+        default_factory=list, description="Every edge's DMQ socket, address:port (UDP; IP "
+        "literals, loopback or private only: DMQ is plain SIP without authentication, so it "
+        "is accepted from these addresses only, never on Meta's port).")
+    this_edge: str | None = Field(
+        default=None, description="Which of `edges` is this edge (its DMQ socket).")
+    nonce_secret_file: Path | None = Field(
+        default=None, description="File holding the site's nonce secret (0600, one line, at "
+        "least 16 characters, e.g. `openssl rand -hex 32`), the same on every edge.")
+    nonce_secret_env: str = Field(
+        default="WA_SIP_NONCE_SECRET", description="Variable holding the nonce secret when "
+        "nonce_secret_file is unset.")
+
+    @field_validator("edges")
+    @classmethod
+    def _edges(cls, values: list[str]) -> list[str]:
+        sockets = [cls._private_socket(value) for value in values]
+        if len(set(sockets)) != len(sockets):
+            raise ValueError("an edge is listed twice")
+        if len(values) == 1:
+            raise ValueError("one edge is no cluster: list every edge of the site (this one "
+                             "included), or none")
+        return values
+
+    @field_validator("this_edge")
+    @classmethod
+    def _this(cls, value: str | None) -> str | None:
+        if value is not None:
+            cls._private_socket(value)
+        return value
+
+    @staticmethod
+    def _private_socket(value: str) -> tuple[str, int]:
+        host, port = parse_listen_address(value)
+        address = ipaddress.ip_address(host)
+        if address.is_unspecified or not (address.is_loopback or address.is_private):
+            raise ValueError(f"{value!r}: DMQ needs a loopback or private address (it carries "
+                             "the digest lockout and nonce state unauthenticated)")
+        return address.compressed, port
+
+    @model_validator(mode="after")
+    def _complete(self) -> ClusterSection:
+        if not self.edges:
+            if self.this_edge is not None:
+                raise ValueError("this_edge is set but edges is empty")
+            return self
+        if self.this_edge is None:
+            raise ValueError("edges is set: this_edge must name which one is this edge")
+        if self._private_socket(self.this_edge) not in self.edge_sockets():
+            raise ValueError(f"this_edge {self.this_edge} is not one of edges")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.edges)
+
+    def edge_sockets(self) -> list[tuple[str, int]]:
+        return [self._private_socket(value) for value in self.edges]
+
+    def own_socket(self) -> tuple[str, int]:
+        assert self.this_edge is not None
+        return self._private_socket(self.this_edge)
+
+    def peer_sockets(self) -> list[tuple[str, int]]:
+        """The other edges' DMQ sockets: where this one notifies and whom it accepts DMQ from."""
+        own = self.own_socket() if self.enabled else None
+        return [socket for socket in self.edge_sockets() if socket != own]
+
+# ---- end of [cluster] ---------------------------------------------------------------------------
+
+
 class SiteConfig(Strict):
     site: SiteSection
     tls: TlsSection
@@ -773,6 +856,7 @@ class SiteConfig(Strict):
     metrics: MetricsSection = MetricsSection()
     webhook: WebhookSection = WebhookSection()
     media: MediaSection = MediaSection()
+    cluster: ClusterSection = ClusterSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:
@@ -796,11 +880,30 @@ class SiteConfig(Strict):
         if default_number is not None and default_number not in {
                 n.business_number for n in self.numbers}:
             raise ValueError(f"bic.default_number {default_number} is not one of [[numbers]]")
+        dmq_problem = self._dmq_socket_problem()
+        if dmq_problem is not None:
+            raise ValueError(dmq_problem)
         if self.auth.mode == "none" and not self.security.allowed_sources:
             raise ValueError(
                 "auth.mode = 'none' needs security.allowed_sources (Meta's prefixes): "
                 "otherwise anyone can place calls into FreeSWITCH")
         return self
+
+    def _dmq_socket_problem(self) -> str | None:
+        """cluster.this_edge must be a socket of its own, and never Meta's TLS port."""
+        if not self.cluster.enabled:
+            return None
+        host, port = self.cluster.own_socket()
+        if port == self.listen.tls_socket()[1]:
+            return (f"cluster.this_edge {self.cluster.this_edge} uses listen.tls's port {port}: "
+                    "DMQ must never share Meta's port")
+        taken = {"listen.internal": self.listen.internal_socket()}
+        if (metrics := self.metrics.edge_socket()) is not None:
+            taken["metrics.edge_listen"] = metrics
+        for key, (other_host, other_port) in taken.items():
+            if other_port == port and other_host in (host, "0.0.0.0", "::"):
+                return f"cluster.this_edge {self.cluster.this_edge} is {key}'s socket too"
+        return None
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -846,8 +949,11 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         name: base / value for name in ("app_secret_file", "verify_token_file")
         if (value := getattr(config.webhook, name)) is not None})
     security = _resolve_admission(config.security, base, path)
+    cluster = config.cluster.model_copy(update={
+        "nonce_secret_file": base / config.cluster.nonce_secret_file
+        if config.cluster.nonce_secret_file else None})
     return config.model_copy(update={"tls": tls, "esl": esl, "graph": graph, "security": security,
-                                     "webhook": webhook})
+                                     "webhook": webhook, "cluster": cluster})
 
 
 def _resolve_admission(security: SecuritySection, base: Path, path: Path) -> SecuritySection:
