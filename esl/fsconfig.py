@@ -119,6 +119,10 @@ class FreeswitchSite:
     tls_enabled: bool = False
     tls_port: int = 5081
     tls_cert_dir: str = "/etc/freeswitch/tls"
+    meta_media: bool = True
+    """FreeSWITCH terminates Meta's ICE and SRTP itself ([media] anchor = "freeswitch"): the
+    profile carries the ICE candidate ACL. False behind rtpengine: the plain profile, plain RTP
+    from rtpengine, no ICE, DTLS or WebRTC setting."""
 
 
 def freeswitch_context(settings: ControllerSettings, site: FreeswitchSite) -> dict[str, object]:
@@ -139,6 +143,7 @@ def freeswitch_context(settings: ControllerSettings, site: FreeswitchSite) -> di
         "controller_socket": f"{settings.listen.host}:{settings.listen.port}",
         "edge_networks": list(site.edge_networks),
         "candidate_networks": list(site.candidate_networks),
+        "meta_media": site.meta_media,
         "esl": {
             "listen_ip": site.esl_listen_ip,
             "port": settings.freeswitch.port,

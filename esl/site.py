@@ -94,6 +94,7 @@ def freeswitch_site(cfg: SiteConfig) -> FreeswitchSite:
         tls_enabled=profile.tls,
         tls_port=profile.tls_port,
         tls_cert_dir=profile.tls_cert_dir,
+        meta_media=cfg.media.anchor == "freeswitch",
     )
 
 

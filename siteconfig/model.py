@@ -533,12 +533,17 @@ class RtpengineSection(Strict):
 class MediaSection(Strict):
     """Who anchors the media toward Meta.
 
-    ``freeswitch``: FreeSWITCH terminates Meta's SRTP itself (DTLS numbers need its patch 0001);
-    ``rtpengine``: rtpengine next to the edge does ICE, DTLS and SRTP toward Meta and hands
-    FreeSWITCH plain RTP, so a stock FreeSWITCH takes DTLS numbers.
+    ``rtpengine`` (the default): rtpengine next to the edge does ICE, DTLS and SRTP toward Meta
+    and hands FreeSWITCH plain RTP, so a stock FreeSWITCH takes DTLS numbers (Meta's default
+    srtp_mode). It is the default because stock FreeSWITCH (SignalWire's packages) never starts
+    DTLS against Meta's ICE-lite servers, and Debian ships rtpengine (`rtpengine-daemon`) while
+    it ships no FreeSWITCH at all.
+    ``freeswitch``: the direct path, FreeSWITCH terminates Meta's SRTP itself; SDES numbers work
+    with a stock FreeSWITCH, DTLS numbers only with patches/freeswitch/0001 (provision doctor
+    fails such a site).
     """
 
-    anchor: Literal["freeswitch", "rtpengine"] = "freeswitch"
+    anchor: Literal["freeswitch", "rtpengine"] = "rtpengine"
     rtpengine: RtpengineSection = RtpengineSection()
 
 

@@ -26,6 +26,7 @@ from siteconfig.model import load_config
 
 sys.modules.setdefault("KSR", types.ModuleType("KSR"))  # kemi.edge imports it; never called here
 import kemi.edge as edge_module  # noqa: E402
+import kemi.media_anchor as media_anchor_module  # noqa: E402
 
 NUMBER = "+15550100001"
 META_ADDRESS = "157.240.1.1"
@@ -89,6 +90,13 @@ def uic_results(method: str = "INVITE", source: str = META_ADDRESS) -> dict[str,
     }
 
 
+def install_ksr(monkeypatch: pytest.MonkeyPatch, ksr: FakeKsr) -> None:
+    """Every kemi module that calls KSR talks to `ksr`: the routes, and the rtpengine calls of
+    the default anchor (kemi/media_anchor.py)."""
+    monkeypatch.setattr(edge_module, "KSR", ksr)
+    monkeypatch.setattr(media_anchor_module, "KSR", ksr)
+
+
 @pytest.fixture
 def settings() -> EdgeSettings:
     base = settings_from_dict(edge_settings(load_config(EXAMPLE_CONFIG)))
@@ -103,7 +111,7 @@ def run(settings: EdgeSettings,
 
     def route(results: dict[str, Any]) -> FakeKsr:
         ksr = FakeKsr(results)
-        monkeypatch.setattr(edge_module, "KSR", ksr)
+        install_ksr(monkeypatch, ksr)
         assert edge.ksr_request_route(None) == edge_module.DONE
         return ksr
 
@@ -114,6 +122,7 @@ def run(settings: EdgeSettings,
 def test_uic_reads_each_request_fact_once(run: Callable[[dict[str, Any]], FakeKsr]) -> None:
     ksr = run(uic_results())
     assert ksr.count("tm.t_relay") == 1, ksr.calls
+    assert ksr.count("rtpengine.rtpengine_offer") == 1  # the default anchor
     assert ksr.count("kx.get_msgbuf") == 1  # method, request URI and credentials come from it
     for name in ("kx.get_method", "kx.get_ruri", "kx.get_au"):
         assert ksr.count(name) == 0, name

@@ -25,6 +25,10 @@ SDES_NUMBER = {"business_number": "+15550100002", "phone_number_id": "1000000000
                "srtp_mode": "SDES", "sdes_suites": ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM"]}
 
 
+DIRECT = {"media": {"anchor": "freeswitch"}}
+"""The direct path: FreeSWITCH faces Meta (SDES, or DTLS with patches/freeswitch/0001)."""
+
+
 def example_raw(changes: dict[str, Any] | None = None) -> dict[str, Any]:
     raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
     return merge(raw, changes or {})
@@ -35,7 +39,8 @@ def example_with(changes: dict[str, Any]) -> SiteConfig:
 
 
 def two_numbers() -> SiteConfig:
-    raw = example_raw()
+    """A DTLS and an SDES number on the direct path: FreeSWITCH itself takes Meta's modes."""
+    raw = example_raw(DIRECT)
     raw["numbers"].append(SDES_NUMBER)
     return SiteConfig.model_validate(raw)
 
@@ -60,17 +65,34 @@ def test_profile_faces_the_edges_internal_socket(tmp_path: Path) -> None:
     profile = params(target / "sip_profiles/wa-edge.xml")
     assert profile["proxy"] == "10.0.0.5:5060"  # listen.internal of the example
     assert profile["sip-port"] == "5080"
-    assert profile["apply-candidate-acl"] == "wan.auto"
     acl = ET.parse(target / "autoload_configs/acl.conf.xml").getroot()
     edge_list = next(x for x in acl.iter("list") if x.get("name") == "wa-edge")
     assert [n.get("cidr") for n in edge_list] == ["10.0.0.5/32"]
 
 
 def test_candidate_networks_make_their_own_list(tmp_path: Path) -> None:
-    cfg = example_with({"freeswitch": {"profile": {"candidate_networks": ["157.240.0.0/16"]}}})
+    cfg = example_with({**DIRECT,
+                        "freeswitch": {"profile": {"candidate_networks": ["157.240.0.0/16"]}}})
     target = render_freeswitch(cfg, tmp_path)
     assert params(target / "sip_profiles/wa-edge.xml")["apply-candidate-acl"] == "wa-candidates"
     assert 'cidr="157.240.0.0/16"' in (target / "autoload_configs/acl.conf.xml").read_text()
+
+
+def test_the_direct_path_takes_meta_s_ice_candidates_from_wan_auto(tmp_path: Path) -> None:
+    target = render_freeswitch(example_with(DIRECT), tmp_path)
+    assert params(target / "sip_profiles/wa-edge.xml")["apply-candidate-acl"] == "wan.auto"
+
+
+def test_the_default_anchor_renders_the_plain_profile(tmp_path: Path) -> None:
+    """rtpengine (the default) faces Meta: FreeSWITCH gets plain RTP, no ICE/DTLS/WebRTC setting."""
+    cfg = example_with({"freeswitch": {"profile": {"candidate_networks": ["157.240.0.0/16"]}}})
+    target = render_freeswitch(cfg, tmp_path)
+    profile = params(target / "sip_profiles/wa-edge.xml")
+    assert "apply-candidate-acl" not in profile
+    assert not [name for name in profile if re.search("candidate|ice|dtls|webrtc|srtp", name)]
+    assert "wa-candidates" not in (target / "autoload_configs/acl.conf.xml").read_text()
+    dialplan = (target / "dialplan/whatsapp.xml").read_text()
+    assert "wa_srtp_mode=RTP" in dialplan and "rtp_secure_media" not in dialplan
 
 
 def test_each_number_gets_its_srtp_mode_from_the_numbers_table(tmp_path: Path) -> None:
@@ -81,6 +103,8 @@ def test_each_number_gets_its_srtp_mode_from_the_numbers_table(tmp_path: Path) -
 
 
 def test_controller_settings_follow_the_site_numbers() -> None:
+    """On the direct path each number keeps Meta's mode (under the default, RTP: see
+    tests/test_render_rtpengine.py)."""
     settings = controller_settings(two_numbers())
     modes = {n.business_number: (n.srtp_mode, n.sdes_suites) for n in settings.numbers}
     assert modes["+15550100001"][0] == "DTLS"

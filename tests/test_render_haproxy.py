@@ -22,7 +22,7 @@ from lab.edge import EXAMPLE_CONFIG, merge
 from provisioning.kamailio_features import features_for
 from provisioning.render import RenderError, RenderOptions, edge_settings, render_kamailio
 from siteconfig.model import ConfigError, SiteConfig, parse_config
-from tests.test_kemi_edge_adapter import FakeKsr, uic_results
+from tests.test_kemi_edge_adapter import FakeKsr, install_ksr, uic_results
 
 KAMAILIO_56 = RenderOptions(kamailio=features_for((5, 6, 3)), workers=2, probe_interval=0)
 KAMAILIO_61 = RenderOptions(kamailio=features_for((6, 1, 4)), workers=2, probe_interval=0)
@@ -183,7 +183,7 @@ def haproxy_edge(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
     def route(results: dict[str, Any]) -> FakeKsr:
         ksr = FakeKsr(results)
-        monkeypatch.setattr(edge_module, "KSR", ksr)
+        install_ksr(monkeypatch, ksr)
         assert edge.ksr_request_route(None) == edge_module.DONE
         return ksr
 

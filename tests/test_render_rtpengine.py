@@ -21,11 +21,26 @@ from siteconfig.model import MediaSection
 from tests.test_render import example_with, kamailio_check
 
 RTPENGINE = {"media": {"anchor": "rtpengine", "rtpengine": {
-    "ng_listen": "127.0.0.1:22223", "port_min": 41000, "port_max": 41100}}}
+    "ng_listen": "127.0.0.1:22223", "interface": "127.0.0.1", "port_min": 41000,
+    "port_max": 41100}}}
+DIRECT = {"media": {"anchor": "freeswitch"}}
 
 
-def test_the_default_anchor_renders_no_rtpengine(tmp_path: Path) -> None:
+def test_the_default_anchor_is_rtpengine(tmp_path: Path) -> None:
+    """Stock FreeSWITCH takes DTLS calls only through rtpengine: the example, which names no
+    ng_listen, renders rtpengine on its default control socket and the edge that uses it."""
+    assert MediaSection().anchor == "rtpengine"
     target = render_kamailio(example_with({}), tmp_path / "out")
+    assert 'modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:2223")' in (
+        target / "kamailio.cfg").read_text()
+    conf = configparser.ConfigParser()
+    conf.read(tmp_path / "out" / "rtpengine" / "rtpengine.conf")
+    assert conf["rtpengine"]["listen-ng"] == "127.0.0.1:2223"
+    assert load_settings(target / "edge-settings.json").media.rtpengine
+
+
+def test_the_direct_anchor_renders_no_rtpengine(tmp_path: Path) -> None:
+    target = render_kamailio(example_with(DIRECT), tmp_path / "out")
     assert "rtpengine" not in (target / "kamailio.cfg").read_text()
     assert not (tmp_path / "out" / "rtpengine" / "rtpengine.conf").exists()
     assert not load_settings(target / "edge-settings.json").media.rtpengine
@@ -47,8 +62,8 @@ def test_rtpengine_anchor_renders_both_sides_of_the_control_socket(tmp_path: Pat
     assert all(n.sdes_suites for n in settings.numbers.values())
     result = kamailio_check(target / "kamailio.cfg")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    # Back to the default: the stale rtpengine.conf goes (nothing left to start by mistake).
-    render_kamailio(example_with({}), tmp_path / "out")
+    # To the direct path: the stale rtpengine.conf goes (nothing left to start by mistake).
+    render_kamailio(example_with(DIRECT), tmp_path / "out")
     assert not (tmp_path / "out" / "rtpengine" / "rtpengine.conf").exists()
 
 
@@ -107,5 +122,5 @@ def test_with_rtpengine_freeswitch_sees_every_number_as_plain_rtp(tmp_path: Path
 
 
 def test_with_freeswitch_as_anchor_the_numbers_keep_meta_s_mode() -> None:
-    settings = controller_settings(example_with({}))
-    assert {n.srtp_mode for n in settings.numbers} <= {"DTLS", "SDES"}
+    settings = controller_settings(example_with(DIRECT))
+    assert {n.srtp_mode for n in settings.numbers} == {"DTLS"}  # the example's one number

@@ -32,8 +32,8 @@ RTPENGINE_METRIC = re.compile(r"(?<!\$)\brtpengine_[a-z0-9_]*[a-z0-9]")
 
 def site(ng_port: int, http_port: int | None) -> dict[str, object]:
     low, high = media_port_range()
-    rtp: dict[str, object] = {"ng_listen": f"127.0.0.1:{ng_port}", "port_min": low,
-                              "port_max": high}
+    rtp: dict[str, object] = {"ng_listen": f"127.0.0.1:{ng_port}", "interface": "127.0.0.1",
+                              "port_min": low, "port_max": high}
     if http_port is not None:
         rtp["metrics_listen"] = f"127.0.0.1:{http_port}"
     return {"media": {"anchor": "rtpengine", "rtpengine": rtp}}

@@ -42,7 +42,7 @@ def config(port: int) -> SiteConfig:
 
 
 def test_freeswitch_anchor_needs_no_rtpengine() -> None:
-    (finding,) = media_findings(example_with({}))
+    (finding,) = media_findings(example_with({"media": {"anchor": "freeswitch"}}))
     assert finding.level is Level.PASS and "patch 0001" in finding.cause
 
 
