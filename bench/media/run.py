@@ -51,6 +51,7 @@ from siteconfig.model import Number, SiteConfig
 
 from .cpu import CpuSample, CpuUse
 from .g711_leg import G711Endpoint, LegStats
+from .ramp import ramp
 from .report import plot
 
 TRANSCODE_NUMBER = "+15550100003"
@@ -283,20 +284,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, str]:
             print(f"FreeSWITCH idle: {idle * 100:.1f} % of a core", flush=True)
             reference = await bench.step("sdes", 1)
             print(f"reference {reference.line()}", flush=True)
-            budget = args.budget / len(args.scenarios)
-            for scenario in args.scenarios:
-                scenario_started = time.monotonic()
-                steps[scenario] = []
-                for calls in args.levels:
-                    if time.monotonic() - scenario_started > budget:
-                        print(f"{scenario}: time budget spent, ramp stops", flush=True)
-                        break
-                    step = await bench.step(scenario, calls)
-                    steps[scenario].append(step)
-                    print(step.line(), flush=True)
-                    if not step.passed:
-                        print(f"{scenario}: limit at {calls} calls: {limit_of(step)}", flush=True)
-                        break
+            steps = await ramp(args.scenarios, args.levels, args.budget, bench.step, limit_of)
         finally:
             await controller.stop()
     finally:

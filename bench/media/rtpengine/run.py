@@ -53,6 +53,7 @@ from lab.rtpengine_section import (
 )
 
 from ..cpu import CpuSample, CpuUse, threads_cpu_s
+from ..ramp import ramp
 from .business import BusinessParty
 
 LOSS_LIMIT_PCT = 0.5
@@ -345,20 +346,7 @@ async def run(args: argparse.Namespace, edge: EdgeLab) -> dict[str, str]:
         print(f"rtpengine idle: {idle * 100:.2f} % of a core", flush=True)
         reference = await bench.step("sdes", 1)
         print(f"reference {reference.line()}", flush=True)
-        budget = args.budget / len(args.scenarios)
-        for scenario in args.scenarios:
-            scenario_started = time.monotonic()
-            steps[scenario] = []
-            for calls in args.levels:
-                if time.monotonic() - scenario_started > budget:
-                    print(f"{scenario}: time budget spent, ramp stops", flush=True)
-                    break
-                step = await bench.step(scenario, calls)
-                steps[scenario].append(step)
-                print(step.line(), flush=True)
-                if not step.passed:
-                    print(f"{scenario}: limit at {calls} calls: {limit_of(step)}", flush=True)
-                    break
+        steps = await ramp(args.scenarios, args.levels, args.budget, bench.step, limit_of)
         if business.refused:
             print(f"business refused {len(business.refused)} offers: {business.refused[0]}")
     finally:
