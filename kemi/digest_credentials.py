@@ -28,6 +28,8 @@ class DigestCredentials:
     username: str
     realm: str
     uri: str
+    nonce: str = ""
+    nc: int = 0  # the nonce count, checked to be 8 hex digits
 
 
 def parse_digest(value: str) -> DigestCredentials:
@@ -58,7 +60,8 @@ def parse_digest(value: str) -> DigestCredentials:
         raise CredentialsProblem(f"Digest qop={qop[:20]} is not offered, qop=auth is")
     if not _NC.match(params.get("nc", "")) or not params.get("cnonce"):
         raise CredentialsProblem("Digest qop=auth without a valid nc and cnonce")
-    return DigestCredentials(params["username"], params["realm"], params["uri"])
+    return DigestCredentials(params["username"], params["realm"], params["uri"],
+                             params["nonce"], int(params["nc"], 16))
 
 
 def credentials_for(fields: list[tuple[str, str]], header: str,

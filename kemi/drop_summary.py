@@ -29,6 +29,7 @@ class Drop(Enum):
     UNKNOWN_DIALOG = ("wa_unknown_dialog", "in-dialog request for no dialog of this edge")
     LOCKED_OUT = ("wa_locked_out", "refused with 403: source locked out after failed digests")
     BAD_CREDENTIALS = ("wa_bad_credentials", "refused with 400: unusable digest credentials")
+    NOT_A_PEER = ("wa_dmq_not_peer", "dropped: not a peer edge's DMQ socket ([cluster] edges)")
 
     @property
     def statistic(self) -> str:

@@ -9,6 +9,7 @@ worker, and a request without a reply is retransmitted by Meta for 32 seconds.
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import traceback
 from dataclasses import dataclass
@@ -31,7 +32,12 @@ from kemi.decisions import (
 )
 from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
 from kemi.digest_answer import authorization, choose, parse_challenge
-from kemi.digest_credentials import CredentialsProblem, credentials_for, same_resource
+from kemi.digest_credentials import (
+    CredentialsProblem,
+    DigestCredentials,
+    credentials_for,
+    same_resource,
+)
 from kemi.drop_summary import Drop, DropSummary
 from kemi.media_anchor import MediaAnchor
 from kemi.metrics import SOCKET_NAME as METRICS_SOCKET
@@ -54,6 +60,7 @@ MAX_CHALLENGES = 8  # challenge headers of one 401/407 looked at (Meta sends two
 OUTCOME_FLAG = 10  # transaction flag: this INVITE's outcome is counted (2xx retransmissions)
 PROC_SIPINIT = 1  # child_init rank of the first SIP worker: once-per-instance work
 META_SOCKET = "meta"  # kamailio.cfg: the socket Meta's requests arrive on
+DMQ_SOCKET = "dmq"  # kamailio.cfg, [cluster]: the edges' DMQ socket (provisioning/render.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +199,10 @@ class WhatsAppEdge:
 
     def route_request(self) -> None:
         source = str(KSR.kx.get_srcip())
+        if self.settings.cluster.enabled and KSR.kx.get_rcv_sock_name() == DMQ_SOCKET:
+            self.request = RequestFacts("", "", source, False)
+            self.dmq_request(source)
+            return
         self.request = RequestFacts("", "", source, self.from_meta())
         if not self.source_admitted():
             return
@@ -228,6 +239,21 @@ class WhatsAppEdge:
             self.business_initiated_call()
             return
         self.user_initiated_call()
+
+    def dmq_request(self, source: str) -> None:
+        """The DMQ socket ([cluster]): KDMQ from a peer edge's socket goes to dmq (the htable
+        replication of lockouts and nonces); anything else is dropped unanswered. dmq itself
+        would take a KDMQ from anyone, and a node that announces itself joins the bus."""
+        try:
+            peer = (ipaddress.ip_address(source.strip("[]")).compressed,
+                    int(KSR.kx.get_srcport()))
+        except ValueError:
+            peer = (source, 0)
+        if peer not in self.settings.cluster.dmq_peers or KSR.kx.get_method() != "KDMQ":
+            self._count_drop(Drop.NOT_A_PEER)
+            KSR.set_drop()
+            return
+        KSR.dmq.handle_message()
 
     def from_meta(self) -> bool:
         """Meta only ever reaches the edge over TLS; the internal side is plain UDP/TCP.
@@ -658,6 +684,8 @@ class WhatsAppEdge:
         if result == 1 and user != target.digits:
             result = -2
         action = auth_action(result)
+        if action is AuthAction.ACCEPT and not self.nonce_count_fresh(credentials):
+            action = AuthAction.CHALLENGE_STALE  # as auth's own nonce_count answers a replay
         if action is AuthAction.ACCEPT:
             KSR.auth.consume_credentials()
             self.metrics.digest("accepted")
@@ -675,6 +703,24 @@ class WhatsAppEdge:
                        f"(user {user}) from {source}\n")
         self._challenge(stale=action is AuthAction.CHALLENGE_STALE)
         return None
+
+    def nonce_count_fresh(self, credentials: DigestCredentials) -> bool:
+        """[cluster]: the nc is above any accepted with this nonce on any edge (the replicated
+        nonce table), and is recorded; a single edge leaves it to auth's nonce_count. Peers
+        learn it over DMQ within milliseconds: a replay sent to two edges at the same instant
+        is the one this does not catch."""
+        table = self.settings.cluster.nonce_table
+        if not self.settings.cluster.enabled or not table:
+            return True
+        KSR.htable.sht_lock(table, credentials.nonce)
+        try:
+            seen = KSR.htable.sht_get(table, credentials.nonce)
+            if isinstance(seen, int) and credentials.nc <= seen:
+                return False
+            KSR.htable.sht_seti(table, credentials.nonce, credentials.nc)
+            return True
+        finally:
+            KSR.htable.sht_unlock(table, credentials.nonce)
 
     def relay(self) -> None:
         if KSR.tm.t_relay() < 0:

@@ -115,6 +115,28 @@ def front_settings_from_dict(raw: object) -> FrontSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """[cluster]: the other edges' DMQ sockets, and the table of nonces' accepted nc."""
+
+    dmq_peers: frozenset[tuple[str, int]] = frozenset()
+    nonce_table: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.dmq_peers)
+
+
+def cluster_settings_from_dict(raw: object) -> ClusterSettings:
+    """No "cluster" (a single edge, or rendered before [cluster]): no DMQ, auth's own nc check."""
+    if not isinstance(raw, dict):
+        return ClusterSettings()
+    peers = raw.get("dmq_peers") or []
+    assert isinstance(peers, list)
+    return ClusterSettings(frozenset((str(host), int(port)) for host, port in peers),
+                           str(raw.get("nonce_table", "")))
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     sip_domain: str
     accepted_domains: frozenset[str]
@@ -140,6 +162,9 @@ class EdgeSettings:
     front: FrontSettings = FrontSettings()
     """Who terminates Meta's TLS, and the Record-Route addresses when it is HAProxy."""
     media: MediaAnchorSettings = MediaAnchorSettings()
+    in_dialog_key_file: str = ""
+    """[edge] in_dialog_key_file: the site's Record-Route MAC keys (kemi/dialog_mac.py)."""
+    cluster: ClusterSettings = ClusterSettings()
 
 
 def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
@@ -177,6 +202,8 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         **kamailio_settings(raw.get("kamailio")),
         front=front_settings_from_dict(raw.get("tls_front")),
         media=media_settings_from_dict(raw.get("media")),
+        in_dialog_key_file=str(raw.get("in_dialog_key_file") or ""),
+        cluster=cluster_settings_from_dict(raw.get("cluster")),
     )
 
 

@@ -6,6 +6,7 @@ so a failed render never leaves a half-written configuration for Kamailio to loa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,9 +30,13 @@ from provisioning.render_rtpengine import render_rtpengine
 from provisioning.templates_dir import KEMI_DIR, credentials_schema, templates_dir
 from siteconfig.listen_address import parse_listen_address
 from siteconfig.model import SiteConfig, split_host_port
+from siteconfig.secret_source import SecretError, load_secret
 
 DS_ALGORITHMS = {"hash-callid": 0, "round-robin": 4, "priority": 8}
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+DMQ_SOCKET = "dmq"  # kamailio.cfg: the socket the edges' DMQ uses (kemi/edge.py reads it)
+NONCE_TABLE = "wa_nonce"  # kamailio.cfg: nonce -> highest nc accepted, with [cluster] only
+NONCE_SECRET_MIN = 16
 
 
 class RenderError(Exception):
@@ -49,6 +54,42 @@ class RenderOptions:
     kamailio: KamailioFeatures | None = None
     """The Kamailio the output is for; None = the one installed here (the oldest supported,
     5.6, when none is), see target_features."""
+
+
+def cluster_nonce_secret(cfg: SiteConfig) -> str | None:
+    """The auth module's `secret` for a site of several edges, None for a single edge.
+
+    Each edge's auth module signs its nonces with this secret, so every edge of the site must
+    have the same one for a nonce issued by one to verify on another. Rendered as a hash of the
+    site's secret (hex: safe inside kamailio.cfg's quotes, and not the file's text itself);
+    no message ever quotes either.
+    """
+    cluster = cfg.cluster
+    if not cluster.enabled:
+        return None
+    try:
+        secret, _warnings = load_secret(
+            "cluster nonce secret", cluster.nonce_secret_env, cluster.nonce_secret_file,
+            "or set cluster.nonce_secret_file (the same secret on every edge of the site)")
+    except SecretError as error:
+        raise RenderError(str(error)) from None
+    if len(secret) < NONCE_SECRET_MIN:
+        raise RenderError(f"the cluster nonce secret is shorter than {NONCE_SECRET_MIN} "
+                          "characters: make one with `openssl rand -hex 32`")
+    return hashlib.sha256(b"wa-sip auth nonce secret\0" + secret.encode()).hexdigest()
+
+
+def cluster_context(cfg: SiteConfig) -> dict[str, object]:
+    """kamailio.cfg's view of [cluster]: this edge's DMQ socket and the peers' addresses."""
+    cluster = cfg.cluster
+    if not cluster.enabled:
+        return {"cluster": False}
+    own = cluster.own_socket()
+    return {"cluster": True, "dmq_listen": socket_text(*own),
+            "dmq_server_address": f"sip:{socket_text(*own)}",
+            "dmq_peers": [f"sip:{socket_text(*peer)}" for peer in cluster.peer_sockets()],
+            # a nonce is valid nonce_expire s after it was issued (+ auth's 3 s drift)
+            "nonce_table_expire": cfg.auth.nonce_expire + 10}
 
 
 def target_features(options: RenderOptions) -> KamailioFeatures:
@@ -137,6 +178,11 @@ def edge_settings(cfg: SiteConfig,
         "payload_max_length": cfg.headers.payload_max_length,
         "meta_header_max_length": cfg.headers.meta_header_max_length,
         "meta_host_name": cfg.tls.meta_host_name,
+        "in_dialog_key_file": str(cfg.edge.in_dialog_key_file),
+        # [cluster]: DMQ only from the peers' sockets; the edge keeps the replay check
+        # (auth's nonce_count state is per process tree, a nonce from a peer would be stale).
+        "cluster": {"dmq_peers": [list(peer) for peer in cfg.cluster.peer_sockets()],
+                    "nonce_table": NONCE_TABLE} if cfg.cluster.enabled else None,
         "bic": {
             "enabled": cfg.bic.enabled,
             "meta_server_host": cfg.bic.meta_server_address()[0],
@@ -185,7 +231,9 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
         "workers": options.workers,
         "log_level": options.log_level,
         "probe_interval": options.probe_interval,
-        "auth_secret": options.auth_secret,
+        "auth_secret": options.auth_secret or cluster_nonce_secret(cfg),
+        "nonce_table": NONCE_TABLE,
+        **cluster_context(cfg),
         "tls_listen": socket_text(tls_host, tls_port),
         "tls_port": tls_port,
         "internal_listen": socket_text(internal_host, internal_port),
