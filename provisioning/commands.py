@@ -34,13 +34,16 @@ from provisioning.doctor import (
     Finding,
     Level,
     admission_findings,
+    direct_path_findings,
     graph_auth_finding,
     kamailio_findings,
     media_findings,
     number_findings,
+    rtpengine_interface_findings,
     tls_findings,
     worst,
 )
+from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing
 from provisioning.graph_token import TokenError, load_token, redact
 from provisioning.kamailio_features import installed_features, installed_kamailio
 from provisioning.rotate import WINDOW_ACCOUNT, RotationError, rotate_password
@@ -407,6 +410,9 @@ def doctor(
         findings += admission_findings(cfg)  # the nftables rules in front of the TLS port
         findings += kamailio_findings(cfg, installed_features(), installed_kamailio())
         findings += media_findings(cfg)
+        findings += rtpengine_interface_findings(cfg)
+    # DTLS numbers on the direct path: the FreeSWITCH of this host must carry patch 0001.
+    findings += direct_path_findings(cfg, None if freeswitch_missing() else freeswitch_binary())
     if not skip_graph:
         findings += _graph_doctor(config, number, token_file, as_json, rpc_socket or [])
     if as_json:

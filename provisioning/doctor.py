@@ -9,6 +9,7 @@ configured hostname, SRTP agreement between Meta and FreeSWITCH, and the store/e
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -19,6 +20,7 @@ from graphapi.client import GraphClient
 from graphapi.errors import GraphError
 from provisioning import kamailio_rpc
 from provisioning.credential_store import StoreError, credential_for
+from provisioning.freeswitch_patch import ICE_LITE_PATCH, PatchState, patch_state
 from provisioning.kamailio_features import KamailioFeatures
 from provisioning.nftables_state import NftUnavailable, loaded_table
 from provisioning.render import RenderError
@@ -249,6 +251,69 @@ def media_findings(cfg: SiteConfig) -> list[Finding]:
                         "writes it), e.g. rtpengine --config-file=... --config-section=rtpengine")]
     return [Finding("media.rtpengine", Level.PASS, subject, "rtpengine answers ng ping"),
             *rtpengine_metrics_findings(cfg)]
+
+
+DIRECT_PATH_FIX = ('set [media] anchor = "rtpengine" (rtpengine faces Meta, a stock FreeSWITCH '
+                   "takes plain RTP), or run FreeSWITCH built with patches/freeswitch/0001 on every "
+                   "node (README, \"FreeSWITCH patch\"), or make these numbers SDES at Meta and in "
+                   "[[numbers]]")
+
+
+def direct_path_findings(cfg: SiteConfig, freeswitch: str | None) -> list[Finding]:
+    """[media] anchor = "freeswitch" with DTLS numbers: does the FreeSWITCH here carry 0001?
+
+    Stock FreeSWITCH never starts DTLS with Meta's ICE-lite media servers (0001's header says
+    why): the call is answered, then silent until Meta ends it. ``freeswitch``: the binary
+    installed on this host (provisioning/freeswitch_binary.py), None when there is none.
+    """
+    dtls = [n.business_number for n in cfg.numbers if n.srtp_mode == "DTLS"]
+    if cfg.media.anchor != "freeswitch" or not dtls:
+        return []
+    shown = ", ".join(dtls[:3]) + (f" and {len(dtls) - 3} more" if len(dtls) > 3 else "")
+    subject = f"DTLS numbers {shown}"
+    if freeswitch is None:
+        return [Finding("media.freeswitch", Level.WARN, subject, "no FreeSWITCH on this host to "
+                        "check for patches/freeswitch/0001, which DTLS numbers need when "
+                        "FreeSWITCH faces Meta ([media] anchor = \"freeswitch\")",
+                        "run provision doctor where FreeSWITCH runs, or " + DIRECT_PATH_FIX)]
+    state = patch_state(freeswitch, ICE_LITE_PATCH)
+    if state is PatchState.CARRIED:
+        return [Finding("media.freeswitch", Level.PASS, subject,
+                        f"{freeswitch} carries patches/freeswitch/0001 (DTLS with Meta's ICE-lite)")]
+    if state is PatchState.OTHER:
+        return [Finding("media.freeswitch", Level.WARN, subject,
+                        f"{freeswitch} records another version of patches/freeswitch/0001 than "
+                        "this bundle's: DTLS calls may get no audio",
+                        "rebuild FreeSWITCH with this bundle's patches and record them, or "
+                        + DIRECT_PATH_FIX)]
+    return [Finding("media.freeswitch", Level.FAIL, subject,
+                    f"{freeswitch} does not carry patches/freeswitch/0001: a stock FreeSWITCH "
+                    "facing Meta ([media] anchor = \"freeswitch\") never starts DTLS with Meta's "
+                    "ICE-lite media servers, so these numbers' calls are answered and stay silent",
+                    DIRECT_PATH_FIX)]
+
+
+def rtpengine_interface_findings(cfg: SiteConfig) -> list[Finding]:
+    """[media] anchor = "rtpengine": is its media interface one Meta can reach?
+
+    127.0.0.1 (the setting's default) only works in the lab, where Meta's stand-in is on the
+    same host; a site whose TLS listener Meta reaches is not the lab.
+    """
+    if cfg.media.anchor != "rtpengine":
+        return []
+    rtp = cfg.media.rtpengine
+    tls_host = cfg.listen.tls_socket()[0]
+    try:
+        lab = ipaddress.ip_address(tls_host).is_loopback
+    except ValueError:
+        lab = tls_host == "localhost"
+    if lab or not ipaddress.ip_address(rtp.interface).is_loopback:
+        return []
+    return [Finding("media.rtpengine.interface", Level.WARN, f"rtpengine interface {rtp.interface}",
+                    "rtpengine binds Meta's media to a loopback address: Meta cannot reach it, "
+                    "so calls are set up and stay silent",
+                    "set [media.rtpengine] interface to this host's address Meta reaches (a "
+                    "private one behind 1:1 NAT with advertise = the public address)")]
 
 
 def rtpengine_metrics_findings(cfg: SiteConfig) -> list[Finding]:

@@ -2,7 +2,7 @@
 
 FreeSWITCH is the user's: Debian ships none and wa-sip installs none. It comes from SignalWire's
 packages (/usr/bin/freeswitch) or a build of the user's own (with patches/freeswitch/ applied for
-DTLS numbers, recorded in <prefix>/share/wa-sip/freeswitch-patches: lab/media/freeswitch_patch.py).
+DTLS numbers, recorded in <prefix>/share/wa-sip/freeswitch-patches: provisioning/freeswitch_patch.py).
 `scripts/install-freeswitch` reports what it finds; this module looks in the same places, in the
 same order: $WA_SIP_FREESWITCH (the only answer when set), $FREESWITCH_PREFIX/bin/freeswitch when
 set, `freeswitch` on PATH, then /usr/bin/freeswitch, /usr/local/freeswitch/bin/freeswitch and
