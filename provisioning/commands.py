@@ -29,6 +29,7 @@ from graphapi.client import GraphClient, client_from_config, resolve_app_id
 from graphapi.errors import GraphError
 from provisioning import kamailio_rpc
 from provisioning.apply import apply_number
+from provisioning.cluster_doctor import cluster_findings
 from provisioning.credential_store import StoreError
 from provisioning.doctor import (
     Finding,
@@ -413,6 +414,8 @@ def doctor(
         findings += rtpengine_interface_findings(cfg)
     # DTLS numbers on the direct path: the FreeSWITCH of this host must carry patch 0001.
     findings += direct_path_findings(cfg, None if freeswitch_missing() else freeswitch_binary())
+    # [cluster]: this edge's dmq reaches the other edges (lockouts and nonces are shared)
+    findings += cluster_findings(cfg, rpc_socket or [])
     if not skip_graph:
         findings += _graph_doctor(config, number, token_file, as_json, rpc_socket or [])
     if as_json:

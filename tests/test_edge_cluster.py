@@ -21,6 +21,8 @@ import pytest
 from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.edge_only_section import EDGE_NUMBER, FAILURE_LIMIT
 from lab.processes import free_port
+from provisioning.cluster_doctor import cluster_findings
+from provisioning.doctor import Level
 from provisioning.kamailio_rpc import RpcError, call
 from tests.conftest import edge_overrides
 from tests.test_edge_digest import MetaTlsClient, digest
@@ -137,6 +139,24 @@ def test_lockout_recorded_on_one_edge_is_enforced_by_the_other_within_a_second(
     finally:
         client_a.close()
         client_b.close()
+
+
+def test_doctor_sees_the_peer_edge_through_dmq(two_edges: tuple[EdgeLab, EdgeLab]) -> None:
+    edge_a, edge_b = two_edges
+    found = cluster_findings(edge_a.config, [edge_a.rpc_socket])
+    assert [(f.check, f.level, f.subject) for f in found] == [
+        ("cluster.nonce_secret", Level.PASS, "nonce secret"),
+        ("cluster.dmq", Level.PASS, f"peer edge {edge_b.config.cluster.this_edge}")]
+    # a third edge listed but never started; and B's socket asked as if it were A
+    third = f"127.0.0.3:{free_port(socket.SOCK_DGRAM, '127.0.0.3')}"
+    listed = edge_a.config.model_copy(update={"cluster": edge_a.config.cluster.model_copy(
+        update={"edges": [*edge_a.config.cluster.edges, third]})})
+    levels = {f.subject: f.level for f in cluster_findings(listed, [edge_a.rpc_socket])}
+    assert levels[f"peer edge {third}"] is Level.FAIL
+    assert levels[f"peer edge {edge_b.config.cluster.this_edge}"] is Level.PASS
+    wrong = cluster_findings(edge_a.config, [edge_b.rpc_socket])
+    assert any(f.level is Level.FAIL and "not this edge's DMQ node" in f.cause for f in wrong)
+    assert cluster_findings(edge_a.config, [])[-1].level is Level.WARN
 
 
 def kdmq_set_cell(target: tuple[str, int], sender: socket.socket, key: str, value: int) -> bytes:
