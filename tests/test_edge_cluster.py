@@ -113,15 +113,10 @@ def test_nonce_from_one_edge_is_accepted_by_the_other_and_its_replay_refused_by_
 def test_lockout_recorded_on_one_edge_is_enforced_by_the_other_within_a_second(
         fresh: tuple[EdgeLab, EdgeLab]) -> None:
     edge_a, edge_b = fresh
-    client_a, client_b = MetaTlsClient(edge_a), MetaTlsClient(edge_b)
+    lock_out_on(edge_a, "cluster-wrong")
+    locked_at = time.monotonic()
+    client_b = MetaTlsClient(edge_b)
     try:
-        for attempt in range(FAILURE_LIMIT):
-            call_id = f"cluster-wrong-{attempt}"
-            uri = client_a.invite(call_id, 1)
-            challenge = client_a.response(call_id)
-            client_a.invite(call_id, 2, digest(challenge, uri, "wrong-password", EDGE_NUMBER[1:]))
-            assert client_a.response(call_id).startswith("SIP/2.0 407")
-        locked_at = time.monotonic()
         assert authfail(edge_a, "127.0.0.1") == FAILURE_LIMIT
 
         status, attempt = "", 0
@@ -137,8 +132,40 @@ def test_lockout_recorded_on_one_edge_is_enforced_by_the_other_within_a_second(
         assert "too many failed authentications" in status
         assert authfail(edge_b, "127.0.0.1") == FAILURE_LIMIT
     finally:
-        client_a.close()
         client_b.close()
+
+
+def lock_out_on(edge: EdgeLab, tag: str) -> None:
+    """FAILURE_LIMIT wrong digests from 127.0.0.1 on `edge`."""
+    client = MetaTlsClient(edge)
+    try:
+        for attempt in range(FAILURE_LIMIT):
+            call_id = f"{tag}-{attempt}"
+            uri = client.invite(call_id, 1)
+            challenge = client.response(call_id)
+            client.invite(call_id, 2, digest(challenge, uri, "wrong-password", EDGE_NUMBER[1:]))
+            assert client.response(call_id).startswith("SIP/2.0 407")
+    finally:
+        client.close()
+
+
+def test_a_restarted_edge_gets_the_lockouts_from_its_peer(
+        fresh: tuple[EdgeLab, EdgeLab]) -> None:
+    edge_a, edge_b = fresh
+    lock_out_on(edge_a, "cluster-restart")
+    edge_b.stop()
+    edge_b.start()  # an empty wa_authfail, until dmq_init_sync brings A's
+    wait_for_dmq_peer(edge_b, edge_a.config.cluster.this_edge or "")
+    deadline = time.monotonic() + 2
+    while authfail(edge_b, "127.0.0.1") is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert authfail(edge_b, "127.0.0.1") == FAILURE_LIMIT
+    client = MetaTlsClient(edge_b)
+    try:
+        client.invite("cluster-restarted", 1)
+        assert client.response("cluster-restarted").startswith("SIP/2.0 403")
+    finally:
+        client.close()
 
 
 def test_doctor_sees_the_peer_edge_through_dmq(two_edges: tuple[EdgeLab, EdgeLab]) -> None:
