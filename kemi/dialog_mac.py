@@ -10,8 +10,9 @@ Token (one rr parameter value): ``KID.DIR.MAC`` with DIR ``u`` or ``b`` and MAC 
 bits of HMAC-SHA256, base64url without padding; compared in constant time.
 
 The key file (JSON, 0600, written by `provision`): ``{"format": FORMAT, "current": KID,
-"keys": {KID: {"secret": B64URL, "verify_until": EPOCH|null}}}``. The current key signs;
-every key whose verify_until is null or in the future verifies (rotation keeps calls up).
+"keys": {KID: {"secret": B64URL, "verify_until": EPOCH|null, "created": EPOCH}}}``. The current
+key signs; every key whose verify_until is null or in the future verifies (rotation keeps calls
+up); "created" (optional) lets `provision doctor` say when the current key is old.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMAT = "wa-sip-in-dialog-keys/1"
@@ -43,6 +44,7 @@ class KeyRing:
     current: str
     secrets: dict[str, bytes]
     verify_until: dict[str, float | None]
+    created: dict[str, float] = field(default_factory=dict)  # keys that say when they were made
 
     def verifying(self, key_id: str, now: float) -> bytes | None:
         """The secret of `key_id` when it may still verify at `now`, else None."""
@@ -70,6 +72,7 @@ def parse_key_file(text: str) -> KeyRing:
         raise KeyFileError("'current' names no key of 'keys'")
     secrets: dict[str, bytes] = {}
     until: dict[str, float | None] = {}
+    created: dict[str, float] = {}
     for key_id, entry in keys.items():
         if not KEY_ID.fullmatch(key_id) or not isinstance(entry, dict):
             raise KeyFileError(f"bad key id {key_id[:20]!r}")
@@ -82,9 +85,14 @@ def parse_key_file(text: str) -> KeyRing:
         limit = entry.get("verify_until")
         if limit is not None and not isinstance(limit, (int, float)):
             raise KeyFileError(f"key {key_id}: verify_until is not a number")
+        made = entry.get("created")
+        if made is not None and not isinstance(made, (int, float)):
+            raise KeyFileError(f"key {key_id}: created is not a number")
         secrets[key_id] = secret
         until[key_id] = None if key_id == current or limit is None else float(limit)
-    return KeyRing(current, secrets, until)
+        if made is not None:
+            created[key_id] = float(made)
+    return KeyRing(current, secrets, until, created)
 
 
 def read_key_file(path: Path) -> KeyRing:
@@ -116,9 +124,33 @@ def new_key_file(existing: KeyRing | None, key_id: str, keep_seconds: float,
             until = existing.verify_until[old_id]
             until = moment + keep_seconds if until is None else min(until, moment + keep_seconds)
             if until > moment and old_id != key_id:
-                keys[old_id] = {"secret": _b64(secret), "verify_until": until}
-    keys[key_id] = {"secret": _b64(os.urandom(MIN_SECRET_BYTES)), "verify_until": None}
+                keys[old_id] = {"secret": _b64(secret), "verify_until": until,
+                                **({"created": existing.created[old_id]}
+                                   if old_id in existing.created else {})}
+    keys[key_id] = {"secret": _b64(os.urandom(MIN_SECRET_BYTES)), "verify_until": None,
+                    "created": moment}
     return json.dumps({"format": FORMAT, "current": key_id, "keys": keys}, indent=2) + "\n"
+
+
+def new_key_id(now: float | None = None) -> str:
+    """A key id unlikely to repeat: "k", the time in hex seconds, 4 random hex digits."""
+    moment = int(time.time() if now is None else now)
+    return f"k{moment:x}{os.urandom(2).hex()}"
+
+
+def hop_text(host: str, port: int, transport: str) -> str:
+    """The signed form of a next hop (host lower-case without brackets, transport lower-case)."""
+    return f"{host.strip('[]').lower()}:{port}:{transport.lower()}"
+
+
+def contact_uri(value: str) -> str:
+    """The URI of the first entry of a Contact header value ("" when there is none)."""
+    first = value.strip()
+    if first.startswith("<") or "<" in first.split(",", 1)[0]:
+        start = first.find("<")
+        end = first.find(">", start)
+        return first[start + 1:end].strip() if end > start else ""
+    return first.split(",", 1)[0].split(";", 1)[0].strip()
 
 
 def _mac(secret: bytes, key_id: str, direction: str, call_id: str, tag: str, hop: str) -> str:

@@ -27,10 +27,22 @@ from kemi.decisions import (
     in_dialog_action,
     in_dialog_target_allowed,
     internal_source_trusted,
+    next_hop_address,
     out_of_dialog_method,
     source_check,
 )
 from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
+from kemi.dialog_mac import PARAM as MAC_PARAM
+from kemi.dialog_mac import (
+    KeyRing,
+    KeyWatch,
+    contact_uri,
+    hop_text,
+    route_token,
+    sign,
+    token_direction,
+    verify,
+)
 from kemi.digest_answer import authorization, choose, parse_challenge
 from kemi.digest_credentials import (
     CredentialsProblem,
@@ -89,8 +101,12 @@ NO_REQUEST = RequestFacts("", "", "", False)
 class WhatsAppEdge:
     """Kamailio's view of the edge: one instance per worker process (workers are forked)."""
 
-    def __init__(self, settings: EdgeSettings) -> None:
+    def __init__(self, settings: EdgeSettings, keys: KeyWatch | None = None) -> None:
         self.settings = settings
+        # The site's Record-Route MAC keys (kemi/dialog_mac.py): create_edge reads them at start
+        # (no edge runs without them); a worker re-reads a changed file at most once a second.
+        self.keys = keys
+        self.key_problem: str | None = None  # the key file problem last logged
         # A worker handles one message at a time: ksr_request_route sets this on entry and
         # clears it on exit, so no fact of one request is seen by the next or by a reply or
         # failure route.
@@ -177,6 +193,19 @@ class WhatsAppEdge:
             self.failover_freeswitch()
         except Exception:
             self._log_exception("failure route")
+        return DONE
+
+    def ksr_branch_freeswitch(self, msg: object) -> int:
+        """Each branch of Meta's INVITE toward a FreeSWITCH node, the first and every failover:
+        the Record-Route is signed for that branch's node (tm keeps a branch route's changes to
+        its branch), so the route Meta learns names the node that answered."""
+        try:
+            node = str(KSR.kx.get_duri() or "") or str(KSR.kx.get_ruri())
+            self.record_route(toward_meta=False,
+                              token=self.route_mac("u", str(KSR.pv.get("$ft") or ""), node))
+        except Exception:
+            self._log_exception("branch route")
+            KSR.set_drop()  # an unsigned route would end the call at its first in-dialog request
         return DONE
 
     # ---- request route, step by step ----------------------------------------------------
@@ -306,12 +335,8 @@ class WhatsAppEdge:
         request = self.request
         if request.kind == "ACK" and KSR.tm.t_check_trans() == 0:
             return  # the ACK of a negative reply the edge sent itself: absorbed by tm
-        if request.from_meta and KSR.dialog.is_known_dlg() < 0:
-            # Not a dialog this edge created (dialog module: Call-ID and both tags): whatever
-            # its To-tag and Route set say, it is an out-of-dialog request nobody authenticated.
-            if request.kind != "ACK":  # an ACK here is most often that of our stateless 407
-                self._count_drop(Drop.UNKNOWN_DIALOG)
-                self._reply(481, "Call/Transaction Does Not Exist")
+        routed = request.from_meta and KSR.rr.loose_route() > 0
+        if request.from_meta and not self.meta_route_signed(routed):
             return
         action = in_dialog_action(request.method, request.from_meta)
         if action is InDialogAction.REFUSE_SESSION_CHANGE:
@@ -323,7 +348,7 @@ class WhatsAppEdge:
                                   "transferred with REFER", "refer_unsupported",
                                   "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n")
             return
-        if KSR.rr.loose_route() > 0:
+        if routed or (not request.from_meta and KSR.rr.loose_route() > 0):
             if request.from_meta:
                 next_hop = str(KSR.pv.get("$nh(u)"))
                 if not in_dialog_target_allowed(next_hop, self.settings.freeswitch_nodes,
@@ -360,6 +385,62 @@ class WhatsAppEdge:
                 KSR.tm.t_relay()
             return
         self._reply(404, "Not Here")
+
+    def meta_route_signed(self, routed: bool) -> bool:
+        """An in-dialog request from Meta goes on only along a route this site signed: the MAC
+        in the first Route entry (this edge's Record-Route) verifies for this Call-ID, the
+        caller's tag and the next hop loose_route found (kemi/dialog_mac.py). No per-call
+        state: any edge holding the site's key decides alike, after a restart too. Otherwise
+        481 (no route of this site at all) or 403 (a route not signed for this call and hop),
+        and nothing is relayed; an ACK is dropped without an answer."""
+        request = self.request
+        token = route_token(str(KSR.hdr.get("Route") or "")) if routed else None
+        if token is None:
+            # No Route naming an edge of this site: whatever its To-tag says, an out-of-dialog
+            # request nobody authenticated (an ACK here is most often that of our stateless 407).
+            if request.kind != "ACK":
+                self._count_drop(Drop.UNKNOWN_DIALOG)
+                self._reply(481, "Call/Transaction Does Not Exist")
+            return False
+        next_hop = str(KSR.pv.get("$nh(u)") or "")
+        if self.route_mac_verifies(token, next_hop):
+            return True
+        self._count_drop(Drop.UNKNOWN_DIALOG)
+        KSR.notice(f"wa-edge: in-dialog {request.method[:20]} from Meta call-id="
+                   f"{str(KSR.kx.get_callid())[:100]} toward {next_hop[:100]} refused: "
+                   "its route is not signed by this site for this call and hop\n")
+        if request.kind != "ACK":
+            self._reply(403, "Forbidden - route not signed for this dialog")
+        return False
+
+    def route_mac_verifies(self, token: str, next_hop: str) -> bool:
+        direction = token_direction(token)
+        try:
+            hop = hop_text(*next_hop_address(next_hop))
+        except ValueError:
+            return False
+        if direction is None:
+            return False
+        # Meta's requests carry the caller's tag as From tag when Meta called ("u"), as To tag
+        # when the business did ("b").
+        tag = str(KSR.pv.get("$ft" if direction == "u" else "$tt") or "")
+        return verify(self.key_ring(), token, str(KSR.kx.get_callid()), tag, hop)
+
+    def route_mac(self, direction: str, tag: str, next_hop: str) -> str:
+        """The token for this call's Record-Route toward `next_hop` (ValueError: no SIP URI)."""
+        hop = hop_text(*next_hop_address(next_hop))
+        return sign(self.key_ring(), direction, str(KSR.kx.get_callid()), tag, hop)
+
+    def key_ring(self) -> KeyRing:
+        if self.keys is None:
+            self.keys = KeyWatch(Path(self.settings.in_dialog_key_file))
+        ring = self.keys.current()
+        if self.keys.problem != self.key_problem:
+            self.key_problem = self.keys.problem
+            if self.key_problem is not None:
+                KSR.err(f"wa-edge: in-dialog key file unusable, keeping the keys read before: "
+                        f"{self.key_problem}\n")
+        return ring
 
     def end_media(self, bye_from_meta: bool) -> None:
         """An answered call's BYE: one line of what rtpengine saw of each side, then the session
@@ -412,10 +493,9 @@ class WhatsAppEdge:
         KSR.hdr.append(edge_header_block(target.business_number, target.user_params,
                                          destination.context, auth))
         KSR.seturi(f"sip:{target.business_number}@{self.settings.sip_domain}")
-        # The dialog module remembers the call (and puts its id in our Record-Route): only
-        # in-dialog requests of a dialog it knows are taken from Meta (within_dialog).
-        KSR.dialog.dlg_manage()
-        self.record_route(toward_meta=False)
+        # No dialog state: each branch's Record-Route carries a MAC for the node it goes to
+        # (ksr_branch_freeswitch), which is all within_dialog needs of Meta's later requests.
+        KSR.tm.t_on_branch("ksr_branch_freeswitch")
         KSR.info(call_line("invite", "uic", str(KSR.kx.get_callid()),
                            wacid=KSR.hdr.get("X-WA-Meta-Wacid"),
                            business_number=target.business_number, source=self.request.source,
@@ -456,15 +536,29 @@ class WhatsAppEdge:
         if codecs is not None and codecs.dropped:
             KSR.info(f"wa-edge: BIC call-id={KSR.kx.get_callid()} offer to Meta without "
                      f"{', '.join(codecs.dropped)[:300]}\n")
+        try:
+            # Meta's in-dialog requests go to FreeSWITCH's Contact: the route is signed for it.
+            token = self.route_mac("b", str(KSR.pv.get("$ft") or ""),
+                                   contact_uri(str(KSR.hdr.get("Contact") or "")))
+        except ValueError:
+            KSR.notice(f"wa-edge: BIC call-id={KSR.kx.get_callid()} refused: its Contact is "
+                       "not a SIP URI\n")
+            self._reply(400, "Bad Request - Contact is not a SIP URI")
+            return
         if not self.media.bic_offer(caller.digits):
             self._refuse_media("bic")
             return
+        # The dialog module only where a business-initiated call needs it: after the edge
+        # answered Meta's 407 the INVITE leaves with CSeq+1 (RFC 3261 8.1.3.5), and for the
+        # rest of the call the module maps FreeSWITCH's CSeqs up toward Meta and Meta's
+        # answers back down (track_cseq_updates, _renumber_cseq). Nothing else asks it:
+        # Meta's in-dialog requests are trusted by the route's MAC.
         KSR.dialog.dlg_manage()
         if caller.uri != original_from:
             KSR.uac.uac_replace_from_uri(caller.uri)
         KSR.uac.uac_replace_to_uri(target.to_uri)
         KSR.seturi(target.request_uri)
-        self.record_route(toward_meta=True)
+        self.record_route(toward_meta=True, token=token)
         KSR.pv.sets("$avp(wa_bic_digits)", caller.digits)
         KSR.pv.sets("$avp(wa_bic_ruri)", target.request_uri)
         self._toward_meta()
@@ -480,14 +574,16 @@ class WhatsAppEdge:
             self._refuse_in_failure(503, "Service Unavailable - cannot reach Meta's SIP server",
                                     "meta_unreachable")
 
-    def record_route(self, toward_meta: bool) -> None:
-        """Double Record-Route, so that ACK and BYE come back through the edge on both sides.
+    def record_route(self, toward_meta: bool, token: str) -> None:
+        """Double Record-Route, so that ACK and BYE come back through the edge on both sides,
+        each entry with the route's MAC `token` (rr puts a parameter added first in both).
 
         With Kamailio's own TLS socket facing Meta, rr builds both from the sockets. With
         HAProxy in front, the request from Meta came in on a loopback TCP socket, so the edge
-        names the public TLS address itself (with the dialog id and From tag rr appends to
-        both); the first address is the one nearest the next hop, as rr orders its own.
+        names the public TLS address itself (with the MAC, dialog id and From tag rr appends
+        to both); the first address is the one nearest the next hop, as rr orders its own.
         """
+        KSR.rr.add_rr_param(f";{MAC_PARAM}={token}")
         front = self.settings.front
         if not front.haproxy:
             KSR.rr.record_route()
@@ -743,6 +839,7 @@ class WhatsAppEdge:
                 and KSR.dispatcher.ds_next_dst() > 0:
             KSR.notice(f"wa-edge: FreeSWITCH node failed, trying {KSR.kx.get_duri()}\n")
             KSR.tm.t_on_failure("ksr_failure_freeswitch")
+            KSR.tm.t_on_branch("ksr_branch_freeswitch")  # its route signed for the new node
             self.relay()
             return
         self.media.end()
@@ -862,5 +959,7 @@ class WhatsAppEdge:
 
 
 def create_edge(settings_path: str) -> WhatsAppEdge:
-    """Called by the rendered entry script's mod_init()."""
-    return WhatsAppEdge(load_settings(Path(settings_path)))
+    """Called by the rendered entry script's mod_init(); the key file must be good (KeyFileError
+    stops Kamailio's start: an edge that cannot sign routes would break every call)."""
+    settings = load_settings(Path(settings_path))
+    return WhatsAppEdge(settings, KeyWatch(Path(settings.in_dialog_key_file)))

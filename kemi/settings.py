@@ -162,6 +162,8 @@ class EdgeSettings:
     front: FrontSettings = FrontSettings()
     """Who terminates Meta's TLS, and the Record-Route addresses when it is HAProxy."""
     media: MediaAnchorSettings = MediaAnchorSettings()
+    in_dialog_key_file: str = ""
+    """[edge] in_dialog_key_file: the site's Record-Route MAC keys (kemi/dialog_mac.py)."""
     cluster: ClusterSettings = ClusterSettings()
 
 
@@ -200,6 +202,7 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         **kamailio_settings(raw.get("kamailio")),
         front=front_settings_from_dict(raw.get("tls_front")),
         media=media_settings_from_dict(raw.get("media")),
+        in_dialog_key_file=str(raw.get("in_dialog_key_file") or ""),
         cluster=cluster_settings_from_dict(raw.get("cluster")),
     )
 

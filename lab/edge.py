@@ -23,6 +23,7 @@ from lab.sipp import SippResult, SippServer, run_sipp_client, start_sipp_server
 from lab.stunnel import stunnel_client
 from lab.tls_front import start_haproxy
 from provisioning.credential_store import credential_for, open_store
+from provisioning.in_dialog_keys import ensure_key_file
 from provisioning.kamailio_binary import KamailioNotFound, kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call, reload_credentials
 from provisioning.render import RenderOptions, render_kamailio, target_features, tls_front
@@ -116,6 +117,8 @@ class EdgeLab(LabParty):
                 {"uri": f"sip:127.0.0.1:{fs2}", "priority": 5}]}]},
             "bic": {"meta_server": f"127.0.0.1:{self.ports.meta.public}"},
             "metrics": {"edge_listen": f"127.0.0.1:{self.ports.metrics}"},
+            # the site's in-dialog MAC keys: one file per lab edge, kept across its restarts
+            "edge": {"in_dialog_key_file": str(self.folder / "in-dialog-keys.json")},
             # with anchor = "rtpengine" (the default) each lab edge's rtpengine gets its own
             # control port and media ports, so edges of parallel tests never share one
             "media": {"rtpengine": {"ng_listen": f"127.0.0.1:{free_port()}",
@@ -140,6 +143,7 @@ class EdgeLab(LabParty):
         except KamailioNotFound as error:
             raise LabError(str(error)) from None
         self.write_credentials(self.passwords)
+        ensure_key_file(self.config.edge.in_dialog_key_file)
         options = RenderOptions(workers=2, probe_interval=0, log_level=self.log_level)
         rendered = render_kamailio(self.config, self.folder / "out", options)
         front = tls_front(self.config, target_features(options))

@@ -50,6 +50,16 @@ def digest_authorization(challenge: str, user: str, password: str, method: str, 
     return "Digest " + ", ".join(parts)
 
 
+def edge_route(record_routes: list[str], fallback: str) -> str:
+    """Meta's route set through the edge from a 2xx's Record-Route values (RFC 3261 12.1.2:
+    reversed), without Meta's own entries (its proxies pop those before the edge sees the
+    request): the edge's entries exactly as it recorded them, with their MAC. `fallback` when
+    the edge recorded none."""
+    entries = [e.strip() for value in record_routes for e in value.split(",") if e.strip()]
+    own = [e for e in entries if e not in META_RECORD_ROUTE]
+    return ",".join(reversed(own)) or fallback
+
+
 class MetaUac:
     """One user-initiated call over TCP to `port` (the stunnel client in front of the edge)."""
 
@@ -165,6 +175,8 @@ class MetaUac:
             return response
         contact = re.search(r"<([^>]+)>", response.header("Contact") or "")
         self.target = contact[1] if contact else uri
+        self.edge_route = edge_route([v for k, v in response.headers
+                                      if k.lower() == "record-route"], self.edge_route)
         self._send(self._request("ACK", self.target, self.cseq, [], route=True))
         return response
 

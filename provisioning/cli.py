@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from kemi.dialog_mac import KeyFileError
 from provisioning.commands import register as register_graph_commands
+from provisioning.in_dialog_keys import ensure_key_file, rotate_key_file
 from provisioning.kamailio_features import (
     FeatureError,
     features_for,
@@ -91,6 +93,44 @@ def render(
     if nft_ruleset is not None:
         out.print(f"rendered the admission rules for the Meta-facing TLS port into {nft_ruleset}: "
                   f"load them with nft -f {nft_ruleset} (table inet wa_sip only)")
+    _ensure_in_dialog_key(site)
+
+
+def _ensure_in_dialog_key(site: SiteConfig) -> None:
+    """The edge does not start without its in-dialog MAC key file: say so when it is missing
+    here (render writes only into --out; `provision rotate-in-dialog-key` creates the file)."""
+    path = site.edge.in_dialog_key_file
+    if not path.exists():
+        out.print(f"[yellow]no in-dialog key file {escape(str(path))}[/]: Kamailio will not start "
+                  "without it; create it with `provision rotate-in-dialog-key -c CONFIG` (or copy "
+                  "the site's file there: 0600, owned by Kamailio's user)")
+
+
+@app.command("rotate-in-dialog-key")
+def rotate_in_dialog_key(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Site config (TOML).")],
+    keep_hours: Annotated[int | None, typer.Option(
+        min=1, help="How long the old key still verifies (default: "
+        "edge.in_dialog_key_keep_hours).")] = None,
+) -> None:
+    """Create the in-dialog MAC key file (0600) when missing, else add a new current key; calls
+    signed with the old one keep working while it verifies. Each edge's workers pick the file
+    up within a second; copy it to every edge."""
+    site = _load(config)
+    path = site.edge.in_dialog_key_file
+    hours = keep_hours if keep_hours is not None else site.edge.in_dialog_key_keep_hours
+    try:
+        if ensure_key_file(path):
+            out.print(f"created the in-dialog key file {path} (0600) with its first key: copy it "
+                      "to every edge of the site, owned by Kamailio's user")
+            return
+        rotation = rotate_key_file(path, hours * 3600.0)
+    except (KeyFileError, OSError) as error:
+        err.print(f"[bold red]rotation refused:[/] {escape(str(error))}")
+        raise typer.Exit(EXIT_FAILED) from None
+    out.print(f"{path}: new current key {rotation.key_id}; "
+              f"{', '.join(rotation.kept) or 'no older key'} verifying for {hours} h more. "
+              "Copy the file to every other edge of the site now.")
 
 
 # apply, sync, rotate-password, status, doctor: the Graph-facing commands (commands.py).

@@ -46,6 +46,7 @@ from provisioning.doctor import (
 )
 from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing
 from provisioning.graph_token import TokenError, load_token, redact
+from provisioning.in_dialog_keys import key_findings
 from provisioning.kamailio_features import installed_features, installed_kamailio
 from provisioning.rotate import WINDOW_ACCOUNT, RotationError, rotate_password
 from provisioning.status import number_status
@@ -411,6 +412,7 @@ def doctor(
         findings += admission_findings(cfg)  # the nftables rules in front of the TLS port
         findings += kamailio_findings(cfg, installed_features(), installed_kamailio())
         findings += media_findings(cfg)
+        findings += key_findings(cfg.edge.in_dialog_key_file, cfg.edge.in_dialog_key_max_age_days)
         findings += rtpengine_interface_findings(cfg)
     # DTLS numbers on the direct path: the FreeSWITCH of this host must carry patch 0001.
     findings += direct_path_findings(cfg, None if freeswitch_missing() else freeswitch_binary())

@@ -178,6 +178,7 @@ def edge_settings(cfg: SiteConfig,
         "payload_max_length": cfg.headers.payload_max_length,
         "meta_header_max_length": cfg.headers.meta_header_max_length,
         "meta_host_name": cfg.tls.meta_host_name,
+        "in_dialog_key_file": str(cfg.edge.in_dialog_key_file),
         # [cluster]: DMQ only from the peers' sockets; the edge keeps the replay check
         # (auth's nonce_count state is per process tree, a nonce from a peer would be stale).
         "cluster": {"dmq_peers": [list(peer) for peer in cfg.cluster.peer_sockets()],

@@ -843,6 +843,35 @@ class ClusterSection(Strict):
 
 # ---- end of [cluster] ---------------------------------------------------------------------------
 
+# ---- [edge]: what every edge of the site shares to trust in-dialog requests -------------------
+
+
+class EdgeSection(Strict):
+    """The edge's Record-Route MAC (kemi/dialog_mac.py, issue 20): Meta's in-dialog requests are
+    relayed only along a route signed with the site's key, so no edge keeps per-call state and
+    any edge of the site (a restarted one too) relays Meta's BYE."""
+
+    in_dialog_key_file: Path = Field(
+        default=Path("/etc/wa-sip/in-dialog-keys.json"),
+        description="The site's in-dialog MAC keys (JSON, 0600, readable by Kamailio's user), the "
+        "same file on every edge; `provision render` creates it when missing, `provision "
+        "rotate-in-dialog-key` adds a new key and keeps the old one verifying.")
+    in_dialog_key_max_age_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        default=180, description="`provision doctor` warns when the current key is older.")
+    in_dialog_key_keep_hours: Annotated[int, Field(ge=1, le=24 * 30)] = Field(
+        default=24, description="After a rotation the old key verifies this long (longer than "
+        "the longest call: the dialog timeout is 4 hours).")
+
+    @field_validator("in_dialog_key_file")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path (Kamailio does not run in the config's "
+                             "folder)")
+        return value
+
+# ---- end of [edge] ------------------------------------------------------------------------------
+
 
 class SiteConfig(Strict):
     site: SiteSection
@@ -862,6 +891,7 @@ class SiteConfig(Strict):
     webhook: WebhookSection = WebhookSection()
     media: MediaSection = MediaSection()
     cluster: ClusterSection = ClusterSection()
+    edge: EdgeSection = EdgeSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SiteConfig:

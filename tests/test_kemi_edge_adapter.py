@@ -12,11 +12,13 @@ import sys
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kemi.decisions import source_allowed, source_check
+from kemi.dialog_mac import KeyWatch, new_key_file, sign
 from kemi.request_uri import is_ip_literal
 from kemi.settings import EdgeSettings, settings_from_dict
 from kemi.wa_headers import edge_header_block, edge_headers
@@ -105,9 +107,17 @@ def settings() -> EdgeSettings:
 
 
 @pytest.fixture
-def run(settings: EdgeSettings,
+def keys(tmp_path: Path) -> KeyWatch:
+    path = tmp_path / "in-dialog-keys.json"
+    path.write_text(new_key_file(None, "k1", 60), encoding="utf-8")
+    path.chmod(0o600)
+    return KeyWatch(path)
+
+
+@pytest.fixture
+def run(settings: EdgeSettings, keys: KeyWatch,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, Any]], FakeKsr]]:
-    edge = edge_module.WhatsAppEdge(settings)
+    edge = edge_module.WhatsAppEdge(settings, keys)
 
     def route(results: dict[str, Any]) -> FakeKsr:
         ksr = FakeKsr(results)
@@ -189,14 +199,80 @@ def test_ack_and_cancel_are_known_by_the_method_text(
     assert ksr.count("kx.get_msgbuf") == 1
 
 
+NODE = "sip:10.0.0.10:5080"
+
+
+def meta_in_dialog(keys: KeyWatch, token: str | None = None, next_hop: str = NODE,
+                   from_tag: str = "meta-tag") -> dict[str, Any]:
+    """Meta's in-dialog BYE whose first Route entry carries `token` (default: a good one for
+    Call-ID "1", the From tag and the node), loose-routed toward `next_hop`."""
+    if token is None:
+        token = sign(keys.ring, "u", "1", "meta-tag", "10.0.0.10:5080:udp")
+    route = f"<sip:203.0.113.5:5061;transport=tls;r2=on;lr;wamac={token}>, <sip:10.0.0.1;lr>"
+    values = {"$nh(u)": next_hop, "$ft": from_tag, "$tt": "fs-tag"}
+    return uic_results(method="BYE") | {
+        "siputils.has_totag": 1, "rr.loose_route": 1, "kx.get_callid": "1",
+        "hdr.get": lambda name: route if name == "Route" else None,
+        "pv.get": lambda name: values.get(name)}
+
+
 def test_in_dialog_bye_from_meta_is_logged_and_relayed(
-        run: Callable[[dict[str, Any]], FakeKsr]) -> None:
-    ksr = run(uic_results(method="BYE") | {"siputils.has_totag": 1, "rr.loose_route": 1,
-                                           "pv.get": "sip:10.0.0.10:5080"})
+        run: Callable[[dict[str, Any]], FakeKsr], keys: KeyWatch) -> None:
+    ksr = run(meta_in_dialog(keys))
     assert ksr.count("tm.t_relay") == 1
     assert ksr.count("tm.t_on_reply") == 0  # only FreeSWITCH's BYE asks for Meta's answer
-    assert ksr.count("dialog.is_known_dlg") == 1
+    assert ksr.count("dialog.is_known_dlg") == 0  # no per-call state asked
     assert ksr.count("kx.get_msgbuf") == 1
+
+
+@pytest.mark.parametrize(("change", "status"), [
+    ({"token": "k1.u.AAAAAAAAAAAAAAAAAAAAAA"}, 403),
+    ({"from_tag": "other-tag"}, 403),
+    ({"next_hop": "sip:10.0.0.11:5080"}, 403),
+    ({"next_hop": "sip:10.0.0.10:5080;transport=tcp"}, 403),
+    ({"token": ""}, 481),
+])
+def test_in_dialog_request_from_meta_without_its_mac_is_refused(
+        run: Callable[[dict[str, Any]], FakeKsr], keys: KeyWatch, change: dict[str, str],
+        status: int) -> None:
+    ksr = run(meta_in_dialog(keys, **change))
+    assert ksr.count("tm.t_relay") == 0
+    assert [args[0] for args in ksr.args("sl.send_reply")] == [status]
+
+
+def test_meta_request_without_route_is_481(
+        run: Callable[[dict[str, Any]], FakeKsr], keys: KeyWatch) -> None:
+    ksr = run(meta_in_dialog(keys) | {"rr.loose_route": -1})
+    assert ksr.count("tm.t_relay") == 0
+    assert [args[0] for args in ksr.args("sl.send_reply")] == [481]
+
+
+def test_uic_invite_signs_each_branch_for_its_node_without_dialog_state(
+        run: Callable[[dict[str, Any]], FakeKsr], keys: KeyWatch,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ksr = run(uic_results())
+    assert ksr.args("tm.t_on_branch") == [("ksr_branch_freeswitch",)]
+    assert ksr.count("dialog.dlg_manage") == 0
+    assert ksr.count("rr.record_route") + ksr.count("rr.record_route_preset") == 0  # per branch
+    edge = run.edge  # type: ignore[attr-defined]
+    for node in ("sip:10.0.0.10:5080", "sip:10.0.0.11:5080"):
+        branch = FakeKsr({"kx.get_duri": node, "kx.get_callid": "1", "pv.get": "meta-tag"})
+        install_ksr(monkeypatch, branch)
+        assert edge.ksr_branch_freeswitch(None) == edge_module.DONE
+        host_port = node.removeprefix("sip:")
+        assert branch.args("rr.add_rr_param") == [
+            (f";wamac={sign(keys.ring, 'u', '1', 'meta-tag', host_port + ':udp')}",)]
+        assert branch.count("rr.record_route") + branch.count("rr.record_route_preset") == 1
+
+
+def test_failover_signs_the_next_nodes_branch(
+        run: Callable[[dict[str, Any]], FakeKsr], monkeypatch: pytest.MonkeyPatch) -> None:
+    edge = run.edge  # type: ignore[attr-defined]
+    ksr = FakeKsr({"tm.t_is_canceled": -1, "tm.t_check_status": 1, "dispatcher.ds_next_dst": 1})
+    install_ksr(monkeypatch, ksr)
+    assert edge.ksr_failure_freeswitch(None) == edge_module.DONE
+    assert ksr.args("tm.t_on_branch") == [("ksr_branch_freeswitch",)]
+    assert ksr.count("tm.t_relay") == 1
 
 
 def test_in_dialog_bye_from_freeswitch_watches_metas_answer(

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from kemi.dialog_mac import KeyWatch
 from kemi.settings import settings_from_dict
 from lab.certs import make_test_ca
 from lab.edge import EXAMPLE_CONFIG, merge
+from provisioning.in_dialog_keys import ensure_key_file
 from provisioning.kamailio_features import features_for
 from provisioning.render import RenderError, RenderOptions, edge_settings, render_kamailio
 from siteconfig.model import ConfigError, SiteConfig, parse_config
@@ -179,7 +181,9 @@ def haproxy_edge(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     import kemi.edge as edge_module
 
     settings = settings_from_dict(edge_settings(site(tmp_path), features_for((5, 6, 3))))
-    edge = edge_module.WhatsAppEdge(settings)
+    keys = tmp_path / "in-dialog-keys.json"
+    ensure_key_file(keys)
+    edge = edge_module.WhatsAppEdge(settings, KeyWatch(keys))
 
     def route(results: dict[str, Any]) -> FakeKsr:
         ksr = FakeKsr(results)
@@ -187,17 +191,26 @@ def haproxy_edge(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         assert edge.ksr_request_route(None) == edge_module.DONE
         return ksr
 
+    route.edge = edge  # type: ignore[attr-defined]
     return route
 
 
 def test_meta_invite_over_the_haproxy_socket_is_record_routed_with_the_public_address(
-        haproxy_edge: Any) -> None:
+        haproxy_edge: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     ksr = haproxy_edge(uic_results() | {"is_TLS": 0, "kx.get_rcv_sock_name": "meta",
                                         "auth.pv_auth_check": 1})
     assert ksr.count("tm.t_relay") == 1, ksr.calls
-    assert ksr.count("rr.record_route") == 0
-    assert ksr.args("rr.record_route_preset") == [
+    assert ksr.args("tm.t_on_branch") == [("ksr_branch_freeswitch",)]
+    branch = FakeKsr({"kx.get_duri": "sip:10.0.0.10:5080", "pv.get": "meta-tag"})
+    install_ksr(monkeypatch, branch)
+    assert haproxy_edge.edge.ksr_branch_freeswitch(None) == 1
+    assert branch.count("rr.record_route") == 0
+    assert branch.args("rr.record_route_preset") == [
         ("10.0.0.5:5060;r2=on", "sip.example.com:5061;transport=tls;r2=on")]
+    [(param,)] = branch.args("rr.add_rr_param")  # before the preset: rr puts it in both
+    assert str(param).startswith(";wamac=")
+    assert [name for name, _ in branch.calls].index("rr.add_rr_param") < [
+        name for name, _ in branch.calls].index("rr.record_route_preset")
 
 
 def test_a_request_on_another_tcp_socket_is_not_metas(haproxy_edge: Any) -> None:

@@ -18,6 +18,7 @@ from lab.certs import TestCa, make_test_ca
 from lab.edge import EXAMPLE_CONFIG, merge
 from lab.processes import free_port
 from provisioning.credential_store import credential_for, open_store
+from provisioning.in_dialog_keys import ensure_key_file
 from siteconfig.model import SiteConfig
 
 BENCH_PASSWORD = "bench-sip-password-1"
@@ -77,8 +78,10 @@ def bench_site(folder: Path, ports: BenchPorts, metrics: bool = True) -> BenchSi
         # the direct path: SIPp's SDP through the edge untouched, the edge's own cost measured
         # (bench/media/rtpengine measures calls through rtpengine)
         "media": {"anchor": "freeswitch"},
+        "edge": {"in_dialog_key_file": str(folder / "in-dialog-keys.json")},
     }
     config = SiteConfig.model_validate(merge(raw, loopback))
+    ensure_key_file(config.edge.in_dialog_key_file)
     store = open_store(config.credentials.sqlite_path())
     try:
         store.put_many([credential_for(n.business_number, BENCH_PASSWORD, config.site.sip_domain)

@@ -14,6 +14,7 @@ from lab.certs import make_test_ca
 from lab.graph_standin import GraphStandin
 from lab.processes import ManagedProcess, free_port
 from provisioning.credential_store import StoreError, WriteOutcome, credential_for
+from provisioning.in_dialog_keys import ensure_key_file
 from provisioning.kamailio_binary import kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 from provisioning.pg_store import open_postgres_store, redact_url
@@ -108,7 +109,9 @@ def test_kamailio_loads_credentials_from_postgres(clean_pg: str, standin: GraphS
     cfg = cfg.model_copy(update={
         "tls": cfg.tls.model_copy(update={"certificate": leaf.certificate, "private_key": leaf.private_key}),
         "listen": cfg.listen.model_copy(update={"tls": f"127.0.0.1:{free_port()}",
-                                                "internal": f"127.0.0.1:{free_port()}"})})
+                                                "internal": f"127.0.0.1:{free_port()}"}),
+        "edge": cfg.edge.model_copy(update={"in_dialog_key_file": tmp_path / "keys.json"})})
+    ensure_key_file(cfg.edge.in_dialog_key_file)
     assert provision("sync", "-c", str(path)).exit_code == 0  # tables exist before Kamailio starts
     rendered = render_kamailio(cfg, tmp_path / "out", RenderOptions(workers=1, probe_interval=0))
     text = (rendered / "kamailio.cfg").read_text()
