@@ -8,6 +8,7 @@ only refused where they were seen. Nothing in the call path says so; dmq.list_no
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,5 +81,10 @@ def _secret_finding(cfg: SiteConfig) -> Finding:
         return Finding("cluster.nonce_secret", Level.FAIL, "nonce secret", str(error),
                        "write the site's nonce secret (the same on every edge) to "
                        "cluster.nonce_secret_file, mode 0600")
+    path = cfg.cluster.nonce_secret_file
+    if path is not None and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return Finding("cluster.nonce_secret", Level.WARN, f"nonce secret {path}",
+                       "readable by others: whoever reads it can make nonces every edge accepts "
+                       "(the password is still needed to answer them)", f"chmod 600 {path}")
     return Finding("cluster.nonce_secret", Level.PASS, "nonce secret",
                    "readable; every edge rendered from it verifies the others' nonces")

@@ -16,6 +16,8 @@ from pydantic import ValidationError
 
 from kemi.settings import load_settings
 from lab.edge import EXAMPLE_CONFIG, merge
+from provisioning.cluster_doctor import cluster_findings
+from provisioning.doctor import Level
 from provisioning.render import RenderError, render_kamailio
 from siteconfig.model import SiteConfig
 from tests.test_render import kamailio_check
@@ -145,3 +147,15 @@ def test_the_rendered_cluster_config_passes_kamailio_check(tmp_path: Path) -> No
 def test_cluster_mistakes_are_refused(section: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         site({"cluster": section})
+
+
+def test_doctor_warns_of_a_nonce_secret_others_can_read(tmp_path: Path) -> None:
+    secret = secret_file(tmp_path)
+    assert cluster_findings(cluster(EDGES[0], secret), [])[0].level is Level.PASS
+    secret.chmod(0o644)
+    (found, _no_rpc) = cluster_findings(cluster(EDGES[0], secret), [])
+    assert found.level is Level.WARN and found.fix == f"chmod 600 {secret}"
+    assert SECRET not in found.cause + found.fix
+    secret.write_text("", encoding="utf-8")
+    assert cluster_findings(cluster(EDGES[0], secret), [])[0].level is Level.FAIL
+    assert cluster_findings(site({}), []) == []
