@@ -129,10 +129,10 @@ def _active_dialogs(edge: EdgeLab) -> int:
     return int(str(stats[0]).rsplit("=", 1)[1])
 
 
-def test_meta_bye_ends_the_edge_dialog(clean_edge: EdgeLab, tmp_path: Path) -> None:
-    """The dialog module forgets a call once Meta's BYE is through, even though the lab's Meta
-    (like any UA that rebuilds its route set) sends its BYE without the did cookie; a leak here
-    is ~2 KB of shared memory per call for dialog.default_timeout (4 h)."""
+def test_uic_call_leaves_no_dialog_in_the_edge(clean_edge: EdgeLab, tmp_path: Path) -> None:
+    """A user-initiated call keeps no dialog state (its Record-Route MAC is the in-dialog trust,
+    tests/security/test_in_dialog_mac.py checks it mid-call too); a leak here would be ~2 KB of
+    shared memory per call for dialog.default_timeout (4 h)."""
     before = _active_dialogs(clean_edge)
     fs = start_sipp_server("uic-answered", "freeswitch", tmp_path, clean_edge.ports.freeswitch[0])
     meta = clean_edge.meta_call("uic-answered", folder=tmp_path)

@@ -17,6 +17,7 @@ from kemi.dialog_mac import read_key_file
 from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.edge_only_section import edge_overrides
 from provisioning.in_dialog_keys import rotate_key_file
+from provisioning.kamailio_rpc import call as call_rpc
 from tests.security.sip_wire import Call, MetaTls, UdpPeer, establish, in_dialog
 
 QUIET = 1.0  # seconds a node listens to show that nothing reached it
@@ -59,6 +60,8 @@ def test_record_route_is_signed_and_the_edge_keeps_no_dialog(
         key_id = mac_of(call).split(".")[0]
         assert key_id == read_key_file(mac_edge.config.edge.in_dialog_key_file).current
         assert all(";did=" not in route for route in call.routes), call.routes
+        stats = call_rpc(mac_edge.rpc_socket, "stats.get_statistics", "active_dialogs")
+        assert str(stats[0]).endswith("= 0"), stats  # the call is up, the edge holds no dialog
         bye_reaches(tls, node1, call, 3)
 
 
