@@ -1,0 +1,111 @@
+"""The KEMI edge's [cluster] paths against the recording KSR stand-in: who reaches dmq, and the
+nonce replay check that replaces auth's nonce_count (tests/test_edge_cluster.py runs the real
+thing with two Kamailios)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kemi.dialog_mac import KeyWatch, new_key_file
+from kemi.settings import ClusterSettings, EdgeSettings
+from tests.test_kemi_edge_adapter import FakeKsr, install_ksr, uic_results
+from tests.test_kemi_edge_adapter import settings as settings  # the adapter tests' fixture
+
+sys.modules.setdefault("KSR", types.ModuleType("KSR"))  # kemi.edge imports it; never called here
+import kemi.edge as edge_module  # noqa: E402
+
+PEER = ("10.0.0.2", 5090)
+NONCE_TABLE = "wa_nonce"
+
+Route = Callable[[dict[str, Any]], FakeKsr]
+
+
+def dmq_results(source: str = PEER[0], port: int = PEER[1], method: str = "KDMQ") -> dict[str, Any]:
+    return {"kx.get_srcip": source, "kx.get_srcport": port, "kx.get_rcv_sock_name": "dmq",
+            "kx.get_method": method}
+
+
+@pytest.fixture
+def router(settings: EdgeSettings, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Callable[[bool], Route]:
+    keys_path = tmp_path / "in-dialog-keys.json"
+    keys_path.write_text(new_key_file(None, "k1", 60), encoding="utf-8")
+    keys_path.chmod(0o600)
+
+    def make(cluster: bool) -> Route:
+        clustered = replace(settings, cluster=ClusterSettings(
+            frozenset({PEER}), NONCE_TABLE) if cluster else ClusterSettings())
+        edge = edge_module.WhatsAppEdge(clustered, KeyWatch(keys_path))
+
+        def route(results: dict[str, Any]) -> FakeKsr:
+            ksr = FakeKsr(results)
+            install_ksr(monkeypatch, ksr)
+            assert edge.ksr_request_route(None) == edge_module.DONE
+            return ksr
+        return route
+    return make
+
+
+def test_kdmq_from_the_peer_socket_goes_to_dmq_and_nothing_else(
+        router: Callable[[bool], Route]) -> None:
+    ksr = router(True)(dmq_results())
+    assert ksr.count("dmq.handle_message") == 1
+    assert ksr.count("kx.get_msgbuf") == 0 and ksr.count("sl.send_reply") == 0
+    assert ksr.count("set_drop") == 0
+
+
+@pytest.mark.parametrize("results", [
+    dmq_results(source="10.0.0.9"),  # not a peer
+    dmq_results(port=40000),  # the peer's address, another port than its DMQ socket's
+    dmq_results(method="INVITE"),  # the peer's socket, not DMQ
+    dmq_results(source="[::1]"),
+])
+def test_anything_else_on_the_dmq_socket_is_dropped_unanswered(
+        router: Callable[[bool], Route], results: dict[str, Any]) -> None:
+    ksr = router(True)(results)
+    assert ksr.count("dmq.handle_message") == 0
+    assert ksr.count("set_drop") == 1 and ksr.count("sl.send_reply") == 0
+    assert ksr.args("statistics.update_stat") == [("wa_dmq_not_peer", 1)]
+
+
+def nonce_results(seen: int | None) -> dict[str, Any]:
+    base = uic_results()
+    creds = base["htable.sht_get"]
+
+    def sht_get(table: str, key: str) -> object:
+        return seen if table == NONCE_TABLE else creds(table, key)
+
+    return base | {"htable.sht_get": sht_get}
+
+
+def test_a_clustered_edge_records_the_accepted_nc_under_the_nonce_lock(
+        router: Callable[[bool], Route]) -> None:
+    ksr = router(True)(nonce_results(None))
+    assert ksr.count("tm.t_relay") == 1
+    assert ksr.args("htable.sht_seti") == [(NONCE_TABLE, "n", 1)]  # nonce "n", nc=00000001
+    assert ksr.args("htable.sht_lock") == [(NONCE_TABLE, "n")]
+    assert ksr.args("htable.sht_unlock") == [(NONCE_TABLE, "n")]
+
+
+def test_a_clustered_edge_answers_a_replayed_nc_stale(router: Callable[[bool], Route]) -> None:
+    ksr = router(True)(nonce_results(1))
+    assert ksr.count("tm.t_relay") == 0
+    assert ksr.count("auth.consume_credentials") == 0
+    (challenge,) = ksr.args("auth.auth_challenge")
+    assert int(str(challenge[1])) & edge_module.STALE
+    assert ksr.args("htable.sht_seti") == []
+    assert ksr.args("htable.sht_unlock") == [(NONCE_TABLE, "n")]
+
+
+def test_a_single_edge_leaves_the_nc_to_auth(router: Callable[[bool], Route]) -> None:
+    ksr = router(False)(nonce_results(1))
+    assert ksr.count("tm.t_relay") == 1
+    assert not [args for args in ksr.args("htable.sht_get") if args[0] == NONCE_TABLE]
+    assert ksr.count("htable.sht_lock") == 0
