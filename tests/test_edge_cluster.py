@@ -95,9 +95,16 @@ def test_nonce_from_one_edge_is_accepted_by_the_other_and_its_replay_refused_by_
         assert challenge.startswith("SIP/2.0 407"), challenge
         credentials = digest(challenge, uri, LAB_PASSWORD, EDGE_NUMBER[1:])
 
-        client_b.invite("cluster-nonce", 2, credentials)
-        accepted = client_b.response("cluster-nonce", skip_provisional=False)
-        assert accepted.startswith("SIP/2.0 100"), accepted  # B verified A's nonce
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as freeswitch:
+            freeswitch.bind(("127.0.0.1", edge_b.ports.freeswitch[0]))
+            freeswitch.settimeout(5)
+            client_b.invite("cluster-nonce", 2, credentials)
+            accepted = client_b.response("cluster-nonce", skip_provisional=False)
+            assert accepted.startswith("SIP/2.0 100"), accepted  # B verified A's nonce
+            relayed, sender = freeswitch.recvfrom(65536)
+        assert relayed.startswith(b"INVITE ")
+        # from the internal socket, never the DMQ one (also UDP, listed after it)
+        assert sender == ("127.0.0.1", edge_b.ports.internal), sender
 
         time.sleep(0.5)  # B's accepted nc reaches A over DMQ
         for client, call_id in ((client_a, "cluster-replay-a"), (client_b, "cluster-replay-b")):

@@ -57,6 +57,7 @@ def test_a_single_edge_renders_no_dmq_and_keeps_auths_nonce_count(tmp_path: Path
     assert 'loadmodule "dmq.so"' not in text
     assert 'modparam("dmq"' not in text and 'name "dmq"' not in text
     assert "enable_dmq" not in text and "wa_nonce" not in text
+    assert "ds_default_sockname" not in text
     assert "dmqreplicate" not in text
     assert 'modparam("auth", "nonce_count", 1)' in text
     assert auth_secret(text) is None
@@ -82,6 +83,8 @@ def test_an_edge_of_a_cluster_loads_dmq_on_its_private_socket_only(tmp_path: Pat
     assert 'modparam("htable", "enable_dmq", 1)' in text
     assert 'modparam("auth", "nonce_count", 0)' in text  # the edge checks nc from wa_nonce
     assert "wa_dmq_not_peer" in text
+    # calls and probes toward FreeSWITCH leave from the internal socket, never the DMQ one
+    assert 'modparam("dispatcher", "ds_default_sockname", "internal")' in text
     settings = load_settings(tmp_path / "out" / "kamailio" / "edge-settings.json")
     assert settings.cluster.dmq_peers == frozenset({("127.0.0.2", 5090)})
     assert settings.cluster.nonce_table == "wa_nonce"
