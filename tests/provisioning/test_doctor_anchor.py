@@ -12,12 +12,12 @@ import pytest
 from provisioning.doctor import Level, direct_path_findings, rtpengine_interface_findings
 from provisioning.freeswitch_patch import (
     ICE_LITE_PATCH,
-    MARKER,
     PATCHES,
     PatchState,
     patch_set,
     patch_state,
 )
+from tests.media.test_install_freeswitch import fake_freeswitch
 from tests.provisioning.conftest import provision
 from tests.test_render import example_with
 
@@ -28,14 +28,7 @@ SDES_ONLY = {"numbers": [{"business_number": "+15550100002", "phone_number_id": 
 
 def fake_install(prefix: Path, marker: str | None) -> str:
     """`<prefix>/bin/freeswitch`, with `marker` as its recorded patch set (None: stock)."""
-    binary = prefix / "bin" / "freeswitch"
-    binary.parent.mkdir(parents=True)
-    binary.write_text("#!/bin/sh\necho 'FreeSWITCH version: 1.10.12-release'\n")
-    binary.chmod(0o755)
-    if marker is not None:
-        (prefix / MARKER).parent.mkdir(parents=True)
-        (prefix / MARKER).write_text(marker + "\n")
-    return str(binary)
+    return str(fake_freeswitch(prefix, marker=marker))
 
 
 def test_the_patch_set_names_every_shipped_patch_and_0001_is_one() -> None:
