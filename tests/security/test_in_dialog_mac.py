@@ -18,7 +18,15 @@ from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.edge_only_section import edge_overrides
 from provisioning.in_dialog_keys import rotate_key_file
 from provisioning.kamailio_rpc import call as call_rpc
-from tests.security.sip_wire import Call, MetaTls, UdpPeer, establish, in_dialog
+from tests.security.sip_wire import (
+    Call,
+    MetaTls,
+    UdpPeer,
+    authenticated_invite,
+    establish,
+    header_values,
+    in_dialog,
+)
 
 QUIET = 1.0  # seconds a node listens to show that nothing reached it
 KEY_PICKUP = 1.5  # a worker notices a changed key file within a second (kemi/dialog_mac.py)
@@ -92,6 +100,32 @@ def test_forged_in_dialog_requests_are_refused_and_never_relayed(
         # the real calls are untouched
         bye_reaches(tls, node1, call, 20)
         bye_reaches(tls, node1, other, 20)
+
+
+def test_failover_signs_the_route_for_the_node_that_answered(
+        mac_edge: EdgeLab, nodes: tuple[UdpPeer, UdpPeer]) -> None:
+    """The first node answers 503, the edge fails over: the second node's branch carries a
+    route signed for it, so Meta's BYE goes there (with the first node's MAC it would be 403)."""
+    node1, node2 = nodes
+    call_id = "mac-failover"
+    with MetaTls(mac_edge) as tls:
+        authenticated_invite(tls, call_id, LAB_PASSWORD)
+        first = node1.request("INVITE")
+        node1.reply(first, 503, "Service Unavailable")
+        second = node2.request("INVITE")
+        node2.reply(second, 200, "OK", to_tag=f"fs-{call_id}")
+        ok = tls.answer(call_id)
+        assert ok.startswith("SIP/2.0 200"), ok
+        entries = [e.strip() for v in header_values(ok, "Record-Route") for e in v.split(",")]
+        call = Call(call_id, f"from-{call_id}", f"fs-{call_id}", tuple(reversed(entries)),
+                    header_values(ok, "Contact")[0].strip("<>"), second)
+        first_macs = set(re.findall(r";wamac=([^;>]+)", " ".join(header_values(first,
+                                                                               "Record-Route"))))
+        assert first_macs and mac_of(call) not in first_macs  # signed again, for node 2
+        in_dialog(tls, call, "ACK", 2)
+        assert node2.request("ACK")
+        bye_reaches(tls, node2, call, 3)
+        assert [m for m in node1.receive(0.2) if m.startswith("BYE")] == []
 
 
 def test_metas_bye_reaches_freeswitch_after_an_edge_restart(
