@@ -18,25 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lab.media.g711 import PCMU_FRAME_SAMPLES, PCMU_PT, PCMU_RATE, mu_law
 from lab.media.receive_stats import ReceiveStats
 from lab.media.rtp import RtpHeader, parse_rtp
 from lab.media.sip_uac import SipMessage, parse_message
 
-PCMU_PT = 0
-RATE = 8000
-FRAME_SAMPLES = 160  # 20 ms
+RATE = PCMU_RATE
+FRAME_SAMPLES = PCMU_FRAME_SAMPLES  # 20 ms
 TONE_HZ = 440.0
-
-
-def mu_law(samples: np.ndarray) -> bytes:
-    """G.711 mu-law of int16 samples (ITU-T G.711, the BIAS/segment form)."""
-    values = samples.astype(np.int32)
-    sign = (values < 0).astype(np.int32) << 7
-    magnitude = np.minimum(np.where(values < 0, -values - 1, values), 32635) + 0x84
-    exponent = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 7, 0, 7)
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    encoded: bytes = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
-    return encoded
 
 
 def tone_frames() -> list[bytes]:

@@ -11,7 +11,9 @@ Meta's media rules, kept here:
   (30 s) once media flowed, ends the call: `on_media_timeout` tells the SIP party, which sends
   BYE (user-initiated) or `408 RTP Timeout` (business-initiated) as Meta does;
 - audio is a known tone in 20 ms Opus frames; what arrives is decoded and its dominant
-  frequency reported, with SRTCP sender reports every 5 s.
+  frequency reported, with SRTCP sender reports every 5 s. A number with G.711 enabled at Meta
+  (`g711=("PCMU",)`, as `audio.additional_codecs` makes Meta offer) offers PCMU after Opus, and
+  when the business answers PCMU the tone goes both ways in PCMU.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lab.media.dtls import DtlsCertificate, DtlsEndpoint, make_certificate
+from lab.media.g711 import PCMU_FRAME_SAMPLES, PCMU_PT, PCMU_RATE, PcmuDecoder, PcmuEncoder
 from lab.media.opus import CLOCK_RATE, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, OpusDecoder, OpusEncoder
 from lab.media.receive_stats import ReceiveStats
 from lab.media.rtp import (
@@ -87,6 +91,7 @@ class ReceivedEvent:
 class MediaReport:
     mode: str
     suite: str = SUITE
+    codec: str = "opus"  # the audio codec the answer chose: "opus" or "PCMU"
     first_packet_after_ack_ms: float | None = None
     dtls_handshake_ms: float | None = None
     packets_sent: int = 0
@@ -140,11 +145,39 @@ class _Stream:
     timestamp: int = field(default_factory=lambda: int.from_bytes(os.urandom(4), "big"))
 
 
-@functools.lru_cache(maxsize=4)
-def lean_frames(tone_hz: float) -> tuple[bytes, ...]:
-    """One second of the tone in Opus frames, encoded once per process for every lean peer."""
+@functools.lru_cache(maxsize=8)
+def lean_frames(tone_hz: float, codec: str = "opus") -> tuple[bytes, ...]:
+    """One second of the tone in Opus (or PCMU) frames, encoded once per process for every lean
+    peer."""
+    if codec == "PCMU":
+        pcmu, tone = PcmuEncoder(), ToneGenerator(tone_hz, PCMU_RATE)
+        return tuple(pcmu.encode(tone.frame(PCMU_FRAME_SAMPLES)) for _ in range(LEAN_FRAMES))
     encoder, tone = OpusEncoder(), ToneGenerator(tone_hz, SAMPLE_RATE)
     return tuple(encoder.encode(tone.frame(FRAME_SAMPLES)) for _ in range(LEAN_FRAMES))
+
+
+@dataclass
+class AudioCodec:
+    """What the sender and receiver need of the codec the answer chose: Opus (48 kHz clock and
+    samples) or PCMU (8 kHz); 20 ms frames either way."""
+
+    name: str
+    payload_type: int
+    rate: int  # the RTP clock, which is also the sample rate of what is encoded and decoded
+    encoder: OpusEncoder | PcmuEncoder
+    decoder: OpusDecoder | PcmuDecoder
+
+    @property
+    def frame_samples(self) -> int:
+        return self.rate * FRAME_MS // 1000
+
+    @classmethod
+    def opus(cls, payload_type: int) -> AudioCodec:
+        return cls("opus", payload_type, SAMPLE_RATE, OpusEncoder(), OpusDecoder())
+
+    @classmethod
+    def pcmu(cls) -> AudioCodec:
+        return cls("PCMU", PCMU_PT, PCMU_RATE, PcmuEncoder(), PcmuDecoder())
 
 
 class MediaPeer(asyncio.DatagramProtocol):
@@ -159,9 +192,13 @@ class MediaPeer(asyncio.DatagramProtocol):
                  timeouts: MediaTimeouts | None = None,
                  certificate: DtlsCertificate | None = None,
                  on_media_timeout: Callable[[str], None] | None = None,
-                 lean: bool = False) -> None:
+                 lean: bool = False, g711: tuple[str, ...] = ()) -> None:
+        if set(g711) - {"PCMU"}:
+            raise ValueError(f"the lab's peer plays PCMU only, not {', '.join(g711)}")
         self.mode = mode
         self.lean = lean
+        self.g711 = g711
+        self.tone_hz = tone_hz
         self._lean_frames = lean_frames(tone_hz) if lean else ()
         self.receive_stats = ReceiveStats(CLOCK_RATE)
         self.address = address
@@ -182,8 +219,7 @@ class MediaPeer(asyncio.DatagramProtocol):
         self.ice: IceLiteResponder | None = None
         self._remote_address: Address | None = None
         self._opus_pt = 111
-        self._encoder = OpusEncoder()
-        self._decoder = OpusDecoder()
+        self.audio = AudioCodec.opus(self._opus_pt)
         self._heard: collections.deque[bytes] = collections.deque(
             maxlen=HEARD_SECONDS * 1000 // FRAME_MS)
         self._stream = _Stream()
@@ -234,7 +270,8 @@ class MediaPeer(asyncio.DatagramProtocol):
             report.role_conflicts = self.ice.counters.role_conflicts
         if self.dtls is not None and self.dtls.failure:
             report.failure = self.dtls.failure
-        report.heard_hz = dominant_frequency(b"".join(self._heard), SAMPLE_RATE)
+        report.heard_hz = dominant_frequency(b"".join(self._heard), self.audio.rate)
+        report.codec = self.audio.name
         report.packets_expected = self.receive_stats.expected
         report.packets_lost = self.receive_stats.lost
         report.jitter_ms = self.receive_stats.jitter_ms
@@ -253,14 +290,24 @@ class MediaPeer(asyncio.DatagramProtocol):
                           opus_pt=self._opus_pt)
 
     def offer(self) -> str:
-        """Meta's offer on a user-initiated call."""
-        return build_sdp(self.local_media(), offer=True)
+        """Meta's offer on a user-initiated call (with the number's G.711 codecs after Opus)."""
+        return build_sdp(dataclasses.replace(self.local_media(), g711=self.g711), offer=True)
 
     def accept_answer(self, sdp: str) -> None:
         """The business's answer to our offer; raises SdpError where Meta would refuse it."""
         remote = parse_sdp(sdp)
-        check_remote(remote, self.mode, offer=False)
+        check_remote(remote, self.mode, offer=False, g711=self.g711)
         self._use_remote(remote)
+        if remote.payload_type("opus/48000") is None and remote.payload_type("PCMU/8000") is not None:
+            self._use_pcmu()
+
+    def _use_pcmu(self) -> None:
+        """The business answered G.711 (PCMU): the tone goes both ways in PCMU at 8 kHz."""
+        self.audio = AudioCodec.pcmu()
+        self.tone = ToneGenerator(self.tone_hz, PCMU_RATE)
+        self.receive_stats = ReceiveStats(PCMU_RATE)
+        if self.lean:
+            self._lean_frames = lean_frames(self.tone_hz, "PCMU")
 
     def answer(self, sdp: str) -> str:
         """Meta's answer to the business's offer (business-initiated call)."""
@@ -273,6 +320,7 @@ class MediaPeer(asyncio.DatagramProtocol):
     def _use_remote(self, remote: RemoteMedia) -> int:
         self.remote = remote
         self._opus_pt = remote.payload_type("opus/48000") or self._opus_pt
+        self.audio.payload_type = self._opus_pt if self.audio.name == "opus" else PCMU_PT
         self._te_pt = remote.payload_type("telephone-event/8000") or self._te_pt
         self._remote_address = (remote.address, remote.port)
         if self.mode is SrtpMode.SDES:
@@ -336,11 +384,12 @@ class MediaPeer(asyncio.DatagramProtocol):
         if self.first_packet_at is None:
             self.first_packet_at = now
             self.first_packet.set()
+        audio = header.payload_type == self.audio.payload_type
         self.receive_stats.packet(header.ssrc, header.sequence, header.timestamp, now,
-                                  audio=header.payload_type == self._opus_pt)
-        if header.payload_type == self._opus_pt and not self.lean:
+                                  audio=audio)
+        if audio and not self.lean:
             try:
-                self._heard.append(self._decoder.decode(payload))
+                self._heard.append(self.audio.decoder.decode(payload))
             except ValueError:
                 self.report.undecodable += 1
         elif header.payload_type == self._te_pt:
@@ -366,7 +415,7 @@ class MediaPeer(asyncio.DatagramProtocol):
             self._transport.sendto(data, addr)
 
     async def _send_audio(self) -> None:
-        """20 ms Opus frames on an absolute schedule, once the business's first packet came."""
+        """20 ms audio frames on an absolute schedule, once the business's first packet came."""
         await self.first_packet.wait()
         loop = asyncio.get_running_loop()
         next_at = loop.time()
@@ -379,12 +428,12 @@ class MediaPeer(asyncio.DatagramProtocol):
             if self.lean:
                 payload = self._lean_frames[self.report.packets_sent % LEAN_FRAMES]
             else:
-                payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
-            header = RtpHeader(self._opus_pt, stream.sequence, stream.timestamp, stream.ssrc,
-                               marker=self.report.packets_sent == 0)
+                payload = self.audio.encoder.encode(self.tone.frame(self.audio.frame_samples))
+            header = RtpHeader(self.audio.payload_type, stream.sequence, stream.timestamp,
+                               stream.ssrc, marker=self.report.packets_sent == 0)
             self._send_srtp(header.pack() + payload)
             stream.sequence = (stream.sequence + 1) & 0xFFFF
-            stream.timestamp = (stream.timestamp + CLOCK_RATE * FRAME_MS // 1000) & 0xFFFFFFFF
+            stream.timestamp = (stream.timestamp + self.audio.frame_samples) & 0xFFFFFFFF
             if loop.time() >= next_rtcp:
                 next_rtcp += RTCP_INTERVAL_S
                 self._send_rtcp()
@@ -412,16 +461,16 @@ class MediaPeer(asyncio.DatagramProtocol):
             self._send_srtp(header.pack() + telephone_event(digit, end=end, duration=duration))
             stream.sequence = (stream.sequence + 1) & 0xFFFF
             if index < DTMF_PACKETS:
-                stream.timestamp = (stream.timestamp + CLOCK_RATE * FRAME_MS // 1000) & 0xFFFFFFFF
+                stream.timestamp = (stream.timestamp + self.audio.frame_samples) & 0xFFFFFFFF
                 next_at += FRAME_MS / 1000
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
         self.dtmf_sent += digit
         for _ in range(DTMF_GAP_FRAMES):  # a little tone between digits
-            payload = self._encoder.encode(self.tone.frame(FRAME_SAMPLES))
-            self._send_srtp(RtpHeader(self._opus_pt, stream.sequence, stream.timestamp,
+            payload = self.audio.encoder.encode(self.tone.frame(self.audio.frame_samples))
+            self._send_srtp(RtpHeader(self.audio.payload_type, stream.sequence, stream.timestamp,
                                       stream.ssrc).pack() + payload)
             stream.sequence = (stream.sequence + 1) & 0xFFFF
-            stream.timestamp = (stream.timestamp + CLOCK_RATE * FRAME_MS // 1000) & 0xFFFFFFFF
+            stream.timestamp = (stream.timestamp + self.audio.frame_samples) & 0xFFFFFFFF
             next_at += FRAME_MS / 1000
             await asyncio.sleep(max(0.0, next_at - loop.time()))
         return next_at

@@ -6,7 +6,9 @@ number either:
 - SDES: `RTP/SAVP` with `a=crypto:<tag> AES_CM_128_HMAC_SHA1_80 inline:<key>` (RFC 4568), or
 - DTLS: `UDP/TLS/RTP/SAVPF`, `a=ice-lite` with one host candidate, an upper-case sha-256
   `a=fingerprint`, `a=setup:actpass` in offers and `passive` in answers (Meta is the DTLS server).
-Reading is strict the way Meta is: an answer or offer of the other mode is refused.
+Reading is strict the way Meta is: an answer or offer of the other mode is refused. A number with
+G.711 enabled at Meta (`audio.additional_codecs`) has PCMU and/or PCMA offered after Opus, and
+an answer may then choose one of them instead of Opus.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ TELEPHONE_EVENT_PT = 126
 SDES_PROFILE = "RTP/SAVP"
 DTLS_PROFILE = "UDP/TLS/RTP/SAVPF"
 HOST_PRIORITY = 2130706431
+G711_PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}  # RFC 3551's static payload types, 8000 Hz
 
 
 class SrtpMode(enum.Enum):
@@ -47,6 +50,7 @@ class LocalMedia:
     fingerprint: str | None = None
     opus_pt: int = OPUS_PT
     telephone_event_pt: int = TELEPHONE_EVENT_PT
+    g711: tuple[str, ...] = ()  # "PCMU", "PCMA": offered after Opus (audio.additional_codecs)
 
 
 @dataclass
@@ -82,10 +86,14 @@ def build_sdp(local: LocalMedia, *, offer: bool, session_id: int | None = None) 
     profile = SDES_PROFILE if local.mode is SrtpMode.SDES else DTLS_PROFILE
     if local.mode is SrtpMode.DTLS:
         lines.append("a=ice-lite")
+    g711 = [(G711_PAYLOAD_TYPES[name], name) for name in local.g711]
+    formats = " ".join(str(pt) for pt in (local.opus_pt, *(pt for pt, _ in g711),
+                                          local.telephone_event_pt))
     lines += [
-        f"m=audio {local.port} {profile} {local.opus_pt} {local.telephone_event_pt}",
+        f"m=audio {local.port} {profile} {formats}",
         f"a=rtpmap:{local.opus_pt} opus/48000/2",
         f"a=fmtp:{local.opus_pt} useinbandfec=1",
+        *(f"a=rtpmap:{pt} {name}/8000" for pt, name in g711),
         f"a=rtpmap:{local.telephone_event_pt} telephone-event/8000",
     ]
     if local.mode is SrtpMode.SDES:
@@ -163,13 +171,16 @@ def _attribute(media: RemoteMedia, value: str) -> None:
             media.candidates.append((parts[4], int(parts[5])))
 
 
-def check_remote(remote: RemoteMedia, mode: SrtpMode, *, offer: bool) -> None:
-    """Refuse what Meta refuses: the other SRTP mode, no Opus, a DTLS answer that does not make
-    the business the DTLS client."""
+def check_remote(remote: RemoteMedia, mode: SrtpMode, *, offer: bool,
+                 g711: tuple[str, ...] = ()) -> None:
+    """Refuse what Meta refuses: the other SRTP mode, no Opus (nor a G.711 codec the number
+    has enabled, `g711`), a DTLS answer that does not make the business the DTLS client."""
     if remote.port == 0:
         raise SdpError("audio stream rejected (port 0)")
-    if remote.payload_type("opus/48000") is None:
-        raise SdpError("no opus/48000 in the audio stream")
+    if remote.payload_type("opus/48000") is None and not any(
+            remote.payload_type(f"{name}/8000") is not None for name in g711):
+        raise SdpError("no opus/48000 in the audio stream"
+                       + (f" (nor {', '.join(g711)})" if g711 else ""))
     if mode is SrtpMode.SDES:
         if remote.profile != SDES_PROFILE:
             raise SdpError(f"SRTP mode SDES expects {SDES_PROFILE}, got {remote.profile}")
