@@ -306,7 +306,13 @@ class Preflight:
 
     def _decide(self, answer: PermissionAnswer, business_number: str, wa_id: str,
                 usable: CallPermission | None, now: int, warnings: list[str]) -> Verdict:
-        permission = self._record(answer, business_number, wa_id, now)
+        if (usable is not None and usable.source == "webhook" and answer.status == "granted"
+                and (answer.expiration_time is None or now < answer.expiration_time)):
+            # Graph confirms Meta's own reply: keep the reply's row (one row per user), whose
+            # time is when the unanswered streak starts again; Graph's would lose it
+            permission: CallPermission | None = usable
+        else:
+            permission = self._record(answer, business_number, wa_id, now)
         if permission is None or not permission.usable(now):
             status = answer.status
             reason, detail = _status_words(status, answer.expiration_time, now)

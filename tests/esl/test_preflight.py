@@ -165,6 +165,26 @@ def test_a_new_grant_resets_the_streak(stores: Any) -> None:
     assert check(stores, FakeGraph(answer())).allowed
 
 
+def test_graph_confirming_the_reply_keeps_the_reply(stores: Any) -> None:
+    """Graph's `granted` does not replace Meta's reply (one row per user): the next call still
+    counts the streak from the reply and goes out under it (`call show` names the webhook)."""
+    cdrs, permissions = stores
+    for n in range(4):
+        cdrs.upsert(CallRecord(f"u{n}", direction="bic", business_number=BUSINESS,
+                               user_number=USER, invite_at=f"2027-01-15T07:0{n}:00.000+00:00",
+                               sip_status=480, state="ended"))
+    permissions.record(stored(at=NOW))
+    for _ in range(2):
+        verdict = check(stores, FakeGraph(answer()))
+        assert verdict.allowed, verdict.summary()
+        assert verdict.permission is not None and verdict.permission.source == "webhook"
+    assert permissions.current(BUSINESS, WA_ID).source == "webhook"
+    # Graph saying it ran out still refuses, and is kept
+    expired = check(stores, FakeGraph(answer("granted", expires=NOW - 1)))
+    assert not expired.allowed and expired.reason == "permission_expired"
+    assert permissions.current(BUSINESS, WA_ID).source == "graph"
+
+
 def test_a_usable_stored_permission_is_used_when_graph_cannot_answer(stores: Any) -> None:
     _, permissions = stores
     permissions.record(stored())
