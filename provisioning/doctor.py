@@ -4,7 +4,9 @@ Each finding is pass / warn / fail with its cause and the fix, so the output can
 someone who never saw the FAQ: TLS as Meta sees it (chain, host name, expiry, no client
 certificate request), TCP reachability, SIP status and this app's server on Meta, app
 authorization symptoms, the From domain business-initiated calls will carry versus the
-configured hostname, SRTP agreement between Meta and FreeSWITCH, and the store/edge credentials.
+configured hostname, SRTP agreement between Meta and FreeSWITCH, the store/edge credentials,
+and the media anchor ([media] anchor: rtpengine answering and on an interface Meta reaches, or,
+on the direct path, a FreeSWITCH carrying patch 0001 for DTLS numbers).
 """
 
 from __future__ import annotations
