@@ -167,9 +167,18 @@ def native_context(cfg: SiteConfig) -> dict[str, object]:
     }
 
 
+def mac_context(cfg: SiteConfig) -> dict[str, str]:
+    """The route MAC's current key for the native reference: its id, and its secret's base64url
+    text as crypto_hmac_sha256's (string) key (the run folder's own key file, never a site's)."""
+    path = cfg.edge.in_dialog_key_file
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return {"mac_key_id": raw["current"], "mac_key": raw["keys"][raw["current"]]["secret"]}
+
+
 def native_setup(site: BenchSite, workers: int, log_level: int) -> Setup:
     out = _render_product(site, "native", workers, log_level)  # its tls.cfg, dispatcher.list
-    context = _common_context(site, out, workers, log_level) | native_context(site.config)
+    context = (_common_context(site, out, workers, log_level) | native_context(site.config)
+               | mac_context(site.config))
     return _write(out, "native", "native.cfg.j2", context, uses_freeswitch=True)
 
 
