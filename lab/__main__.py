@@ -31,6 +31,12 @@ skipped, one line up front says why, and an edge-only section runs instead
 (lab/edge_only_section.py): the real edge and Meta's stand-ins, the business side played by
 SIPp over plain SIP, as the edge tests do.
 
+On a stock FreeSWITCH (no patch marker, lab/media/freeswitch_patch.py) the calls that put
+Meta's DTLS straight on FreeSWITCH are skipped with that reason, as the tests skip them: the
+business-initiated DTLS offer and the two DTLS media calls need patches/freeswitch/0001 (stock
+FreeSWITCH offers RTP/SAVPF and never sends its DTLS ClientHello to Meta's ICE-lite media); the
+rtpengine section carries DTLS on stock.
+
 Every process started here is stopped before the command returns. The last lines are
 `lab: FreeSWITCH calls: N ran, M skipped (...)` and `lab: N passed, M failed`; the exit code is
 1 when a call failed.
@@ -56,6 +62,7 @@ from lab.edge import EXAMPLE_CONFIG, merge
 from lab.edge_only_section import freeswitch_absent_line, run_edge_only
 from lab.freeswitch_trace import TRACE_COMMANDS, executed, read_freeswitch_trace, wait_for_call
 from lab.ladders import bic_ladder, uic_ladder
+from lab.media.freeswitch_patch import is_patched
 from lab.media_section import MEDIA_CALLS, media_call, media_overrides
 from lab.meta_standin import META_ANSWERS_BY_FLOW, WHATSAPP_USER
 from lab.metrics_summary import Expected, summarize
@@ -94,6 +101,7 @@ class LabCall:
     ladder: list[str]
     notes: list[str] = field(default_factory=list)
     detail: str = ""
+    skipped: str = ""  # why it was not placed (a stock FreeSWITCH); neither passed nor failed
 
 
 def cdr_note(record: CallRecord) -> str:
@@ -341,6 +349,25 @@ password ends in a challenge, no outcome)."""
 FREESWITCH_CALLS = len(CALLS) + len(MEDIA_CALLS) + 1
 """The calls that need FreeSWITCH (the call-permission section's placed call is the last):
 skipped, and counted as skipped, where there is none."""
+PATCH_ONLY: dict[Callable[[Lab, Path], LabCall], str] = {
+    dtls_business_hangs_up: "business-initiated call from a DTLS number by `wa-esl originate` "
+                            "through FreeSWITCH's gateway (FreeSWITCH's own DTLS offer)"}
+"""The calls (besides the DTLS media calls) that need patches/freeswitch/0001."""
+
+
+def stock_reason() -> str:
+    """Why the DTLS-straight-to-FreeSWITCH calls are skipped, or "" on a patched build."""
+    binary = freeswitch_binary()
+    if is_patched(binary):
+        return ""
+    return (f"{binary} is stock: DTLS straight to FreeSWITCH needs patches/freeswitch/0001 (stock "
+            "FreeSWITCH offers RTP/SAVPF and sends no DTLS ClientHello to Meta's ICE-lite media; "
+            "README, 'FreeSWITCH patch'); the rtpengine section carries DTLS on stock")
+
+
+def skipped_call(name: str, reason: str) -> LabCall:
+    print(f"\n[SKIP] {name}\n  why: {reason}")
+    return LabCall(name, False, [], skipped=reason)
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -409,9 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"lab: config {args.config}, scratch folder {folder}")
         if missing is None:
-            results, freeswitch_ran = with_freeswitch(args.config, folder)
-            freeswitch_line = (f"lab: FreeSWITCH calls: {freeswitch_ran} ran, 0 skipped "
-                               f"(FreeSWITCH {freeswitch_version()} at {freeswitch_binary()})")
+            stock = stock_reason()
+            results, freeswitch_ran = with_freeswitch(args.config, folder, stock)
+            freeswitch_line = (f"lab: FreeSWITCH calls: {freeswitch_ran} ran, "
+                               f"{FREESWITCH_CALLS - freeswitch_ran} skipped (FreeSWITCH "
+                               f"{freeswitch_version()} at {freeswitch_binary()}"
+                               + (", stock: the DTLS calls straight to it need "
+                                  "patches/freeswitch/0001)" if stock else ")"))
         else:
             print(freeswitch_absent_line(missing, FREESWITCH_CALLS))
             results = edge_only(args.config, folder)
@@ -425,9 +456,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(folder, ignore_errors=True)
     passed = sum(r.passed for r in results)
+    failed = sum(not r.passed and not r.skipped for r in results)
     print(freeswitch_line)
-    print(f"lab: {passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) else 1
+    print(f"lab: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
 
 
 def edge_only(config: Path, folder: Path) -> list[LabCall]:
@@ -498,9 +530,9 @@ def print_call(result: LabCall) -> None:
         print(f"  why: {result.detail}")
 
 
-def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
+def with_freeswitch(config: Path, folder: Path, stock: str = "") -> tuple[list[LabCall], int]:
     """The whole bundle, FreeSWITCH and wa-esl included; the results and how many FreeSWITCH
-    calls were placed."""
+    calls were placed. `stock` (stock_reason) skips the calls that need the patch."""
     results: list[LabCall] = []
     ran = 0
     try:
@@ -514,6 +546,9 @@ def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
             lab = Lab(bundle)
             expected: Expected = Counter()
             for index, play in enumerate(CALLS, 1):
+                if stock and play in PATCH_ONLY:
+                    results.append(skipped_call(PATCH_ONLY[play], stock))
+                    continue
                 call_folder = folder / f"call-{index}"
                 call_folder.mkdir()
                 result = play(lab, call_folder)
@@ -525,6 +560,9 @@ def with_freeswitch(config: Path, folder: Path) -> tuple[list[LabCall], int]:
             print("\nlab: media section: WhatsApp's media played by lab/media's peer (1000 Hz), "
                   "FreeSWITCH playing 440 Hz")
             for index, (who, mode) in enumerate(MEDIA_CALLS, len(CALLS) + 1):
+                if stock and mode == "DTLS":
+                    results.append(skipped_call(f"media: {who}-initiated DTLS call", stock))
+                    continue
                 call_folder = folder / f"call-{index}"
                 call_folder.mkdir()
                 outcome = media_call(bundle, who, mode, call_folder)
