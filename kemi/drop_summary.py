@@ -24,7 +24,7 @@ class Drop(Enum):
     PIKE = ("wa_pike_blocked", "request flood blocked by pike")
     NOT_ALLOWED = ("wa_not_allowed_source", "dropped: source not in allowed_sources")
     UNTRUSTED = ("wa_untrusted_source", "refused with 403: source may not originate calls")
-    MALFORMED = ("wa_malformed", "malformed request refused by sanity checks")
+    MALFORMED = ("wa_malformed", "malformed request refused (sanity checks, unparsable header)")
     BAD_BYTES = ("wa_bad_bytes", "refused with 400: invalid UTF-8")
     UNKNOWN_DIALOG = ("wa_unknown_dialog", "in-dialog request for no dialog of this edge")
     LOCKED_OUT = ("wa_locked_out", "refused with 403: source locked out after failed digests")

@@ -64,6 +64,7 @@ AUTHFAIL_TABLE = "wa_authfail"
 DONE = 1  # KEMI return value: the route ran to its end, Kamailio keeps the message state.
 QOP_AUTH = 1
 STALE = 16
+MAXFWD_UNREADABLE = -2  # KSR.maxfwd.process_maxfwd: the headers could not be parsed (maxfwd.c)
 HA1_PASSWORD = 1
 CSEQ_DIFF_VAR = "cseq_diff"  # the dialog module's own variable (dlg_cseq.c)
 CSEQ_AUTH_MARKER = "P-K-CSeq-Auth"  # the core's marker header for it (core/srapi.c)
@@ -322,8 +323,18 @@ class WhatsAppEdge:
 
     def reqinit(self) -> bool:
         """Hop count and sanity. sanity answers what it refuses (400), except credentials that
-        are not Digest: its digest check is off (kamailio.cfg) and authenticate() answers."""
-        if KSR.maxfwd.process_maxfwd(10) < 0:
+        are not Digest: its digest check is off (kamailio.cfg) and authenticate() answers.
+        maxfwd answers -1 only for a hop count of 0 (483) and -2 when it cannot read the
+        headers: a header line without a colon before Max-Forwards, or a count that is not a
+        number. That request is malformed, counted here (Kamailio's own core:bad_msg_hdr is
+        not in every build: the CMake build of 6.0.0-6.0.3 leaves core statistics out) and
+        not answered: a reply is built from the same headers, and each parse of them logs an
+        error (on 5.6 with the whole message)."""
+        hops = KSR.maxfwd.process_maxfwd(10)
+        if hops == MAXFWD_UNREADABLE:
+            self._count_drop(Drop.MALFORMED)
+            return False
+        if hops < 0:
             self._reply(483, "Too Many Hops")
             return False
         if KSR.sanity.sanity_check_defaults() < 0:

@@ -327,3 +327,20 @@ def test_is_ip_literal(host: str, literal: bool) -> None:
     except ValueError:
         expected = False
     assert literal is expected
+
+
+def test_unreadable_headers_are_a_counted_malformed_request_not_too_many_hops(
+        run: Callable[[dict[str, Any]], FakeKsr]) -> None:
+    """maxfwd answers -2 when it cannot parse the headers (a line without a colon before
+    Max-Forwards): counted in wa_malformed, since core:bad_msg_hdr is not in every build, and
+    not answered (a reply would parse the same headers again, logging the error again)."""
+    ksr = run(uic_results() | {"maxfwd.process_maxfwd": -2})
+    assert ksr.args("sl.send_reply") == []
+    assert ksr.args("statistics.update_stat") == [("wa_malformed", 1)]
+    assert ksr.count("sanity.sanity_check_defaults") == 0
+    assert ksr.count("tm.t_relay") == 0
+
+    ksr = run(uic_results() | {"maxfwd.process_maxfwd": -1})  # Max-Forwards: 0
+    assert ksr.args("sl.send_reply") == [(483, "Too Many Hops")]
+    assert ksr.args("statistics.update_stat") == []
+    assert ksr.count("tm.t_relay") == 0
