@@ -26,7 +26,7 @@ class Drop(Enum):
     UNTRUSTED = ("wa_untrusted_source", "refused with 403: source may not originate calls")
     MALFORMED = ("wa_malformed", "malformed request refused (sanity checks, unparsable header)")
     BAD_BYTES = ("wa_bad_bytes", "refused with 400: invalid UTF-8")
-    UNKNOWN_DIALOG = ("wa_unknown_dialog", "in-dialog request for no dialog of this edge")
+    UNKNOWN_DIALOG = ("wa_unknown_dialog", "in-dialog request on no route this site signed")
     LOCKED_OUT = ("wa_locked_out", "refused with 403: source locked out after failed digests")
     BAD_CREDENTIALS = ("wa_bad_credentials", "refused with 400: unusable digest credentials")
     NOT_A_PEER = ("wa_dmq_not_peer", "dropped: not a peer edge's DMQ socket ([cluster] edges)")
