@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import ssl
 
 from lab.media.sip_uac import SipMessage, parse_message
 
@@ -61,10 +62,23 @@ def edge_route(record_routes: list[str], fallback: str) -> str:
 
 
 class MetaUac:
-    """One user-initiated call over TCP to `port` (the stunnel client in front of the edge)."""
+    """One user-initiated call over TCP to `port` (the stunnel client in front of the edge).
 
-    def __init__(self, port: int, sip_domain: str, meta_user: str, edge_route: str) -> None:
+    With `hosts` (every address the site's name resolves to) and `tls`, it speaks TLS itself to
+    the first of them that takes the connection, trying the next one when an address refuses
+    or does not answer within `connect_timeout_s`, as a client of a multi-address name does;
+    an in-dialog request after the connection broke (its edge died) opens a new one the same
+    way. `refused` lists the addresses passed over, `connected_to` the one in use."""
+
+    def __init__(self, port: int, sip_domain: str, meta_user: str, edge_route: str, *,
+                 hosts: list[str] | None = None, tls: ssl.SSLContext | None = None,
+                 connect_timeout_s: float = 2.0) -> None:
         self.port = port
+        self.hosts = hosts or ["127.0.0.1"]
+        self.tls = tls
+        self.connect_timeout_s = connect_timeout_s
+        self.connected_to = ""
+        self.refused: list[str] = []
         self.sip_domain = sip_domain
         self.meta_user = meta_user
         self.edge_route = edge_route
@@ -81,7 +95,19 @@ class MetaUac:
         self.cseq = 1
 
     async def open(self) -> MetaUac:
-        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        for host in self.hosts:
+            try:
+                self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(
+                    host, self.port, ssl=self.tls,
+                    server_hostname=self.sip_domain if self.tls else None), self.connect_timeout_s)
+            except (TimeoutError, OSError):
+                self.refused.append(host)
+                continue
+            self.connected_to = host
+            break
+        else:
+            raise ConnectionRefusedError(f"no address of {self.hosts} took the connection")
+        assert self._writer is not None
         self.local = self._writer.get_extra_info("sockname")[:2]
         self._reading = asyncio.create_task(self._read())
         return self
@@ -187,8 +213,15 @@ class MetaUac:
         self._send(self._request("ACK", uri, self.cseq, [], branch=branch))
         self.to_header = saved
 
+    async def reconnect_if_broken(self) -> None:
+        """A new connection (first address that takes it) when the reader has ended."""
+        if self._reading is not None and self._reading.done():
+            await self.close()
+            await self.open()
+
     async def bye(self, wacid: str, duration_s: int, timeout: float = 10.0) -> int:
         """Meta's BYE along the edge's route; the response's status."""
+        await self.reconnect_if_broken()
         self.cseq += 1
         self._send(self._request("BYE", self.target, self.cseq,
                                  [f"x-wa-meta-wacid: {wacid}",

@@ -58,6 +58,12 @@ class SipUas(asyncio.DatagramProtocol, Generic[Peer]):
         self._transport = transport
         return self
 
+    def attach(self, transport: asyncio.DatagramTransport) -> SipUas[Peer]:
+        """Answer on a socket someone else owns (a node taking many calls on one port), which
+        hands this UAS the datagrams of its call."""
+        self._transport = transport
+        return self
+
     def close(self) -> None:
         if self._answer_task is not None:
             self._answer_task.cancel()

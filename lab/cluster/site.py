@@ -1,0 +1,227 @@
+"""The whole cluster lab site, started in order and always torn down: the network, PostgreSQL
+(credentials written as `provision sync` would), two edges sharing DMQ state, two business
+media nodes, the hosts file naming both edges, and Meta's loop in Meta's namespace."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from lab.cluster.edge_node import BUSINESS_PORT, DMQ_PORT, ClusterEdge, cluster_overrides
+from lab.cluster.meta import MetaCall, call_up, hang_up, resolve, tls_context, whole_call
+from lab.cluster.postgres import PostgresNode
+from lab.cluster.topology import NamespaceLoop, Node, SiteNetwork, inside, site_network
+from lab.processes import LabError, ManagedProcess
+from lab.rtpengine_section import PASSWORDS
+from provisioning.credential_store import credential_for
+from provisioning.kamailio_rpc import call
+from provisioning.pg_store import open_postgres_store
+
+REPO = Path(__file__).resolve().parent.parent.parent
+EDGES = ("edgea", "edgeb")
+MEDIA = ("media1", "media2")
+
+
+class ClusterSite:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.stack = ExitStack()
+        self.network: SiteNetwork | None = None
+        self.postgres: PostgresNode | None = None
+        self.edges: dict[str, ClusterEdge] = {}
+        self.business: dict[str, ManagedProcess] = {}
+        self.meta: NamespaceLoop | None = None
+        self.hosts_file = folder / "hosts"
+        self.sip_domain = ""
+        self.serial = 0
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> ClusterSite:
+        try:
+            self._start()
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stack.close()
+
+    def _start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.network = self.stack.enter_context(site_network())
+        shared = self.folder / "site"
+        shared.mkdir(exist_ok=True)
+        secret = shared / "nonce.secret"
+        secret.write_text(secrets.token_hex(24) + "\n", encoding="utf-8")
+        secret.chmod(0o600)
+        self.postgres = PostgresNode(self.network["pg"], self.folder / "pg").create()
+        self.stack.callback(self.postgres.remove)
+        edge_nodes = [self.network[role] for role in EDGES]
+        media_nodes = [self.network[role] for role in MEDIA]
+        for role in MEDIA:
+            self.start_business(role)
+        first = True
+        for node in edge_nodes:
+            edge = ClusterEdge(node, self.folder / node.role, cluster_overrides(
+                node, edge_nodes, media_nodes, self.postgres.url, shared))
+            if first:
+                self._write_credentials(edge)
+                first = False
+            self.stack.callback(edge.stop)
+            edge.start()
+            self.edges[node.role] = edge
+        self.sip_domain = self.edges["edgea"].config.site.sip_domain
+        self.hosts_file.write_text("".join(f"{node.address} {self.sip_domain}\n"
+                                           for node in edge_nodes), encoding="utf-8")
+        for edge in self.edges.values():
+            self.wait_for_dmq_peers(edge)
+        self.meta = NamespaceLoop(self.network["meta"])
+        self.stack.callback(self.meta.close)
+        self.wait_for_probes()
+
+    def _write_credentials(self, edge: ClusterEdge) -> None:
+        """What `provision sync` writes: the lab numbers' HA1 pairs, in the site's PostgreSQL."""
+        assert self.postgres is not None and self.network is not None
+        domain = edge.config.site.sip_domain
+        with inside(self.network["pg"]):
+            store = open_postgres_store(self.postgres.url)
+            try:
+                store.put_many([credential_for(number, password, domain)
+                                for number, password in PASSWORDS.items()], domain)
+            finally:
+                store.close()
+
+    def start_business(self, role: str) -> ManagedProcess:
+        assert self.network is not None
+        node = self.network[role]
+        log = self.folder / f"{role}.log"
+        process = ManagedProcess(role, node.argv(
+            sys.executable, "-m", "lab.cluster.business_node", node.address, str(BUSINESS_PORT)),
+            log, cwd=REPO)
+        process.start()
+        self.stack.callback(process.stop)
+        deadline = time.monotonic() + 20
+        while '"listening"' not in log.read_text(errors="replace"):
+            if not process.running() or time.monotonic() > deadline:
+                raise LabError(f"business node {role} did not start:\n{process.log_tail()}")
+            time.sleep(0.1)
+        self.business[role] = process
+        return process
+
+    def wait_for_dmq_peers(self, edge: ClusterEdge, timeout_s: float = 20) -> None:
+        others = {e.node.address for e in self.edges.values() if e is not edge}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            nodes = call(edge.rpc_socket, "dmq.list_nodes")
+            listed = nodes if isinstance(nodes, list) else [nodes]
+            active = {n.get("host") for n in listed
+                      if n.get("status") == "active" and not n.get("local")
+                      and str(n.get("port")) == str(DMQ_PORT)}
+            if others <= active:
+                return
+            time.sleep(0.2)
+        raise LabError(f"edge {edge.node.role} never saw its peers over DMQ")
+
+    def dispatcher_states(self, edge: ClusterEdge) -> dict[str, str]:
+        """Business node address -> the dispatcher's flags for it on `edge` (AP, IP, ...)."""
+        answer = call(edge.rpc_socket, "dispatcher.list")
+        found: dict[str, str] = {}
+        for record in _records(answer):
+            dest = record.get("DEST", record)
+            uri = str(dest.get("URI", ""))
+            found[uri.removeprefix("sip:").split(":")[0]] = str(dest.get("FLAGS", ""))
+        return found
+
+    def wait_for_probes(self, timeout_s: float = 15) -> None:
+        """Until both edges' dispatchers see every running business node active."""
+        assert self.network is not None
+        wanted = {self.network[r].address for r, p in self.business.items() if p.running()}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(all(s.get(a, "") == "AP" for a in wanted)
+                   for s in map(self.dispatcher_states, self.edges.values())):
+                return
+            time.sleep(0.2)
+        raise LabError("the dispatchers never saw the business nodes answer OPTIONS")
+
+    # ---- calls ---------------------------------------------------------------------------------
+
+    def new_call(self) -> MetaCall:
+        self.serial += 1
+        return MetaCall(f"wacid.cluster{self.serial:03d}", resolve(self.hosts_file, self.sip_domain))
+
+    def _tls(self) -> Any:
+        return tls_context([edge.ca.certificate for edge in self.edges.values()])
+
+    def call_up(self) -> MetaCall:
+        assert self.meta is not None and self.network is not None
+        return self.meta.run(call_up(self.new_call(), self.sip_domain, self.network["meta"].address,
+                                     self._tls()), timeout=30)
+
+    def hang_up(self, meta_call: MetaCall) -> MetaCall:
+        assert self.meta is not None
+        return self.meta.run(hang_up(meta_call), timeout=30)
+
+    def whole_call(self, hold_s: float = 2.0) -> MetaCall:
+        assert self.meta is not None and self.network is not None
+        return self.meta.run(whole_call(self.new_call(), self.sip_domain,
+                                        self.network["meta"].address, self._tls(), hold_s),
+                             timeout=40)
+
+    def business_events(self, role: str) -> list[dict[str, Any]]:
+        path = self.folder / f"{role}.log"
+        events = []
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return events
+
+    def business_saw(self, wacid: str, event: str) -> str | None:
+        """Which business node logged `event` for the call, if one did."""
+        for role in MEDIA:
+            if any(e.get("event") == event and e.get("wacid") == wacid
+                   for e in self.business_events(role)):
+                return role
+        return None
+
+    def business_heard_meta(self, wacid: str) -> bool:
+        for role in MEDIA:
+            for e in self.business_events(role):
+                if e.get("event") == "bye" and e.get("wacid") == wacid and e.get("heard_hz"):
+                    return abs(float(e["heard_hz"]) - 440.0) <= 5.0
+        return False
+
+    def node(self, role: str) -> Node:
+        assert self.network is not None
+        return self.network[role]
+
+
+def _records(answer: Any) -> list[dict[str, Any]]:
+    """dispatcher.list's destinations, whatever nesting this Kamailio gives them."""
+    if isinstance(answer, dict):
+        if "URI" in answer:
+            return [answer]
+        found = []
+        for value in answer.values():
+            found += _records(value)
+        return found
+    if isinstance(answer, list):
+        found = []
+        for item in answer:
+            found += _records(item)
+        return found
+    return []
+
+
