@@ -14,7 +14,8 @@ import pytest
 from lab.bundle import BundleLab
 from lab.freeswitch import dtls_certificate
 from lab.freeswitch_trace import TRACE_COMMANDS
-from provisioning.freeswitch_binary import freeswitch_missing
+from lab.media.freeswitch_patch import is_patched
+from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing
 
 SDES_NUMBER = "+15550100001"
 DTLS_NUMBER = "+15550100002"
@@ -39,15 +40,26 @@ def skip_without_freeswitch() -> pytest.MarkDecorator:
     return pytest.mark.needs_freeswitch
 
 
+def require_dtls_patch() -> None:
+    """Meta's DTLS straight on FreeSWITCH needs patches/freeswitch/0001: skipped, with the
+    reason, on a stock build (the rtpengine anchor carries DTLS there)."""
+    binary = freeswitch_binary()
+    if not is_patched(binary):
+        pytest.skip(f"{binary} is stock: DTLS straight to FreeSWITCH needs patches/freeswitch/0001 "
+                    "(stock FreeSWITCH offers RTP/SAVPF, not UDP/TLS/RTP/SAVPF, and sends no DTLS "
+                    "ClientHello to an ICE-lite peer) or the rtpengine anchor")
+
+
 @pytest.fixture(scope="session")
 def e2e_dtls_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One RSA-4096 DTLS certificate for every FreeSWITCH of the session (saves ~10 s each)."""
     return dtls_certificate(tmp_path_factory.mktemp("e2e-dtls") / "dtls-srtp.pem")
 
 
-def start_bundle(folder: Path, dtls_pem: Path) -> BundleLab:
-    bundle = BundleLab(folder, overrides={"numbers": NUMBERS, "esl": {"routes": ROUTES}},
-                       dtls_pem=dtls_pem)
+def start_bundle(folder: Path, dtls_pem: Path, anchor: str = "freeswitch") -> BundleLab:
+    """The bundle with Meta's media on FreeSWITCH (BundleLab's direct path) or on rtpengine."""
+    bundle = BundleLab(folder, overrides={"numbers": NUMBERS, "esl": {"routes": ROUTES},
+                                          "media": {"anchor": anchor}}, dtls_pem=dtls_pem)
     try:
         bundle.start()
         for command in TRACE_COMMANDS:  # FreeSWITCH's own SIP trace, read by the tests

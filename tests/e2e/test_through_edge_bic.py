@@ -9,6 +9,8 @@ word the edge's (Meta's own table would word it differently).
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,14 @@ from lab.bundle import BundleLab
 from lab.freeswitch_trace import read_freeswitch_trace, wait_for_call
 from lab.meta_standin import BARE_URI_ONLY_NUMBER, META_ANSWERS_BY_FLOW, WHATSAPP_USER
 from lab.sipp import TracedMessage
-from tests.e2e.conftest import DTLS_NUMBER, SDES_NUMBER, skip_without_freeswitch
+from provisioning.freeswitch_binary import freeswitch_missing
+from tests.e2e.conftest import (
+    DTLS_NUMBER,
+    SDES_NUMBER,
+    require_dtls_patch,
+    skip_without_freeswitch,
+    start_bundle,
+)
 
 pytestmark = skip_without_freeswitch()
 
@@ -40,6 +49,8 @@ def invite_leg(bundle: BundleLab, start: int) -> list[TracedMessage]:
 ], ids=["sdes", "dtls"])
 def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path, number: str,
                                          flow: str, mode: str) -> None:
+    if mode == "DTLS":  # FreeSWITCH's own UDP/TLS/RTP/SAVPF offer (the patch's part 3)
+        require_dtls_patch()
     assert bundle.edge.meta is not None
     user = bundle.edge.whatsapp_user(flow, folder=tmp_path)
     start = bundle.freeswitch.log.stat().st_size
@@ -64,6 +75,51 @@ def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path, numb
     else:
         assert " UDP/TLS/RTP/SAVPF " in invite and "a=fingerprint:sha-256 " in invite
         assert "a=crypto" not in invite
+
+
+@pytest.fixture(scope="module")
+def anchored(tmp_path_factory: pytest.TempPathFactory, e2e_dtls_pem: Path) -> Iterator[BundleLab]:
+    """The bundle with [media] anchor = "rtpengine": Meta's media on rtpengine, FreeSWITCH on
+    plain RTP."""
+    missing = freeswitch_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    if shutil.which("rtpengine") is None:
+        pytest.skip("no rtpengine installed (Debian's rtpengine-daemon; make test installs it)")
+    running = start_bundle(tmp_path_factory.mktemp("anchored"), e2e_dtls_pem, anchor="rtpengine")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_dtls_number_through_rtpengine_on_any_freeswitch(anchored: BundleLab,
+                                                        tmp_path: Path) -> None:
+    """A DTLS number with the rtpengine anchor, on a stock FreeSWITCH too: FreeSWITCH offers
+    plain RTP, Meta gets rtpengine's UDP/TLS/RTP/SAVPF offer (fingerprint, actpass, a candidate;
+    the WhatsApp user's scenario checks them) and the call is answered and hung up."""
+    user = anchored.edge.whatsapp_user("bic-answered-dtls", folder=tmp_path)
+    start = anchored.freeswitch.log.stat().st_size
+    try:
+        result = anchored.originate(DTLS_NUMBER, WHATSAPP_USER)
+        assert result.exit_code == 0 and result.call_uuid, result.output
+        anchored.api(f"uuid_kill {result.call_uuid} NORMAL_CLEARING")
+        assert user.wait(20) == 0
+    finally:
+        user.stop()
+    record = anchored.cdr(call_uuid=result.call_uuid)
+    assert record.direction == "bic" and record.hangup_cause == "NORMAL_CLEARING", record
+    assert record.business_number == DTLS_NUMBER and record.diagnosis == "the business side hung up"
+    leg = invite_leg(anchored, start)
+    assert [m.first_line.split(" ", 1)[0] for m in leg if m.sent] == ["INVITE", "ACK", "BYE"]
+    ours = leg[0].text
+    assert " RTP/AVP " in ours, ours
+    for absent in ("a=fingerprint", "a=crypto", "a=setup", "SAVP"):
+        assert absent not in ours, ours
+    to_meta = next(m.text for m in user.trace() if not m.sent and m.first_line.startswith("INVITE"))
+    assert " UDP/TLS/RTP/SAVPF " in to_meta and "a=fingerprint:sha-256 " in to_meta, to_meta
+    assert "a=setup:actpass" in to_meta and "a=candidate:" in to_meta, to_meta
+    assert "a=crypto" not in to_meta
 
 
 def test_answered_then_whatsapp_user_hangs_up(bundle: BundleLab, tmp_path: Path) -> None:
