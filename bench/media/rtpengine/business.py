@@ -7,6 +7,10 @@ one address the edge's dispatcher knows, so this keeps its calls by Call-ID. Per
 what that UAS does: 100 Trying, the peer's plain answer in a 200 (or 488 when the offer is not
 plain RTP), the peer started on the ACK (the business's "maiden" packet goes out at once), 200
 to the edge's BYE or CANCEL, after which the peer's report is kept for the step.
+
+What the next calls' parties are is set between steps (`configure`): Opus or PCMU only, lean
+(load) or decoding what arrives (the check call), and DTMF digits sent half a second after the
+ACK.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from lab.media.sdp import SdpError
 from lab.media.sip_uac import SipMessage, parse_message
 
 COPIED = ("via", "from", "to", "call-id", "cseq", "record-route")
+DTMF_AFTER_S = 0.5
 
 
 @dataclass
@@ -38,6 +43,9 @@ class BusinessParty(asyncio.DatagramProtocol):
     def __init__(self, local: tuple[str, int], tone_hz: float) -> None:
         self.local = local
         self.tone_hz = tone_hz
+        self.codec = "opus"
+        self.lean = True
+        self.dtmf = ""
         self.calls: dict[str, BusinessCall] = {}
         self.refused: list[str] = []  # why an offer was refused (488)
         self._ended: dict[str, PlainReport] = {}  # by Call-ID (the edge proxies it unchanged)
@@ -61,6 +69,10 @@ class BusinessParty(asyncio.DatagramProtocol):
     @property
     def active(self) -> int:
         return len(self.calls)
+
+    def configure(self, *, codec: str = "opus", lean: bool = True, dtmf: str = "") -> None:
+        """What the parties of the calls from now on are (see the module's docstring)."""
+        self.codec, self.lean, self.dtmf = codec, lean, dtmf
 
     def take_ended(self) -> dict[str, PlainReport]:
         """The reports of the calls ended since the last take, by Call-ID."""
@@ -89,13 +101,16 @@ class BusinessParty(asyncio.DatagramProtocol):
             if call is not None and call.peer is not None and call.final == "200 OK" and not call.started:
                 call.started = True
                 call.peer.start()
+                if self.dtmf:
+                    asyncio.get_running_loop().call_later(DTMF_AFTER_S, call.peer.send_dtmf,
+                                                          self.dtmf)
             return
         self._respond(message, addr, "200 OK", call)
         if method in ("BYE", "CANCEL") and call is not None:
             self._spawn(self._end(call))
 
     async def _answer(self, call: BusinessCall, invite: SipMessage, addr: tuple[str, int]) -> None:
-        peer = await PlainRtpPeer(tone_hz=self.tone_hz, lean=True).open()
+        peer = await PlainRtpPeer(tone_hz=self.tone_hz, lean=self.lean, codec=self.codec).open()
         call.peer = peer
         try:
             answer = peer.answer(invite.body)
