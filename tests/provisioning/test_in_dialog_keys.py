@@ -81,7 +81,10 @@ def test_doctor_findings(tmp_path: Path) -> None:
 
 def site_with_key(tmp_path: Path, key: Path) -> Path:
     config = tmp_path / "site.toml"
-    config.write_text(EXAMPLE_CONFIG.read_text() + f'\n[edge]\nin_dialog_key_file = "{key}"\n')
+    default = 'in_dialog_key_file = "/etc/wa-sip/in-dialog-keys.json"'
+    text = EXAMPLE_CONFIG.read_text()
+    assert text.count(default) == 1
+    config.write_text(text.replace(default, f'in_dialog_key_file = "{key}"'))
     return config
 
 
