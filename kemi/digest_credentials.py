@@ -30,6 +30,15 @@ class DigestCredentials:
     uri: str
     nonce: str = ""
     nc: int = 0  # the nonce count, checked to be 8 hex digits
+    cnonce: str = ""
+
+    @property
+    def replay_key(self) -> str:
+        """What a replayed nc is counted under: the nonce and the client's cnonce. Kamailio's
+        auth without nonce_count gives every challenge of one second the same nonce, and Meta
+        answers each new challenge with nc=1, so the nonce alone would call the second call of
+        a second a replay; a replay repeats the cnonce (another one needs the password)."""
+        return f"{self.nonce}/{self.cnonce}"
 
 
 def parse_digest(value: str) -> DigestCredentials:
@@ -61,7 +70,7 @@ def parse_digest(value: str) -> DigestCredentials:
     if not _NC.match(params.get("nc", "")) or not params.get("cnonce"):
         raise CredentialsProblem("Digest qop=auth without a valid nc and cnonce")
     return DigestCredentials(params["username"], params["realm"], params["uri"],
-                             params["nonce"], int(params["nc"], 16))
+                             params["nonce"], int(params["nc"], 16), params["cnonce"])
 
 
 def credentials_for(fields: list[tuple[str, str]], header: str,

@@ -819,15 +819,16 @@ class WhatsAppEdge:
         table = self.settings.cluster.nonce_table
         if not self.settings.cluster.enabled or not table:
             return True
-        KSR.htable.sht_lock(table, credentials.nonce)
+        key = credentials.replay_key
+        KSR.htable.sht_lock(table, key)
         try:
-            seen = KSR.htable.sht_get(table, credentials.nonce)
+            seen = KSR.htable.sht_get(table, key)
             if isinstance(seen, int) and credentials.nc <= seen:
                 return False
-            KSR.htable.sht_seti(table, credentials.nonce, credentials.nc)
+            KSR.htable.sht_seti(table, key, credentials.nc)
             return True
         finally:
-            KSR.htable.sht_unlock(table, credentials.nonce)
+            KSR.htable.sht_unlock(table, key)
 
     def relay(self) -> None:
         if KSR.tm.t_relay() < 0:

@@ -89,9 +89,10 @@ def test_a_clustered_edge_records_the_accepted_nc_under_the_nonce_lock(
         router: Callable[[bool], Route]) -> None:
     ksr = router(True)(nonce_results(None))
     assert ksr.count("tm.t_relay") == 1
-    assert ksr.args("htable.sht_seti") == [(NONCE_TABLE, "n", 1)]  # nonce "n", nc=00000001
-    assert ksr.args("htable.sht_lock") == [(NONCE_TABLE, "n")]
-    assert ksr.args("htable.sht_unlock") == [(NONCE_TABLE, "n")]
+    # nonce "n", cnonce "c", nc=00000001
+    assert ksr.args("htable.sht_seti") == [(NONCE_TABLE, "n/c", 1)]
+    assert ksr.args("htable.sht_lock") == [(NONCE_TABLE, "n/c")]
+    assert ksr.args("htable.sht_unlock") == [(NONCE_TABLE, "n/c")]
 
 
 def test_a_clustered_edge_answers_a_replayed_nc_stale(router: Callable[[bool], Route]) -> None:
@@ -101,7 +102,7 @@ def test_a_clustered_edge_answers_a_replayed_nc_stale(router: Callable[[bool], R
     (challenge,) = ksr.args("auth.auth_challenge")
     assert int(str(challenge[1])) & edge_module.STALE
     assert ksr.args("htable.sht_seti") == []
-    assert ksr.args("htable.sht_unlock") == [(NONCE_TABLE, "n")]
+    assert ksr.args("htable.sht_unlock") == [(NONCE_TABLE, "n/c")]
 
 
 def test_a_single_edge_leaves_the_nc_to_auth(router: Callable[[bool], Route]) -> None:
@@ -109,3 +110,18 @@ def test_a_single_edge_leaves_the_nc_to_auth(router: Callable[[bool], Route]) ->
     assert ksr.count("tm.t_relay") == 1
     assert not [args for args in ksr.args("htable.sht_get") if args[0] == NONCE_TABLE]
     assert ksr.count("htable.sht_lock") == 0
+
+
+def test_a_second_call_answering_the_same_nonce_with_its_own_cnonce_is_accepted(
+        router: Callable[[bool], Route]) -> None:
+    """auth without nonce_count hands every challenge of one second the same nonce, and Meta
+    answers each with nc=1: another call's nc under that nonce (cnonce "other") is no replay."""
+    base = uic_results()
+    creds = base["htable.sht_get"]
+
+    def sht_get(table: str, key: str) -> object:
+        return (1 if key == "n/other" else None) if table == NONCE_TABLE else creds(table, key)
+
+    ksr = router(True)(base | {"htable.sht_get": sht_get})
+    assert ksr.count("tm.t_relay") == 1
+    assert ksr.args("htable.sht_seti") == [(NONCE_TABLE, "n/c", 1)]
