@@ -34,8 +34,10 @@ SIPp over plain SIP, as the edge tests do.
 On a stock FreeSWITCH (no patch marker, lab/media/freeswitch_patch.py) the calls that put
 Meta's DTLS straight on FreeSWITCH are skipped with that reason, as the tests skip them: the
 business-initiated DTLS offer and the two DTLS media calls need patches/freeswitch/0001 (stock
-FreeSWITCH offers RTP/SAVPF and never sends its DTLS ClientHello to Meta's ICE-lite media); the
-rtpengine section carries DTLS on stock.
+FreeSWITCH offers RTP/SAVPF and never sends its DTLS ClientHello to Meta's ICE-lite media).
+Where rtpengine is installed, an rtpengine-with-FreeSWITCH section follows (patched or stock):
+the same four media calls through a second bundle with [media] anchor = "rtpengine", Meta's
+media (SDES or DTLS) on rtpengine and FreeSWITCH on plain RTP, audio checked both ways.
 
 Every process started here is stopped before the command returns. The last lines are
 `lab: FreeSWITCH calls: N ran, M skipped (...)` and `lab: N passed, M failed`; the exit code is
@@ -349,6 +351,13 @@ password ends in a challenge, no outcome)."""
 FREESWITCH_CALLS = len(CALLS) + len(MEDIA_CALLS) + 1
 """The calls that need FreeSWITCH (the call-permission section's placed call is the last):
 skipped, and counted as skipped, where there is none."""
+
+
+def freeswitch_calls() -> int:
+    """FREESWITCH_CALLS and, where rtpengine is installed, the rtpengine-with-FreeSWITCH
+    section's media calls."""
+    return FREESWITCH_CALLS + (len(MEDIA_CALLS) if shutil.which("rtpengine") else 0)
+
 PATCH_ONLY: dict[Callable[[Lab, Path], LabCall], str] = {
     dtls_business_hangs_up: "business-initiated call from a DTLS number by `wa-esl originate` "
                             "through FreeSWITCH's gateway (FreeSWITCH's own DTLS offer)"}
@@ -362,7 +371,7 @@ def stock_reason() -> str:
         return ""
     return (f"{binary} is stock: DTLS straight to FreeSWITCH needs patches/freeswitch/0001 (stock "
             "FreeSWITCH offers RTP/SAVPF and sends no DTLS ClientHello to Meta's ICE-lite media; "
-            "README, 'FreeSWITCH patch'); the rtpengine section carries DTLS on stock")
+            "README, 'FreeSWITCH patch'); the rtpengine-with-FreeSWITCH section carries DTLS on stock")
 
 
 def skipped_call(name: str, reason: str) -> LabCall:
@@ -438,16 +447,19 @@ def main(argv: list[str] | None = None) -> int:
         if missing is None:
             stock = stock_reason()
             results, freeswitch_ran = with_freeswitch(args.config, folder, stock)
+            anchored = anchored_media(args.config, folder)
+            results += anchored
+            freeswitch_ran += len(anchored)
             freeswitch_line = (f"lab: FreeSWITCH calls: {freeswitch_ran} ran, "
-                               f"{FREESWITCH_CALLS - freeswitch_ran} skipped (FreeSWITCH "
+                               f"{freeswitch_calls() - freeswitch_ran} skipped (FreeSWITCH "
                                f"{freeswitch_version()} at {freeswitch_binary()}"
                                + (", stock: the DTLS calls straight to it need "
                                   "patches/freeswitch/0001)" if stock else ")"))
         else:
-            print(freeswitch_absent_line(missing, FREESWITCH_CALLS))
+            print(freeswitch_absent_line(missing, freeswitch_calls()))
             results = edge_only(args.config, folder)
             results += permissions_only(folder)
-            freeswitch_line = (f"lab: FreeSWITCH calls: 0 ran, {FREESWITCH_CALLS} skipped "
+            freeswitch_line = (f"lab: FreeSWITCH calls: 0 ran, {freeswitch_calls()} skipped "
                                "(no FreeSWITCH installed)")
         results += rtpengine_media(args.config, folder)
     finally:
@@ -460,6 +472,39 @@ def main(argv: list[str] | None = None) -> int:
     print(freeswitch_line)
     print(f"lab: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
+
+
+def anchored_media(config: Path, folder: Path) -> list[LabCall]:
+    """The four media calls through a bundle with [media] anchor = "rtpengine": Meta's media
+    on rtpengine, FreeSWITCH on plain RTP (a stock FreeSWITCH carries DTLS calls this way)."""
+    if shutil.which("rtpengine") is None:
+        print("\nlab: rtpengine-with-FreeSWITCH section skipped: no rtpengine installed "
+              "(Debian's rtpengine-daemon; make lab installs it)")
+        return []
+    results: list[LabCall] = []
+    try:
+        overrides, _ = lab_overrides(config)
+        with BundleLab(folder / "anchored", config_path=config,
+                       overrides=merge(overrides, {"media": {"anchor": "rtpengine"}})) as bundle:
+            print(f"\nlab: rtpengine-with-FreeSWITCH section: [media] anchor = \"rtpengine\", "
+                  f"rtpengine on {bundle.config.media.rtpengine.ng_listen}; WhatsApp's media "
+                  "(lab/media's peer, 1000 Hz) on rtpengine, FreeSWITCH on plain RTP playing 440 Hz")
+            for index, (who, mode) in enumerate(MEDIA_CALLS, 1):
+                call_folder = folder / f"anchored-{index}"
+                call_folder.mkdir()
+                outcome = media_call(bundle, who, mode, call_folder)
+                result = LabCall(f"rtpengine + FreeSWITCH: {outcome.name}", outcome.passed, [],
+                                 outcome.notes, outcome.detail)
+                results.append(result)
+                print(f"\n[{'PASS' if result.passed else 'FAIL'}] {result.name}")
+                for note in result.notes:
+                    print(f"  {note}" if note.startswith("media:") else f"  = {note}")
+                if result.detail:
+                    print(f"  why: {result.detail}")
+    except (LabError, ConfigError, RenderError) as error:
+        print(f"lab: rtpengine-with-FreeSWITCH section cannot run: {error}", file=sys.stderr)
+        results.append(LabCall("rtpengine-with-FreeSWITCH section set-up", False, []))
+    return results
 
 
 def edge_only(config: Path, folder: Path) -> list[LabCall]:

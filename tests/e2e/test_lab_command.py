@@ -24,8 +24,9 @@ def test_lab_command_runs_every_call_through_the_real_switch() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     patched = is_patched(freeswitch_binary())
     summary = re.fullmatch(r"lab: (\d+) passed, 0 failed", lines[-1])
-    # calls, metrics check, media calls (the DTLS ones only on a patched build), rtpengine's 4
-    assert summary and int(summary[1]) >= (19 if patched else 16), lines[-1]
+    # calls, metrics check, media calls (the DTLS ones only on a patched build), the
+    # rtpengine-with-FreeSWITCH section's 4 and the rtpengine section's 4
+    assert summary and int(summary[1]) >= (23 if patched else 20), lines[-1]
     skipped = re.fullmatch(r"lab: FreeSWITCH calls: (\d+) ran, (\d+) skipped \(.*", lines[-2])
     assert skipped and int(skipped[2]) == (0 if patched else 3), lines[-2]
     text = done.stdout
@@ -48,14 +49,24 @@ def test_lab_command_runs_every_call_through_the_real_switch() -> None:
     # both /metrics endpoints scraped at the end agree with the calls placed
     assert "[PASS] metrics scraped from the edge and wa-esl match the calls placed" in text
     # the media section: four flows (two, SDES, on a stock build), audio heard both ways on each
-    media = [line for line in lines if line.startswith("  media: ")
-             and line.endswith("heard by FreeSWITCH")]  # not the rtpengine section's
+    media = media_lines(text, "lab: media section", "lab: call-permission section")
     assert len(media) == (4 if patched else 2), media
     assert all(line.endswith("tone 440 Hz heard by WhatsApp, 1000 Hz heard by FreeSWITCH")
                for line in media), media
     assert sum(line.startswith("  media: DTLS AES_CM_128_HMAC_SHA1_80, handshake ")
                for line in media) == (2 if patched else 0), media
-    # the rtpengine section: its four flows, DTLS included, on stock FreeSWITCH too
-    anchored = [line for line in lines if line.startswith("  media: ")
-                and line.endswith("heard by the business")]
+    # the same four through rtpengine to FreeSWITCH on plain RTP, DTLS on a stock build too
+    anchored = media_lines(text, "lab: rtpengine-with-FreeSWITCH section", "lab: rtpengine section")
     assert len(anchored) == 4, anchored
+    assert all(line.endswith("tone 440 Hz heard by WhatsApp, 1000 Hz heard by FreeSWITCH")
+               for line in anchored), anchored
+    assert sum(line.startswith("  media: DTLS AES_CM_128_HMAC_SHA1_80, handshake ")
+               for line in anchored) == 2, anchored
+    # the rtpengine section: its four flows with a plain-RTP business
+    assert len(media_lines(text, "lab: rtpengine section", "lab: FreeSWITCH calls:")) == 4
+
+
+def media_lines(text: str, start: str, end: str) -> list[str]:
+    """The `  media: ` lines of the section that begins with line `start`, up to `end`."""
+    section = text.split("\n" + start, 1)[1].split("\n" + end, 1)[0]
+    return [line for line in section.splitlines() if line.startswith("  media: ")]
