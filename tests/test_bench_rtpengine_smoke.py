@@ -44,6 +44,8 @@ def test_two_calls_per_scenario_pass_with_cpu_loss_both_ways_tones_and_dtmf() ->
         assert result[f"{key}_calls"] == "2", output
         assert float(result[f"rtpengine_cpu_us_per_call_{key}"]) > 0, output
         assert float(result[f"{key}_loss_pct"]) < 0.5, output
+        for direction in ("to_meta", "to_business"):
+            assert 0 <= float(result[f"{key}_loss_{direction}_pct"]) < 0.5, output
         assert float(result[f"{key}_first_packet_ms_p50"]) >= 0, output
         assert result[f"{key}_tones"] == "both_ways", output
         if name.endswith("dtls"):

@@ -29,7 +29,8 @@ CPU per call against opus in the same mode (`*_vs_opus`): the machine is shared,
 measured side by side travel better than absolute figures.
 Last line: RESULT opus_sdes_calls=<n> ... rtpengine_cpu_us_per_call_<variant>_<mode>=<x> ...
 (rtpengine CPU microseconds per second of one call, median over the passed steps of >= 10 calls;
-<scenario>_loss_pct / _jitter_ms_max: the highest passed step's.)
+<scenario>_loss_pct (the worse direction), _loss_to_meta_pct, _loss_to_business_pct,
+_jitter_ms_max: the highest passed step's.)
 """
 
 from __future__ import annotations
@@ -495,6 +496,10 @@ def summary(scenarios: list[Scenario], steps: dict[str, list[Step]], checks: lis
             result[f"{key}_vs_opus"] = (f"{per_call[scenario.name] / opus:.2f}"
                                         if figures and opus else "none")
         result[f"{key}_loss_pct"] = f"{best.loss_pct:.2f}" if best else "none"
+        for direction in ("to_meta", "to_business"):
+            expected, lost = getattr(best, direction) if best else (0, 0)
+            result[f"{key}_loss_{direction}_pct"] = (f"{100.0 * lost / expected:.2f}"
+                                                     if expected else "none")
         result[f"{key}_jitter_ms_max"] = f"{max(best.jitter_ms, default=0):.2f}" if best else "none"
         if scenario.mode == "dtls":
             result[f"{key}_handshake_ms_p50"], result[f"{key}_handshake_ms_p95"] = (
