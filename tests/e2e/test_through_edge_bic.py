@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from esl.cdr import CallRecord
 from esl.diagnosis import edge_diagnosis
 from esl.meta_errors import diagnose_sip_failure
 from lab.bundle import BundleLab
@@ -42,17 +43,12 @@ def invite_leg(bundle: BundleLab, start: int) -> list[TracedMessage]:
     return wait_for_call(bundle.freeswitch.log, start, call_id)
 
 
-@pytest.mark.parametrize(("number", "flow", "mode"), [
-    (SDES_NUMBER, "bic-answered", "SDES"),
-    # the WhatsApp user checks FreeSWITCH's offer: UDP/TLS/RTP/SAVPF, fingerprint, actpass
-    (DTLS_NUMBER, "bic-answered-dtls", "DTLS"),
-], ids=["sdes", "dtls"])
-def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path, number: str,
-                                         flow: str, mode: str) -> None:
-    if mode == "DTLS":  # FreeSWITCH's own UDP/TLS/RTP/SAVPF offer (the patch's part 3)
-        require_dtls_patch()
-    assert bundle.edge.meta is not None
-    user = bundle.edge.whatsapp_user(flow, folder=tmp_path)
+def business_hangs_up(bundle: BundleLab, number: str, flow: str,
+                      folder: Path) -> tuple[CallRecord, list[TracedMessage], list[TracedMessage]]:
+    """`wa-esl originate` to the WhatsApp user (SIPp `flow`), answered, FreeSWITCH hangs up: the
+    CDR, FreeSWITCH's leg (one INVITE, ACK, BYE: the edge answered the 407) and the user's
+    trace."""
+    user = bundle.edge.whatsapp_user(flow, folder=folder)
     start = bundle.freeswitch.log.stat().st_size
     try:
         result = bundle.originate(number, WHATSAPP_USER)
@@ -64,10 +60,25 @@ def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path, numb
     record = bundle.cdr(call_uuid=result.call_uuid)
     assert record.direction == "bic" and record.hangup_cause == "NORMAL_CLEARING", record
     assert record.business_number == number and record.user_number == WHATSAPP_USER
-    assert record.srtp_mode == mode and record.diagnosis == "the business side hung up"
+    assert record.diagnosis == "the business side hung up", record
     leg = invite_leg(bundle, start)
     sent = [m.first_line.split(" ", 1)[0] for m in leg if m.sent]
-    assert sent == ["INVITE", "ACK", "BYE"], sent  # one INVITE: the edge answered the 407
+    assert sent == ["INVITE", "ACK", "BYE"], sent
+    return record, leg, user.trace()
+
+
+@pytest.mark.parametrize(("number", "flow", "mode"), [
+    (SDES_NUMBER, "bic-answered", "SDES"),
+    # the WhatsApp user checks FreeSWITCH's offer: UDP/TLS/RTP/SAVPF, fingerprint, actpass
+    (DTLS_NUMBER, "bic-answered-dtls", "DTLS"),
+], ids=["sdes", "dtls"])
+def test_answered_then_business_hangs_up(bundle: BundleLab, tmp_path: Path, number: str,
+                                         flow: str, mode: str) -> None:
+    if mode == "DTLS":  # FreeSWITCH's own UDP/TLS/RTP/SAVPF offer (the patch's part 3)
+        require_dtls_patch()
+    assert bundle.edge.meta is not None
+    record, leg, _ = business_hangs_up(bundle, number, flow, tmp_path)
+    assert record.srtp_mode == mode, record
     invite = leg[0].text
     assert "X-WA-Business-Number: " + number in invite
     if mode == "SDES":
@@ -98,25 +109,12 @@ def test_dtls_number_through_rtpengine_on_any_freeswitch(anchored: BundleLab,
     """A DTLS number with the rtpengine anchor, on a stock FreeSWITCH too: FreeSWITCH offers
     plain RTP, Meta gets rtpengine's UDP/TLS/RTP/SAVPF offer (fingerprint, actpass, a candidate;
     the WhatsApp user's scenario checks them) and the call is answered and hung up."""
-    user = anchored.edge.whatsapp_user("bic-answered-dtls", folder=tmp_path)
-    start = anchored.freeswitch.log.stat().st_size
-    try:
-        result = anchored.originate(DTLS_NUMBER, WHATSAPP_USER)
-        assert result.exit_code == 0 and result.call_uuid, result.output
-        anchored.api(f"uuid_kill {result.call_uuid} NORMAL_CLEARING")
-        assert user.wait(20) == 0
-    finally:
-        user.stop()
-    record = anchored.cdr(call_uuid=result.call_uuid)
-    assert record.direction == "bic" and record.hangup_cause == "NORMAL_CLEARING", record
-    assert record.business_number == DTLS_NUMBER and record.diagnosis == "the business side hung up"
-    leg = invite_leg(anchored, start)
-    assert [m.first_line.split(" ", 1)[0] for m in leg if m.sent] == ["INVITE", "ACK", "BYE"]
+    _, leg, user_trace = business_hangs_up(anchored, DTLS_NUMBER, "bic-answered-dtls", tmp_path)
     ours = leg[0].text
     assert " RTP/AVP " in ours, ours
     for absent in ("a=fingerprint", "a=crypto", "a=setup", "SAVP"):
         assert absent not in ours, ours
-    to_meta = next(m.text for m in user.trace() if not m.sent and m.first_line.startswith("INVITE"))
+    to_meta = next(m.text for m in user_trace if not m.sent and m.first_line.startswith("INVITE"))
     assert " UDP/TLS/RTP/SAVPF " in to_meta and "a=fingerprint:sha-256 " in to_meta, to_meta
     assert "a=setup:actpass" in to_meta and "a=candidate:" in to_meta, to_meta
     assert "a=crypto" not in to_meta
