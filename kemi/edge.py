@@ -370,6 +370,10 @@ class WhatsAppEdge:
                         self._reply(403, "Forbidden - not a FreeSWITCH node")
                     return
                 self.screen_headers(header_fields(request.message))
+                if self.settings.cluster.enabled:
+                    # a call another edge took: loose_route forced no socket of this edge (its
+                    # internal entry names the other's), and the default UDP socket is the DMQ one
+                    KSR.pv.sets("$fsn", "internal")
             elif self.settings.front.haproxy:
                 # Toward Meta: loose_route forced the socket its second Route names, the
                 # loopback TLS socket advertised as the public address; bound to 127.0.0.1, a

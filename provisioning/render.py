@@ -88,6 +88,10 @@ def cluster_context(cfg: SiteConfig) -> dict[str, object]:
     return {"cluster": True, "dmq_listen": socket_text(*own),
             "dmq_server_address": f"sip:{socket_text(*own)}",
             "dmq_peers": [f"sip:{socket_text(*peer)}" for peer in cluster.peer_sockets()],
+            # the peers' internal sockets (their DMQ address, this edge's internal port): the
+            # second Record-Route entry of a call another edge took names one of them
+            "peer_internal": [socket_text(host, cfg.listen.internal_socket()[1])
+                              for host, _ in cluster.peer_sockets()],
             # a nonce is valid nonce_expire s after it was issued (+ auth's 3 s drift)
             "nonce_table_expire": cfg.auth.nonce_expire + 10}
 

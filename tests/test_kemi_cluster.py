@@ -15,7 +15,7 @@ import pytest
 
 from kemi.dialog_mac import KeyWatch, new_key_file
 from kemi.settings import ClusterSettings, EdgeSettings
-from tests.test_kemi_edge_adapter import FakeKsr, install_ksr, uic_results
+from tests.test_kemi_edge_adapter import FakeKsr, install_ksr, meta_in_dialog, uic_results
 from tests.test_kemi_edge_adapter import settings as settings  # the adapter tests' fixture
 
 sys.modules.setdefault("KSR", types.ModuleType("KSR"))  # kemi.edge imports it; never called here
@@ -125,3 +125,15 @@ def test_a_second_call_answering_the_same_nonce_with_its_own_cnonce_is_accepted(
     ksr = router(True)(base | {"htable.sht_get": sht_get})
     assert ksr.count("tm.t_relay") == 1
     assert ksr.args("htable.sht_seti") == [(NONCE_TABLE, "n/c", 1)]
+
+
+@pytest.mark.parametrize("cluster", [True, False])
+def test_metas_in_dialog_request_leaves_a_clustered_edge_from_the_internal_socket(
+        router: Callable[[bool], Route], tmp_path: Path, cluster: bool) -> None:
+    """A call another edge took: loose_route forced none of this edge's sockets (the internal
+    Route entry names the other edge's), and Kamailio's default UDP socket is the DMQ one;
+    a clustered edge names its internal socket, a single edge leaves it to loose_route."""
+    keys = KeyWatch(tmp_path / "in-dialog-keys.json")
+    ksr = router(cluster)(meta_in_dialog(keys))
+    assert ksr.count("tm.t_relay") == 1
+    assert (("$fsn", "internal") in ksr.args("pv.sets")) is cluster

@@ -90,6 +90,17 @@ def test_an_edge_of_a_cluster_loads_dmq_on_its_private_socket_only(tmp_path: Pat
     assert settings.cluster.nonce_table == "wa_nonce"
 
 
+def test_an_edge_of_a_cluster_takes_its_peers_internal_route_entries_as_its_own(
+        tmp_path: Path) -> None:
+    """Meta's BYE of a call edge A took may reach edge B: A's internal Record-Route entry (A's
+    DMQ address, the internal port) is an alias on B, so B's loose_route consumes it; a single
+    edge aliases no other address."""
+    text = rendered(cluster(EDGES[0], secret_file(tmp_path)), tmp_path / "out")
+    port = site({}).listen.internal_socket()[1]
+    assert re.findall(r"^alias=udp:(\S+)$", text, re.M) == [f"127.0.0.2:{port}"]
+    assert not re.findall(r"^alias=udp:", rendered(site({}), tmp_path / "single"), re.M)
+
+
 def test_every_edge_gets_the_same_nonce_secret_and_never_the_files_text(tmp_path: Path) -> None:
     secret = secret_file(tmp_path)
     text_a = rendered(cluster(EDGES[0], secret), tmp_path / "a")
