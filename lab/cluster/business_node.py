@@ -33,6 +33,7 @@ class BusinessNode(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.calls: dict[str, SipUas[PlainRtpPeer]] = {}
         self.opening: set[str] = set()
+        self.bye_sources: dict[str, str] = {}  # Call-ID -> where the BYE came from
         self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -48,6 +49,8 @@ class BusinessNode(asyncio.DatagramProtocol):
             self._ok(message, addr)
             return
         if call_id in self.calls:
+            if message.status is None and message.first_line.startswith("BYE "):
+                self.bye_sources[call_id] = f"{addr[0]}:{addr[1]}"
             self.calls[call_id].datagram_received(data, addr)
         elif message.first_line.startswith("INVITE ") and call_id not in self.opening:
             self.opening.add(call_id)
@@ -67,11 +70,12 @@ class BusinessNode(asyncio.DatagramProtocol):
         self.opening.discard(call_id)
         uas.datagram_received(data, addr)
         wacid = (uas.invite.header("x-wa-meta-wacid") if uas.invite else None) or ""
-        event("invite", call_id=call_id, wacid=wacid, status=uas.final_status)
+        event("invite", call_id=call_id, wacid=wacid, status=uas.final_status,
+              source=f"{addr[0]}:{addr[1]}")
         await uas.ended.wait()
         report = await peer.close()
         event("bye", call_id=call_id, wacid=wacid, packets_received=report.packets_received,
-              heard_hz=report.heard_hz)
+              heard_hz=report.heard_hz, source=self.bye_sources.pop(call_id, ""))
         del self.calls[call_id]
 
     def _ok(self, request: SipMessage, addr: tuple[str, int]) -> None:

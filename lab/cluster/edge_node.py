@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.certs import TestCa
 from lab.cluster.topology import Node, inside
 from lab.edge import EdgeLab, merge
 from lab.processes import LabError, ManagedProcess, wait_for_tcp
@@ -33,11 +34,14 @@ PROBE_INTERVAL_S = 1
 
 
 def cluster_overrides(node: Node, edges: list[Node], business: list[Node], store_url: str,
-                      shared: Path) -> dict[str, Any]:
-    """The site config of edge `node` (on top of the lab's rtpengine one)."""
+                      shared: Path, site_name: str) -> dict[str, Any]:
+    """The site config of edge `node` (on top of the lab's rtpengine one). Every edge
+    advertises the site's one name (`site_name`, resolving to all of them) in its Record-Route,
+    so Meta's in-dialog requests go to whichever edge answers for the name."""
     address = node.address
     return merge(rtpengine_overrides(), {
         "listen": {"tls": f"{address}:{TLS_PORT}", "internal": f"{address}:{INTERNAL_PORT}",
+                   "advertise": site_name,
                    "front_backend": "127.0.0.1:5062", "outbound_tls": "127.0.0.1:5063"},
         "credentials": {"store": store_url},
         "freeswitch": {"sets": [{"id": 1, "algorithm": "priority", "nodes": [
@@ -59,9 +63,13 @@ class ClusterEdge(EdgeLab):
     """EdgeLab's config and CA, started inside `node`'s namespace (no stunnel: Meta's stand-in
     speaks TLS itself, to the name that resolves to every edge)."""
 
-    def __init__(self, node: Node, folder: Path, overrides: dict[str, Any]) -> None:
+    def __init__(self, node: Node, folder: Path, overrides: dict[str, Any], ca: TestCa) -> None:
         self.node = node
         super().__init__(folder, overrides, passwords={})
+        # one site CA: Meta checks every edge's certificate for the one name against it (two
+        # lab CAs share a subject, and OpenSSL would try only the first)
+        self.ca = ca
+        self.config = self._site_config()
 
     def start(self) -> None:
         ensure_key_file(self.config.edge.in_dialog_key_file)

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,10 +35,13 @@ def _as_owner(argv: list[str]) -> list[str]:
 
 
 class PostgresNode:
-    def __init__(self, node: Node, folder: Path) -> None:
+    def __init__(self, node: Node, log: Path) -> None:
         self.node = node
-        self.folder = folder
-        self.data = folder / "data"
+        # a folder of its own the postgres user can reach (a test's or the lab's scratch
+        # folder is often 0700 root); its log goes to `log`
+        self.folder = Path(tempfile.mkdtemp(prefix="wa-sip-cluster-pg-"))
+        self.log = log
+        self.data = self.folder / "data"
         self.process: ManagedProcess | None = None
         binaries = server_bin()
         if binaries is None:
@@ -50,7 +54,6 @@ class PostgresNode:
         return f"postgresql://{DB_USER}@{self.node.address}:{PORT}/{DATABASE}"
 
     def create(self) -> PostgresNode:
-        self.folder.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
@@ -72,7 +75,7 @@ class PostgresNode:
         self.process = ManagedProcess("postgres", self.node.argv(*_as_owner([
             str(self.binaries / "postgres"), "-D", str(self.data), "-p", str(PORT),
             "-k", str(self.folder), "-c", f"listen_addresses={self.node.address}",
-            "-c", "fsync=off"])), self.folder.parent / "postgres.log")
+            "-c", "fsync=off"])), self.log)
         self.process.start()
         with inside(self.node):
             try:

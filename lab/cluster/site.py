@@ -8,15 +8,18 @@ import json
 import secrets
 import sys
 import time
+import tomllib
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lab.certs import make_test_ca
 from lab.cluster.edge_node import BUSINESS_PORT, DMQ_PORT, ClusterEdge, cluster_overrides
 from lab.cluster.meta import MetaCall, call_up, hang_up, resolve, tls_context, whole_call
 from lab.cluster.postgres import PostgresNode
 from lab.cluster.topology import NamespaceLoop, Node, SiteNetwork, inside, site_network
+from lab.edge import EXAMPLE_CONFIG
 from lab.processes import LabError, ManagedProcess
 from lab.rtpengine_section import PASSWORDS
 from provisioning.credential_store import credential_for
@@ -63,16 +66,17 @@ class ClusterSite:
         secret = shared / "nonce.secret"
         secret.write_text(secrets.token_hex(24) + "\n", encoding="utf-8")
         secret.chmod(0o600)
-        self.postgres = PostgresNode(self.network["pg"], self.folder / "pg").create()
+        self.postgres = PostgresNode(self.network["pg"], self.folder / "postgres.log").create()
         self.stack.callback(self.postgres.remove)
         edge_nodes = [self.network[role] for role in EDGES]
         media_nodes = [self.network[role] for role in MEDIA]
         for role in MEDIA:
             self.start_business(role)
+        self.ca = make_test_ca(shared / "ca", "wa-sip cluster lab CA")
         first = True
         for node in edge_nodes:
             edge = ClusterEdge(node, self.folder / node.role, cluster_overrides(
-                node, edge_nodes, media_nodes, self.postgres.url, shared))
+                node, edge_nodes, media_nodes, self.postgres.url, shared, site_name()), self.ca)
             if first:
                 self._write_credentials(edge)
                 first = False
@@ -160,7 +164,7 @@ class ClusterSite:
         return MetaCall(f"wacid.cluster{self.serial:03d}", resolve(self.hosts_file, self.sip_domain))
 
     def _tls(self) -> Any:
-        return tls_context([edge.ca.certificate for edge in self.edges.values()])
+        return tls_context([self.ca.certificate])
 
     def call_up(self) -> MetaCall:
         assert self.meta is not None and self.network is not None
@@ -176,6 +180,11 @@ class ClusterSite:
         return self.meta.run(whole_call(self.new_call(), self.sip_domain,
                                         self.network["meta"].address, self._tls(), hold_s),
                              timeout=40)
+
+    def remote_bye(self, meta_call: MetaCall) -> bool:
+        """Has the site sent Meta a BYE for this call (still up on Meta's side)?"""
+        uac = meta_call._uac
+        return uac is not None and uac.remote_bye.is_set()
 
     def business_events(self, role: str) -> list[dict[str, Any]]:
         path = self.folder / f"{role}.log"
@@ -196,6 +205,14 @@ class ClusterSite:
                 return role
         return None
 
+    def business_event(self, wacid: str, event: str) -> dict[str, Any]:
+        """The business node's log entry of `event` for the call ({} when none logged it)."""
+        for role in MEDIA:
+            for entry in self.business_events(role):
+                if entry.get("event") == event and entry.get("wacid") == wacid:
+                    return entry
+        return {}
+
     def business_heard_meta(self, wacid: str) -> bool:
         for role in MEDIA:
             for e in self.business_events(role):
@@ -206,6 +223,12 @@ class ClusterSite:
     def node(self, role: str) -> Node:
         assert self.network is not None
         return self.network[role]
+
+
+def site_name() -> str:
+    """The lab site's SIP domain (examples/site.toml's): the one name Meta resolves."""
+    raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    return str(raw["site"]["sip_domain"])
 
 
 def _records(answer: Any) -> list[dict[str, Any]]:
