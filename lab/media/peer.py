@@ -119,7 +119,11 @@ class MediaReport:
         if self.dtls_handshake_ms is not None:
             parts.append(f"handshake {self.dtls_handshake_ms:.0f} ms")
         if self.first_packet_after_ack_ms is not None:
-            parts.append(f"first business packet {self.first_packet_after_ack_ms:.0f} ms after ACK")
+            # On a business-initiated call the business may send as soon as Meta's 200 is out,
+            # so its first packet can beat its own ACK here: say "before", never "-0 ms after".
+            ms = round(self.first_packet_after_ack_ms)
+            when = f"{ms} ms after ACK" if ms >= 0 else f"{-ms} ms before ACK"
+            parts.append(f"first business packet {when}")
         else:
             parts.append("no business packet")
         parts.append(f"{self.packets_received}/{self.packets_sent} packets")
