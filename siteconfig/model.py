@@ -667,9 +667,27 @@ class Number(Strict):
         description="SDES crypto suites FreeSWITCH offers/accepts, when srtp_mode = SDES.")
     additional_codecs: list[Literal["PCMU", "PCMA"]] = Field(
         default_factory=list,
-        description="G.711 codecs enabled on the number at Meta (audio.additional_codecs); "
-                    "business-initiated offers carry OPUS and these only.")
+        description="G.711 codecs Meta offers beside Opus for this number (audio.additional_codecs, "
+                    "set by provision apply; [] = Opus only); business-initiated offers carry OPUS "
+                    "and these only, and the edge keeps them in the SDP toward Meta.")
     request_uri_user_params: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("additional_codecs", mode="before")
+    @classmethod
+    def _g711_only(cls, codecs: object) -> object:
+        """Meta accepts PCMU and PCMA here (any case in the file); Opus is always on, never listed."""
+        if not isinstance(codecs, list):
+            return codecs
+        names = [c.upper() if isinstance(c, str) else c for c in codecs]
+        if "OPUS" in names:
+            raise ValueError("list only PCMU and/or PCMA: Opus is always on at Meta and is not "
+                             "an additional codec")
+        unknown = [c for c in names if c not in ("PCMU", "PCMA")]
+        if unknown:
+            raise ValueError(f"{unknown}: Meta's audio.additional_codecs takes PCMU and PCMA only")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{codecs}: each codec once")
+        return names
 
     @field_validator("sdes_suites")
     @classmethod

@@ -184,6 +184,26 @@ def test_user_param_value_of_128_characters_is_accepted() -> None:
     assert cfg.numbers[0].request_uri_user_params == params
 
 
+def test_additional_codecs_default_to_opus_only_and_take_g711_in_any_case() -> None:
+    cfg = parse_config(site_text({"numbers": [number(), number("+15550100002", "100000000000002",
+                                                               additional_codecs=["pcmu", "PCMA"])]}),
+                       CONFIG_PATH)
+    assert cfg.numbers[0].additional_codecs == []
+    assert cfg.numbers[1].additional_codecs == ["PCMU", "PCMA"]
+
+
+@pytest.mark.parametrize(("codecs", "says"), [
+    (["OPUS", "PCMU"], "Opus is always on"),
+    (["G729"], "PCMU and PCMA only"),
+    (["G722", "PCMU"], "PCMU and PCMA only"),
+    (["PCMU", "pcmu"], "each codec once"),
+])
+def test_additional_codecs_are_what_meta_accepts(codecs: list[str], says: str) -> None:
+    (problem,) = problems_of({"numbers": [number(additional_codecs=codecs)]})
+    assert problem.startswith("numbers[0].additional_codecs: ")
+    assert says in problem
+
+
 @pytest.mark.parametrize("params", [{"tgrp": "x" * 129}, {"k" * 129: "v"}, {"tgrp": ""}])
 def test_user_param_length_is_capped(params: dict[str, str]) -> None:
     (problem,) = problems_of({"numbers": [number(request_uri_user_params=params)]})
