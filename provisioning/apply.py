@@ -1,8 +1,10 @@
 """`provision apply`: make Meta's calling settings match the site config, changing only what differs.
 
-Two calls at most per number, each read back: the SIP part (status + this app's server) and then
+Three calls at most per number, each read back: the SIP part (status + this app's server), then
 `srtp_key_exchange_protocol` on its own, because an integrator reports that a SIP settings update
-resets SRTP to DTLS; after the SIP update the SRTP value is read again and set if it moved.
+resets SRTP to DTLS (after the SIP update the SRTP value is read again and set if it moved), then
+`audio.additional_codecs` (the number's G.711 codecs Meta offers beside Opus; `[]` when the
+number is back to Opus only), also last and on its own, so that neither earlier call can undo it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from provisioning.settings_model import (
     DesiredSettings,
     Difference,
     SettingsFormatError,
+    codecs_difference,
+    codecs_text,
     desired_settings,
     other_apps_warning,
     parse_settings,
@@ -71,17 +75,29 @@ async def _apply_sip(client: GraphClient, number: Number, wanted: DesiredSetting
     return after
 
 
-async def _apply_srtp(client: GraphClient, number: Number, wanted: DesiredSettings) -> None:
+async def _apply_srtp(client: GraphClient, number: Number,
+                      wanted: DesiredSettings) -> CallingSettings:
     await client.update_settings(number.phone_number_id, {"srtp_key_exchange_protocol": wanted.srtp})
     after = await read_settings(client, number.phone_number_id)
     if after.effective_srtp != wanted.srtp:
         raise ApplyFailed(f"Meta reads back srtp_key_exchange_protocol = {after.srtp}, not {wanted.srtp}")
+    return after
+
+
+async def _apply_codecs(client: GraphClient, number: Number, wanted: DesiredSettings) -> None:
+    await client.update_settings(number.phone_number_id, wanted.audio_body())
+    after = await read_settings(client, number.phone_number_id)
+    if codecs_difference(after, wanted) is not None:
+        raise ApplyFailed(f"Meta reads back audio.additional_codecs as "
+                          f"{codecs_text(after.effective_codecs)}, not "
+                          f"{codecs_text(wanted.additional_codecs)}")
 
 
 async def apply_number(client: GraphClient, cfg: SiteConfig, app_id: str, number: Number,
                        dry_run: bool) -> NumberApply:
     """Diff one number and, unless `dry_run`, change what differs; never raises GraphError."""
     result = NumberApply(number.business_number, number.phone_number_id)
+    step = ""  # the settings call under way, named in an error
     try:
         wanted = desired_settings(cfg, number)
         wanted.server_body()  # checks Meta's 128-character limits before anything is sent
@@ -91,7 +107,8 @@ async def apply_number(client: GraphClient, cfg: SiteConfig, app_id: str, number
             result.warnings.append(other_apps_warning(number.business_number, others))
         sip_changes = sip_differences(current, wanted, app_id)
         srtp_change = srtp_difference(current, wanted)
-        result.changes = sip_changes + ([srtp_change] if srtp_change else [])
+        codecs_change = codecs_difference(current, wanted)
+        result.changes = sip_changes + [c for c in (srtp_change, codecs_change) if c is not None]
         if not result.changes:
             result.outcome, result.detail = "unchanged", "Meta already matches the site config"
             return result
@@ -99,12 +116,18 @@ async def apply_number(client: GraphClient, cfg: SiteConfig, app_id: str, number
             result.outcome, result.detail = "would_change", "dry run: nothing sent"
             return result
         if sip_changes:
+            step = "sip"
             current = await _apply_sip(client, number, wanted, app_id)
         if srtp_difference(current, wanted) is not None:
-            await _apply_srtp(client, number, wanted)
+            step = "srtp_key_exchange_protocol"
+            current = await _apply_srtp(client, number, wanted)
+        if codecs_difference(current, wanted) is not None:
+            step = "audio.additional_codecs"
+            await _apply_codecs(client, number, wanted)
         result.outcome, result.detail = "changed", "applied and read back"
     except GraphError as error:
-        result.outcome, result.detail, result.graph_error = "error", error.explain(), error
+        where = f"setting {step}: " if step else ""
+        result.outcome, result.detail, result.graph_error = "error", where + error.explain(), error
     except (ApplyFailed, ValueError) as error:
         result.outcome, result.detail = "error", str(error)
     return result

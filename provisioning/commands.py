@@ -359,13 +359,14 @@ def status(
     if as_json:
         ctx.emit_json({"command": "status", "results": [r.as_dict() for r in results]})
     else:
-        table = Table("number", "SIP", "server", "srtp", "store", "drift", title="provision status")
+        table = Table("number", "SIP", "server", "srtp", "codecs", "store", "drift",
+                      title="provision status")
         for result in results:
             server = f"{result.server['hostname']}:{result.server['port']}" if result.server else "-"
             drift = ctx.plain(result.error) if result.error else escape(
                 "; ".join(f"{d.field}: {d.meta} -> {d.wanted}" for d in result.drift) or "none")
             table.add_row(result.business_number, result.sip_status, server, result.srtp or "(default)",
-                          result.store, drift)
+                          result.codecs, result.store, drift)
         out.print(table)
     if any(r.error for r in results):
         raise typer.Exit(EXIT_FAILED)

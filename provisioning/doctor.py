@@ -29,7 +29,12 @@ from provisioning.render import RenderError
 from provisioning.render_nftables import RULESET_NAME, meta_sets
 from provisioning.rtpengine_metrics import MetricsError, fetch_metrics
 from provisioning.rtpengine_ng import NgError, ping
-from provisioning.settings_model import DEFAULT_SRTP, SettingsFormatError, parse_settings
+from provisioning.settings_model import (
+    DEFAULT_SRTP,
+    SettingsFormatError,
+    codecs_text,
+    parse_settings,
+)
 from provisioning.store_backend import CredentialBackend
 from provisioning.tls_probe import TlsProbe
 from siteconfig.listen_address import parse_listen_address
@@ -183,9 +188,27 @@ async def number_findings(client: GraphClient, cfg: SiteConfig, app_id: str, num
                              f"is set for {number.srtp_mode}: calls get no audio",
                              "run provision apply (sets Meta to the config), or change srtp_mode "
                              "in [[numbers]] and re-render FreeSWITCH"))
+    found.append(_codecs_finding(number, settings.effective_codecs))
     if store is not None and ours.password is not None:
         found.append(_store_finding(cfg, number, store, ours.password.get_secret_value(), rpc_sockets))
     return found
+
+
+def _codecs_finding(number: Number, at_meta: frozenset[str]) -> Finding:
+    """What Meta offers beside Opus (audio.additional_codecs) against the number's additional_codecs.
+
+    A mismatch is a warning, not a failure: Opus is on both sides either way, so calls have audio;
+    what is lost is G.711 end to end (FreeSWITCH transcodes instead) or, when Meta has a codec the
+    config lacks, that codec in business-initiated offers (the edge keeps only what the config says).
+    """
+    subject = number.business_number
+    wanted = frozenset(number.additional_codecs)
+    if at_meta == wanted:
+        return Finding("codecs", Level.PASS, subject, f"Meta offers {codecs_text(at_meta)}, as configured")
+    return Finding("codecs", Level.WARN, subject,
+                   f"Meta offers {codecs_text(at_meta)}, the config says {codecs_text(wanted)}: "
+                   "no G.711 end to end for the codecs that differ (Opus still works)",
+                   "run provision apply (sets audio.additional_codecs from additional_codecs)")
 
 
 def _store_finding(cfg: SiteConfig, number: Number, store: CredentialBackend, password: str,

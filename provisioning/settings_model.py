@@ -39,6 +39,12 @@ class CallingSettings:
     sip_status: str
     servers: tuple[ServerEntry, ...]
     srtp: str | None  # None: never set explicitly (Meta then uses DTLS)
+    additional_codecs: tuple[str, ...] | None = None  # audio.additional_codecs; None: never set
+
+    @property
+    def effective_codecs(self) -> frozenset[str]:
+        """The G.711 codecs Meta offers beside Opus (none when the field was never set)."""
+        return frozenset(self.additional_codecs or ())
 
     @property
     def effective_srtp(self) -> str:
@@ -82,7 +88,22 @@ def parse_settings(answer: dict[str, Any]) -> CallingSettings:
         ))
     srtp = calling.get("srtp_key_exchange_protocol")
     return CallingSettings(sip_status=str(sip.get("status", "DISABLED")).upper(),
-                           servers=tuple(servers), srtp=str(srtp).upper() if srtp else None)
+                           servers=tuple(servers), srtp=str(srtp).upper() if srtp else None,
+                           additional_codecs=_additional_codecs(calling.get("audio")))
+
+
+def _additional_codecs(audio: Any) -> tuple[str, ...] | None:
+    """``calling.audio.additional_codecs`` upper-cased, in Meta's order; None when absent."""
+    if audio is None:
+        return None
+    if not isinstance(audio, dict):
+        raise SettingsFormatError("'calling.audio' is not an object")
+    codecs = audio.get("additional_codecs")
+    if codecs is None:
+        return None
+    if not isinstance(codecs, list):
+        raise SettingsFormatError("'calling.audio.additional_codecs' is not a list")
+    return tuple(str(c).upper() for c in codecs)
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,11 @@ class DesiredSettings:
     port: int
     request_uri_user_params: dict[str, str]
     srtp: str
+    additional_codecs: tuple[str, ...] = ()  # G.711 beside Opus, in the site config's order
+
+    def audio_body(self) -> dict[str, Any]:
+        """The settings POST that makes Meta offer these codecs beside Opus ([] clears them)."""
+        return {"audio": {"additional_codecs": list(self.additional_codecs)}}
 
     def server_body(self) -> dict[str, Any]:
         check_user_params(self.request_uri_user_params)
@@ -107,7 +133,8 @@ def desired_settings(cfg: SiteConfig, number: Number) -> DesiredSettings:
     return DesiredSettings(sip_status="ENABLED", hostname=cfg.site.sip_domain,
                            port=cfg.graph.server_port,
                            request_uri_user_params=dict(number.request_uri_user_params),
-                           srtp=number.srtp_mode)
+                           srtp=number.srtp_mode,
+                           additional_codecs=tuple(number.additional_codecs))
 
 
 def check_user_params(params: dict[str, str]) -> None:
@@ -160,6 +187,21 @@ def srtp_difference(current: CallingSettings, wanted: DesiredSettings) -> Differ
         return None
     meta = current.srtp or f"(not set: {DEFAULT_SRTP})"
     return Difference("srtp_key_exchange_protocol", meta, wanted.srtp)
+
+
+def codecs_text(codecs: tuple[str, ...] | frozenset[str] | None) -> str:
+    """What Meta offers, as a person reads it: ``OPUS``, ``OPUS + PCMU``..."""
+    return " + ".join(("OPUS", *sorted(codecs or ())))
+
+
+def codecs_difference(current: CallingSettings, wanted: DesiredSettings) -> Difference | None:
+    """audio.additional_codecs compared as a set: which G.711 codecs Meta offers beside Opus."""
+    if current.effective_codecs == frozenset(wanted.additional_codecs):
+        return None
+    meta = codecs_text(current.effective_codecs)
+    if current.additional_codecs is None:
+        meta += " (additional_codecs not set)"
+    return Difference("audio.additional_codecs", meta, codecs_text(wanted.additional_codecs))
 
 
 def other_apps_warning(business_number: str, others: list[ServerEntry]) -> str:

@@ -15,6 +15,8 @@ from provisioning.credential_store import StoreError, credential_for
 from provisioning.settings_model import (
     Difference,
     SettingsFormatError,
+    codecs_difference,
+    codecs_text,
     desired_settings,
     parse_settings,
     sip_differences,
@@ -31,6 +33,7 @@ class NumberStatus:
     sip_status: str = "?"
     server: dict[str, Any] | None = None
     srtp: str | None = None
+    codecs: str = "?"  # what Meta offers: "OPUS", "OPUS + PCMU"... (audio.additional_codecs)
     other_apps: list[str] = field(default_factory=list)
     store: str = "?"  # matches | stale | missing | unknown
     drift: list[Difference] = field(default_factory=list)
@@ -43,7 +46,7 @@ class NumberStatus:
     def as_dict(self) -> dict[str, Any]:
         return {"business_number": self.business_number, "phone_number_id": self.phone_number_id,
                 "sip_status": self.sip_status, "server": self.server, "srtp": self.srtp,
-                "other_apps": self.other_apps, "store": self.store,
+                "codecs": self.codecs, "other_apps": self.other_apps, "store": self.store,
                 "drift": [d.as_dict() for d in self.drift], "error": self.error,
                 "in_sync": self.in_sync}
 
@@ -61,11 +64,15 @@ async def number_status(client: GraphClient, cfg: SiteConfig, store: CredentialB
     status.sip_status = current.sip_status
     status.server = ours.public() if ours else None
     status.srtp = current.srtp
+    status.codecs = codecs_text(current.effective_codecs)
     status.other_apps = sorted({s.app_id for s in current.other_apps(app_id)})
     status.drift = sip_differences(current, wanted, app_id)
     srtp = srtp_difference(current, wanted)
     if srtp is not None:
         status.drift.append(srtp)
+    codecs = codecs_difference(current, wanted)
+    if codecs is not None:
+        status.drift.append(codecs)
     try:
         stored = store.get(number.business_number)
     except StoreError as error:

@@ -2,9 +2,10 @@
 
 Kept apart from the server so the rules (per-app servers, one password per (number, app),
 regeneration only through disable + clear + enable, DISABLED keeps servers, at least one server
-while ENABLED, the SRTP field absent until set, 131055 on /calls while SIP is ENABLED) can be read
-and tested on their own. Every method takes the caller's app id, which the server derives from
-the access token exactly as Meta does.
+while ENABLED, the SRTP field absent until set, ``audio.additional_codecs`` only PCMA/PCMU and
+absent until set, 131055 on /calls while SIP is ENABLED) can be read and tested on their own.
+Every method takes the caller's app id, which the server derives from the access token exactly
+as Meta does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 META_PARAM_LIMIT = 128
 SRTP_PROTOCOLS = ("DTLS", "SDES")
+ADDITIONAL_CODECS = ("PCMA", "PCMU")
+"""What ``calling.audio.additional_codecs`` accepts (2026-03): G.711 beside Opus, which is always on."""
 
 
 class GraphApiError(Exception):
@@ -59,6 +62,10 @@ class NumberState:
     sip_status: str = "DISABLED"
     servers: dict[str, SipServer] = field(default_factory=dict)
     srtp: str | None = None
+    additional_codecs: list[str] | None = None  # None: never set (Meta offers Opus only)
+    additional_codecs_available: bool = True
+    """False: the field is refused for this number with #100 (a test's stand-in for a number or
+    app Meta has not opened G.711 to; Meta's exact wording for that is not documented)."""
     allowed_apps: set[str] | None = None  # None: every app may manage this number
     passwords_issued: int = 0
 
@@ -128,6 +135,8 @@ class GraphState:
                                        "sip": {"status": number.sip_status, "servers": servers}}
             if number.srtp is not None:
                 calling["srtp_key_exchange_protocol"] = number.srtp
+            if number.additional_codecs is not None:
+                calling["audio"] = {"additional_codecs": list(number.additional_codecs)}
             return {"calling": calling}
 
     def post_settings(self, app_id: str, phone_number_id: str, body: Any) -> dict[str, Any]:
@@ -161,7 +170,14 @@ class GraphState:
                     srtp = "DTLS"  # the integrator-reported reset; hence srtp in its own call
             if "srtp_key_exchange_protocol" in calling:
                 srtp = calling["srtp_key_exchange_protocol"]
+            codecs = number.additional_codecs
+            if "audio" in calling:
+                if not number.additional_codecs_available:
+                    raise invalid_parameter(
+                        "calling.audio.additional_codecs is not available for this phone number")
+                codecs = list(calling["audio"]["additional_codecs"])
             number.sip_status, number.servers, number.srtp = status, servers, srtp
+            number.additional_codecs = codecs
             return {"success": True}
 
     def post_calls(self, app_id: str, phone_number_id: str) -> dict[str, Any]:
@@ -184,12 +200,14 @@ def _calling_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or set(body) - {"calling"} or not isinstance(body.get("calling"), dict):
         raise invalid_parameter("Param calling must be a JSON object")
     calling: dict[str, Any] = body["calling"]
-    unknown = set(calling) - {"sip", "srtp_key_exchange_protocol", "status"}
+    unknown = set(calling) - {"sip", "srtp_key_exchange_protocol", "status", "audio"}
     if unknown:
         raise invalid_parameter(f"Unknown calling field(s): {', '.join(sorted(unknown))}")
     srtp = calling.get("srtp_key_exchange_protocol", "DTLS")
     if srtp not in SRTP_PROTOCOLS:
         raise invalid_parameter("srtp_key_exchange_protocol must be DTLS or SDES")
+    if "audio" in calling:
+        _check_audio(calling["audio"])
     sip = calling.get("sip")
     if sip is None:
         return calling
@@ -203,6 +221,17 @@ def _calling_body(body: Any) -> dict[str, Any]:
     for entry in servers:
         _check_server(entry)
     return calling
+
+
+def _check_audio(audio: Any) -> None:
+    """``calling.audio``: only ``additional_codecs``, a list of distinct PCMA/PCMU ([] clears it)."""
+    if not isinstance(audio, dict) or set(audio) != {"additional_codecs"}:
+        raise invalid_parameter("Param calling.audio must hold additional_codecs")
+    codecs = audio["additional_codecs"]
+    if (not isinstance(codecs, list) or any(c not in ADDITIONAL_CODECS for c in codecs)
+            or len(set(codecs)) != len(codecs)):
+        raise invalid_parameter("calling.audio.additional_codecs must be a list of distinct values "
+                                f"among {', '.join(ADDITIONAL_CODECS)}")
 
 
 def _check_server(entry: Any) -> None:

@@ -139,3 +139,29 @@ def test_rate_limiter_answers_429_with_retry_after() -> None:
         time.sleep(0.5)
         assert call(standin, "GET", "/app").status_code == 200
         assert standin.stats.rate_limited >= 1
+
+
+def test_additional_codecs_absent_until_set_then_set_and_cleared(standin: GraphStandin) -> None:
+    enable(standin)
+    assert "audio" not in call(standin, "GET", f"/{PNID}/settings").json()["calling"]
+    body = {"calling": {"audio": {"additional_codecs": ["PCMU", "PCMA"]}}}
+    assert call(standin, "POST", f"/{PNID}/settings", body=body).json() == {"success": True}
+    calling = call(standin, "GET", f"/{PNID}/settings").json()["calling"]
+    assert calling["audio"] == {"additional_codecs": ["PCMU", "PCMA"]}
+    assert calling["sip"]["status"] == "ENABLED"  # an audio update leaves SIP alone
+    call(standin, "POST", f"/{PNID}/settings", body={"calling": {"audio": {"additional_codecs": []}}})
+    assert call(standin, "GET", f"/{PNID}/settings").json()["calling"]["audio"] == {
+        "additional_codecs": []}
+
+
+@pytest.mark.parametrize("audio", [
+    {"additional_codecs": ["OPUS"]}, {"additional_codecs": ["pcmu"]}, {"additional_codecs": ["G729"]},
+    {"additional_codecs": ["PCMU", "PCMU"]}, {"additional_codecs": "PCMU"}, {"codecs": ["PCMU"]},
+    ["PCMU"],
+])
+def test_additional_codecs_other_than_distinct_pcma_pcmu_are_refused(standin: GraphStandin,
+                                                                      audio: Any) -> None:
+    answer = call(standin, "POST", f"/{PNID}/settings", body={"calling": {"audio": audio}})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == 100
+    assert standin.state.numbers[PNID].additional_codecs is None

@@ -73,3 +73,70 @@ def test_too_long_user_param_is_refused_before_sending(standin: GraphStandin, tm
     run = provision("apply", "-c", str(config(standin, tmp_path, extra)))
     assert run.exit_code == 2 and "128" in run.stderr
     assert standin.stats.requests == 0
+
+
+G711 = {ONE: 'additional_codecs = ["PCMU"]'}
+
+
+def test_additional_codecs_are_set_last_then_cleared_when_back_to_opus_only(
+        standin: GraphStandin, tmp_path: Path) -> None:
+    path = config(standin, tmp_path, {ONE: 'srtp_mode = "SDES"\nadditional_codecs = ["PCMU"]'})
+    run = provision("apply", "-c", str(path), "--json")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    (result,) = run.json()["results"]
+    assert result["changes"][-1] == {"field": "audio.additional_codecs",
+                                     "meta": "OPUS (additional_codecs not set)", "wanted": "OPUS + PCMU"}
+    number = standin.state.numbers[PNID1]
+    assert number.additional_codecs == ["PCMU"] and number.srtp == "SDES"
+    assert standin.stats.by_route["POST settings"] == 3  # SIP, SRTP, then the codecs on their own
+    assert provision("apply", "-c", str(path), "--json").json()["results"][0]["outcome"] == "unchanged"
+    opus_only = config(standin, tmp_path, {ONE: 'srtp_mode = "SDES"'})
+    cleared = provision("apply", "-c", str(opus_only), "--json")
+    assert cleared.exit_code == 0
+    assert cleared.json()["results"][0]["changes"] == [
+        {"field": "audio.additional_codecs", "meta": "OPUS + PCMU", "wanted": "OPUS"}]
+    assert number.additional_codecs == [] and number.srtp == "SDES"
+    assert standin.stats.by_route["POST settings"] == 4
+
+
+def test_a_number_that_never_set_codecs_and_wants_opus_only_sends_nothing_for_them(
+        standin: GraphStandin, tmp_path: Path) -> None:
+    run = provision("apply", "-c", str(config(standin, tmp_path)), "--json")
+    assert run.exit_code == 0
+    assert [c["field"] for c in run.json()["results"][0]["changes"]] == ["sip.status", "sip.server"]
+    assert standin.state.numbers[PNID1].additional_codecs is None
+    assert standin.stats.by_route["POST settings"] == 1
+
+
+def test_codecs_refused_by_meta_are_an_error_naming_the_field_not_a_traceback(
+        standin: GraphStandin, tmp_path: Path) -> None:
+    standin.state.numbers[PNID1].additional_codecs_available = False
+    run = provision("apply", "-c", str(config(standin, tmp_path, G711)))
+    assert run.exit_code == 1
+    assert "setting audio.additional_codecs:" in run.stderr
+    assert "not available for this phone number" in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert standin.state.numbers[PNID1].sip_status == "ENABLED"  # the SIP part went through first
+
+
+def test_an_invalid_codec_is_refused_before_anything_is_sent(standin: GraphStandin,
+                                                             tmp_path: Path) -> None:
+    run = provision("apply", "-c", str(config(standin, tmp_path, {ONE: 'additional_codecs = ["G729"]'})))
+    assert run.exit_code == 2
+    assert "numbers[0].additional_codecs" in run.stderr and "PCMU and PCMA only" in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert standin.stats.requests == 0
+
+
+def test_status_shows_what_meta_offers_and_the_codec_drift(standin: GraphStandin,
+                                                           tmp_path: Path) -> None:
+    path = config(standin, tmp_path, G711)
+    assert provision("apply", "-c", str(path)).exit_code == 0
+    standin.state.numbers[PNID1].additional_codecs = ["PCMA"]  # changed on Meta's side
+    run = provision("status", "-c", str(path), "--json")
+    (result,) = run.json()["results"]
+    assert result["codecs"] == "OPUS + PCMA"
+    assert {"field": "audio.additional_codecs", "meta": "OPUS + PCMA",
+            "wanted": "OPUS + PCMU"} in result["drift"]
+    table = provision("status", "-c", str(path))
+    assert "OPUS + PCMA" in table.stdout and "codecs" in table.stdout

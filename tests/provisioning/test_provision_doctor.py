@@ -111,7 +111,7 @@ def test_graph_findings_srtp_from_domain_other_apps(ca: certs.TestCa, standin: G
     standin.state.add_server(PNID1, APP_ID, "edge.sip.example.com")
     standin.state.add_server(PNID1, OTHER_APP_ID, "other.example.net")
     config = site_toml(tmp_path, standin.base_url, numbers=[NUMBERS[0]], graph=f'app_id = "{APP_ID}"',
-                       number_extra={ONE: 'srtp_mode = "SDES"'})
+                       number_extra={ONE: 'srtp_mode = "SDES"\nadditional_codecs = ["PCMU"]'})
     with tls_server(ca.issue("good", [SIP_DOMAIN], days=90)) as port:
         run = provision("doctor", "-c", str(config), "--connect", f"127.0.0.1:{port}",
                         "--ca-file", str(ca.certificate), "--json")
@@ -121,6 +121,8 @@ def test_graph_findings_srtp_from_domain_other_apps(ca: certs.TestCa, standin: G
     assert findings["sip.other_apps"]["level"] == "warn"
     assert findings["sip.server"]["level"] == "fail"  # Meta calls edge.sip..., the edge serves sip...
     assert findings["bic.from_domain"]["level"] == "pass"  # sip.example.com is a parent of it
+    assert findings["codecs"]["level"] == "warn"  # PCMU configured, not yet set at Meta
+    assert "Meta offers OPUS, the config says OPUS + PCMU" in findings["codecs"]["cause"]
     assert findings["store"]["level"] == "fail" and "provision sync" in findings["store"]["fix"]
     assert all(f["fix"] for f in findings.values() if f["level"] != "pass")
     secret = standin.state.password(PNID1, APP_ID)
