@@ -3,7 +3,8 @@
 One rendered `kamailio.cfg` and one KEMI edge serve every supported Kamailio (5.6, 6.0, 6.1):
 the renderer asks this module what the target binary has and leaves out, or replaces, what it
 lacks, and `provision render` / `doctor` say so in plain words. The facts come from Kamailio's
-sources and from running Debian 12's 5.6.3 (see README, "Supported Kamailio"):
+sources and from running Debian 12's 5.6.3 and 6.0.1 and 6.1.4 built from Kamailio's
+source (see README, "Supported Kamailio"):
 
 - the core's TCP/TLS hardening variables (`tcp_accept_iplimit`, `tcp_msg_data_timeout`,
   `tcp_msg_read_timeout`, `tcp_check_timer`) are not in 5.6;
