@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import tomllib
+
 import pytest
 
 from kemi.sdp_codecs import audio_encodings, toward_meta
+from kemi.settings import settings_from_dict
+from lab.edge import EXAMPLE_CONFIG
+from provisioning.render import edge_settings
+from siteconfig.model import SiteConfig
 
 
 def offer(m_line: str, *attributes: str) -> str:
@@ -86,3 +93,19 @@ def test_a_payload_type_that_is_not_one_is_never_kept(pt: str) -> None:
 
 def test_opus_at_another_rate_is_not_opus_at_48000() -> None:
     assert not toward_meta(offer("m=audio 4000 RTP/AVP 96", "a=rtpmap:96 opus/16000/1")).voice
+
+
+def test_each_number_keeps_the_g711_its_site_config_enables() -> None:
+    """From the site config through `provision render`'s edge settings into the edge: PCMU stays
+    in the offer to Meta for the number with pcmu in additional_codecs, and only for it."""
+    raw = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    raw["numbers"] = [
+        {"business_number": "+15550100001", "phone_number_id": "100000000000001"},
+        {"business_number": "+15550100002", "phone_number_id": "100000000000002",
+         "additional_codecs": ["pcmu"]},
+    ]
+    settings = settings_from_dict(json.loads(json.dumps(edge_settings(SiteConfig.model_validate(raw)))))
+    opus_only, with_pcmu = settings.numbers["15550100001"], settings.numbers["15550100002"]
+    assert opus_only.additional_codecs == () and with_pcmu.additional_codecs == ("PCMU",)
+    assert toward_meta(STOCK_FREESWITCH, opus_only.additional_codecs).keep == ("102", "100")
+    assert toward_meta(STOCK_FREESWITCH, with_pcmu.additional_codecs).keep == ("102", "0", "100")
