@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lab.cluster.edge_node import INTERNAL_PORT
-from lab.cluster.meta import MetaCall
+from lab.cluster.meta import MetaCall, mac_key_id
 from lab.cluster.site import EDGES, REPO, ClusterSite
 from lab.site_toml import write_site_toml
+from provisioning.in_dialog_keys import rotate_key_file
 from provisioning.kamailio_rpc import RpcError, call
 
 NEW_CALL_BUDGET_S = 20.0
@@ -222,4 +223,31 @@ def edge_killed(site: ClusterSite) -> DrillReport:
     return report
 
 
-DRILLS = (("postgres", postgres_stopped), ("media", media_node_killed), ("edge", edge_killed))
+def key_rotated(site: ClusterSite) -> DrillReport:
+    """The site's in-dialog MAC key rotated (provision rotate-in-dialog-key's rotation, the file
+    every edge reads) with calls up: their BYEs, through either edge, still reach the business;
+    new calls are signed with the new key."""
+    report = DrillReport("the in-dialog MAC key rotated while calls are up")
+    up = _calls_up(site, report)
+    old_key = mac_key_id(up[0].route)
+    rotation = rotate_key_file(site.edges["edgea"].config.edge.in_dialog_key_file, 3600)
+    fault_at = time.monotonic()
+    time.sleep(1.2)  # each worker re-reads a changed key file at most once a second
+    new = _new_calls_until_good(site, report, fault_at)
+    keys = sorted({mac_key_id(c.route) for c in new if c.good})
+    report.check(f"new calls are signed with the new key {rotation.key_id} (were {old_key}; "
+                 f"now {', '.join(keys) or 'none'})", keys == [rotation.key_id] and bool(old_key))
+    for meta_call, via in zip(up, EDGES, strict=True):
+        site.hang_up(meta_call, via=via)
+        reached = _business_got_bye(site, meta_call)
+        if not (meta_call.bye_status == 200 and reached):
+            report.lost += 1
+        report.calls.append(_with_node(site, meta_call))
+        report.check(f"{meta_call.wacid} (old key): Meta's BYE through {via} reaches the "
+                     f"business (BYE {meta_call.bye_status or 'unanswered'})",
+                     meta_call.bye_status == 200 and reached)
+    return report
+
+
+DRILLS = (("postgres", postgres_stopped), ("media", media_node_killed), ("edge", edge_killed),
+          ("key", key_rotated))

@@ -9,6 +9,7 @@ good when it is answered, Meta hears the business's tone and Meta's BYE gets its
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class MetaCall:
     remote_bye: bool = False  # the site ended the call toward Meta
     heard_hz: float | None = None
     error: str = ""
+    route: str = ""  # Meta's route set through the site, as the edge's Record-Route gave it
     _uac: MetaUac | None = None
     _peer: MediaPeer | None = None
 
@@ -100,6 +102,7 @@ async def call_up(call: MetaCall, sip_domain: str, address: str, tls: ssl.SSLCon
                                     "cluster-lab", peer.offer(), timeout=timeout_s)
         call.status = response.status or 0
         if call.answered:
+            call.route = uac.edge_route
             peer.accept_answer(response.body)
             peer.start()
     except (TimeoutError, OSError) as error:
@@ -111,9 +114,19 @@ async def call_up(call: MetaCall, sip_domain: str, address: str, tls: ssl.SSLCon
     return call
 
 
-async def hang_up(call: MetaCall, duration_s: int = 2) -> MetaCall:
-    """Meta's BYE (over a new connection if the old one broke), media stopped, report kept."""
+def mac_key_id(route: str) -> str:
+    """The key id of the site's MAC in a route set (kemi/dialog_mac.py's wamac=KEY.DIR.MAC)."""
+    match = re.search(r";wamac=([^.;>]+)\.", route)
+    return match[1] if match else ""
+
+
+async def hang_up(call: MetaCall, duration_s: int = 2, hosts: list[str] | None = None) -> MetaCall:
+    """Meta's BYE (over a new connection if the old one broke, or to the first of `hosts`
+    that takes one when given), media stopped, report kept."""
     uac, peer = call._uac, call._peer
+    if uac is not None and hosts is not None:
+        await uac.close()  # the next request opens a connection of its own
+        uac.hosts, uac.refused = hosts, []
     if uac is not None and call.answered:
         call.remote_bye = uac.remote_bye.is_set()
         if not call.remote_bye:

@@ -171,9 +171,11 @@ class ClusterSite:
         return self.meta.run(call_up(self.new_call(), self.sip_domain, self.network["meta"].address,
                                      self._tls()), timeout=30)
 
-    def hang_up(self, meta_call: MetaCall) -> MetaCall:
+    def hang_up(self, meta_call: MetaCall, via: str | None = None) -> MetaCall:
+        """Meta's BYE; with `via` (an edge's role), over a new connection to that edge."""
         assert self.meta is not None
-        return self.meta.run(hang_up(meta_call), timeout=30)
+        hosts = [self.node(via).address] if via else None
+        return self.meta.run(hang_up(meta_call, hosts=hosts), timeout=30)
 
     def whole_call(self, hold_s: float = 2.0) -> MetaCall:
         assert self.meta is not None and self.network is not None

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from lab.cluster.__main__ import missing
-from lab.cluster.drills import MEDIA_LOSS_BYE, edge_killed, media_node_killed, postgres_stopped
+from lab.cluster.drills import (
+    MEDIA_LOSS_BYE,
+    edge_killed,
+    key_rotated,
+    media_node_killed,
+    postgres_stopped,
+)
 from lab.cluster.site import ClusterSite
 from lab.cluster.topology import TAG, our_namespaces, remove_leftovers
 
@@ -72,6 +78,12 @@ def test_edge_killed_the_bye_goes_through_the_other_edge_and_new_calls_connect(
     assert report.passed, "\n".join(report.lines())
     assert report.lost == 0
     assert report.first_good_after_s is not None and report.first_good_after_s < 5
+
+
+def test_key_rotated_with_calls_up_drops_nothing(site: ClusterSite) -> None:
+    report = key_rotated(site)
+    assert report.passed, "\n".join(report.lines())
+    assert report.lost == 0
 
 
 def test_namespaces_a_crashed_run_left_are_removed_by_name(tmp_path: Path) -> None:
