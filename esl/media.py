@@ -11,8 +11,9 @@
   per codec rate: ``telephone-event/48000`` beside Opus) and FreeSWITCH count the events it sends
   in 8000 Hz units on both directions.
 - BIC offers carry the number's codecs only: OPUS, plus PCMU/PCMA where the number enables them
-  (Meta's ``audio.additional_codecs``); a UIC answer picks from ``[esl.media] codecs`` among what
-  Meta offered.
+  (Meta's ``audio.additional_codecs``); behind rtpengine PCMU as well, for the telephone-event/8000
+  it brings (``bic_codecs``; the edge removes PCMU again); a UIC answer picks from
+  ``[esl.media] codecs`` among what Meta offered.
 - Always: OPUS first; no session timers and no hold, because Meta answers re-INVITEs with 500;
   silence while idle, and a media timeout shorter than Meta's 20 s so FreeSWITCH ends a dead
   call cleanly (cause MEDIA_TIMEOUT, flagged in the CDR) before Meta does.
@@ -25,6 +26,8 @@ from siteconfig.controller import MediaSettings, NumberSettings, check_safe_argu
 MULTISET_DELIMITER = "|"
 TELEPHONE_EVENT_RATE = 8000
 """Meta's only DTMF clock rate (RFC 4733 telephone-event/8000)."""
+DTMF_CLOCK_CODEC = "PCMU"
+"""An 8000 Hz codec a stock FreeSWITCH needs in its offer to offer telephone-event/8000."""
 
 
 def srtp_variables(number: NumberSettings, direction: str) -> list[tuple[str, str]]:
@@ -52,8 +55,19 @@ def dtmf_variables() -> list[tuple[str, str]]:
 
 
 def bic_codecs(number: NumberSettings) -> str:
-    """The codecs a BIC offer carries: OPUS, then what the number enables beside it."""
-    return ",".join(("OPUS", *number.additional_codecs))
+    """The codecs a BIC offer carries: OPUS, then what the number enables beside it.
+
+    Behind rtpengine, a number without G.711 gets PCMU offered too, for its telephone-event:
+    a stock FreeSWITCH offers one telephone-event per codec clock rate (OPUS alone: /48000
+    only, which Meta does not take and rtpengine 10.5 cannot turn into /8000), so PCMU's
+    8000 Hz brings ``telephone-event/8000``; the edge then removes PCMU and /48000 from the
+    offer (kemi/sdp_codecs.py), Meta answers OPUS with /8000, and FreeSWITCH sends and reads
+    DTMF on it. (The direct path has no edge filter: 0002's variable does it there.)
+    """
+    codecs: tuple[str, ...] = ("OPUS", *number.additional_codecs)
+    if number.meta_srtp_mode is not None and not number.additional_codecs:
+        codecs += (DTMF_CLOCK_CODEC,)
+    return ",".join(codecs)
 
 
 def common_variables(media: MediaSettings, codecs: str | None = None) -> list[tuple[str, str]]:

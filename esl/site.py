@@ -51,7 +51,9 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
                            srtp_mode=freeswitch_leg_mode(cfg, n.srtp_mode),
                            sdes_suites=tuple(n.sdes_suites) if cfg.media.anchor == "freeswitch"
                            else INSIDE_SDES_SUITES,
-                           additional_codecs=tuple(n.additional_codecs))
+                           additional_codecs=tuple(n.additional_codecs),
+                           meta_srtp_mode=n.srtp_mode if cfg.media.anchor == "rtpengine"
+                           else None)
             for n in cfg.numbers),
         routes=tuple(esl.routes),
         cdr_db=esl.cdr_db,

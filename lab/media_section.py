@@ -31,6 +31,7 @@ from lab.media.freeswitch_call import (
     MediaCall,
     heard_in,
     record_read_stream,
+    watch_dtmf,
 )
 from lab.media.peer import MediaPeer, MediaReport
 from lab.media.sdp import SdpError, SrtpMode
@@ -99,9 +100,26 @@ def _cdr_note(bundle: BundleLab, **which: str) -> str:
             f"route {record.route or '-'}, srtp {record.srtp_mode}")
 
 
-async def _user_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path) -> MediaCall:
+async def _send_dtmf(bundle: BundleLab, peer: MediaPeer, call_uuid: str, dtmf: str,
+                     business_dtmf: str) -> None:
+    """Once the business's media reached WhatsApp: `dtmf` from WhatsApp as RFC 4733 events,
+    `business_dtmf` (``uuid_send_dtmf`` syntax, e.g. ``5@200``) from FreeSWITCH."""
+    if not (dtmf or business_dtmf):
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(peer.first_packet.wait(), HOLD_S)
+    if dtmf:
+        peer.send_dtmf(dtmf)
+    if business_dtmf:
+        await bundle.freeswitch.api_async(f"uuid_send_dtmf {call_uuid} {business_dtmf}")
+
+
+async def _user_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path, dtmf: str = "",
+                          business_dtmf: str = "") -> MediaCall:
     """Meta's INVITE with the peer's offer through stunnel (TLS) to the edge, its 407 answered,
-    relayed to FreeSWITCH, answered by wa-esl and routed to the tone; Meta's BYE after HOLD_S."""
+    relayed to FreeSWITCH, answered by wa-esl and routed to the tone; Meta's BYE after HOLD_S.
+    `dtmf`/`business_dtmf`: digits each side sends (`_send_dtmf`); those FreeSWITCH reported
+    are in the call's `business_dtmf`, WhatsApp's in its report's `dtmf_received`."""
     number = MEDIA_NUMBERS[mode.value][0]
     ports = bundle.edge.ports
     peer = await MediaPeer(mode, tone_hz=PEER_TONE_HZ).open()
@@ -109,6 +127,7 @@ async def _user_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path) -> Me
                         f"<sip:127.0.0.1:{ports.tls};transport=tls;r2=on;lr>,"
                         f"<sip:127.0.0.1:{ports.internal};r2=on;lr>").open()
     call = MediaCall(None, peer.report, wacid=f"wacid.labmedia{uuid.uuid4().hex[:16]}")
+    events = await watch_dtmf(bundle.freeswitch, call) if dtmf else None
     try:
         response = await uac.invite(number, number[1:], LAB_PASSWORD, call.wacid,
                                     f"lab-media-{mode.value.lower()}", peer.offer())
@@ -126,6 +145,7 @@ async def _user_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path) -> Me
         call.call_uuid = record.call_uuid
         call.recording = await record_read_stream(bundle.freeswitch, record.call_uuid,
                                                   folder / f"heard-{record.call_uuid}.wav")
+        await _send_dtmf(bundle, peer, record.call_uuid, dtmf, business_dtmf)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(uac.remote_bye.wait(), HOLD_S)
         call.business_hung_up = uac.remote_bye.is_set()
@@ -134,6 +154,8 @@ async def _user_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path) -> Me
     finally:
         call.report = await peer.close()
         await uac.close()
+        if events is not None:
+            await events.close()
     if call.recording is not None:
         await asyncio.sleep(SETTLE_S)
         call.business_heard_hz = heard_in(call.recording)
@@ -155,13 +177,16 @@ def user_initiated(bundle: BundleLab, mode: str, folder: Path) -> MediaOutcome:
                         "hangs up", not why, notes, why, call.sip_status == 200)
 
 
-async def _business_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path) -> MediaCall:
+async def _business_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path, dtmf: str = "",
+                              business_dtmf: str = "") -> MediaCall:
     """`wa-esl originate` through the gateway, edge and Meta stand-in to a `SipUas` where the
-    lab's WhatsApp user is; FreeSWITCH plays its tone once answered, then hangs up."""
+    lab's WhatsApp user is; FreeSWITCH plays its tone once answered, then hangs up. DTMF as in
+    `_user_initiated`; the offer WhatsApp got is the call's `offer`."""
     peer = await MediaPeer(mode, tone_hz=PEER_TONE_HZ).open()
     uas = await SipUas(("127.0.0.1", bundle.edge.ports.meta.whatsapp_user), peer).open()
     call = MediaCall(None, peer.report)
     switch = bundle.freeswitch
+    events = await watch_dtmf(switch, call) if dtmf else None
     try:
         result = await asyncio.to_thread(bundle.originate, MEDIA_NUMBERS[mode.value][0],
                                          WHATSAPP_USER)
@@ -172,6 +197,7 @@ async def _business_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path) -
             await switch.api_async(f"uuid_broadcast {call.call_uuid} {TONE} aleg")
             call.recording = await record_read_stream(switch, call.call_uuid,
                                                       folder / f"heard-{call.call_uuid}.wav")
+            await _send_dtmf(bundle, peer, call.call_uuid, dtmf, business_dtmf)
             await asyncio.sleep(HOLD_S)
             await switch.api_async(f"uuid_kill {call.call_uuid} NORMAL_CLEARING")
             with contextlib.suppress(TimeoutError):
@@ -181,6 +207,10 @@ async def _business_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path) -
     finally:
         report: MediaReport = await peer.close()
         uas.close()
+        if events is not None:
+            await events.close()
+        if uas.invite is not None:
+            call.offer = uas.invite.body
     call.report = report
     call.sip_status = uas.final_status
     if uas.refusal:

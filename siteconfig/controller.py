@@ -75,6 +75,10 @@ class NumberSettings(_Model):
     additional_codecs: tuple[G711, ...] = ()
     """G.711 codecs enabled on the number at Meta (``audio.additional_codecs``), offered after
     OPUS on business-initiated calls (the offer carries OPUS and these only)."""
+    meta_srtp_mode: Literal["SDES", "DTLS"] | None = None
+    """Meta's side of the number's media when rtpengine anchors it ([media] anchor =
+    "rtpengine"; ``srtp_mode`` is then FreeSWITCH's leg: RTP, or SDES inside). None when
+    FreeSWITCH terminates Meta's media itself and ``srtp_mode`` is Meta's."""
 
     @field_validator("sdes_suites")
     @classmethod

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from esl.media import srtp_variables
+from esl.media import bic_codecs, srtp_variables
 from esl.site import controller_settings
 from kemi.settings import load_settings
 from provisioning.render import RenderOptions, render_kamailio
@@ -118,6 +118,9 @@ def test_with_rtpengine_freeswitch_sees_every_number_as_plain_rtp(tmp_path: Path
          "srtp_mode": "SDES"}]})
     settings = controller_settings(cfg)
     assert {n.srtp_mode for n in settings.numbers} == {"RTP"}
+    # Meta's own mode stays known (the CDR says it); the BIC offer adds PCMU for te/8000
+    assert [n.meta_srtp_mode for n in settings.numbers] == ["DTLS", "SDES"]
+    assert {bic_codecs(n) for n in settings.numbers} == {"OPUS,PCMU"}
     assert all(srtp_variables(n, d) == [] for n in settings.numbers for d in ("inbound", "outbound"))
     target = render_freeswitch(cfg, tmp_path / "out")
     dialplan = (target / "dialplan" / "whatsapp.xml").read_text()
@@ -130,3 +133,4 @@ def test_with_rtpengine_freeswitch_sees_every_number_as_plain_rtp(tmp_path: Path
 def test_with_freeswitch_as_anchor_the_numbers_keep_meta_s_mode() -> None:
     settings = controller_settings(example_with(DIRECT))
     assert {n.srtp_mode for n in settings.numbers} == {"DTLS"}  # the example's one number
+    assert {(n.meta_srtp_mode, bic_codecs(n)) for n in settings.numbers} == {(None, "OPUS")}

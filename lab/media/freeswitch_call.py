@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from esl.bic import BicRequest, BicResult, place_bic
-from esl.client import connect_inbound
+from esl.client import EslConnection, connect_inbound
 from esl.event import Event
 from lab.edge import EXAMPLE_CONFIG, merge
 from lab.freeswitch import FreeswitchLab, FreeswitchPorts, loopback_overrides
@@ -118,6 +118,20 @@ def heard_in(path: Path) -> float | None:
         return None
 
 
+async def watch_dtmf(switch: FreeswitchLab, call: MediaCall) -> EslConnection:
+    """An Event Socket connection adding each digit FreeSWITCH reports on `call`'s channel
+    (DTMF events, once `call.call_uuid` is known) to `call.business_dtmf`; close it after."""
+    events = await connect_inbound(switch.esl_host, switch.esl_port, switch.password)
+
+    def on_event(event: Event) -> None:
+        if event.name == "DTMF" and event.unique_id == call.call_uuid:
+            call.business_dtmf += event.get("DTMF-Digit") or ""
+
+    events.on_event(on_event)
+    await events.command("event json DTMF")
+    return events
+
+
 async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, folder: Path, *,
                    hold_s: float, timeouts: MediaTimeouts | None = None,
                    peer_tone_hz: float = PEER_TONE_HZ, dtmf: str = "",
@@ -136,16 +150,7 @@ async def uic_call(switch: FreeswitchLab, mode: SrtpMode, business_number: str, 
     uac = await SipUac(("127.0.0.1", switch.sip_port)).open()
     caller = whatsapp_user()
     call = MediaCall(None, peer.report)
-    events = None
-    if observe:
-        events = await connect_inbound(switch.esl_host, switch.esl_port, switch.password)
-
-        def on_event(event: Event) -> None:
-            if event.name == "DTMF" and event.unique_id == call.call_uuid:
-                call.business_dtmf += event.get("DTMF-Digit") or ""
-
-        events.on_event(on_event)
-        await events.command("event json DTMF")
+    events = await watch_dtmf(switch, call) if observe else None
     try:
         offer = peer.offer()
         if mutate_offer is not None:

@@ -97,6 +97,16 @@ def test_bic_codecs_are_opus_plus_the_numbers_g711() -> None:
         NumberSettings(business_number="+15551234567", additional_codecs=("G729",))  # type: ignore[arg-type]
 
 
+def test_behind_rtpengine_a_bic_offer_adds_pcmu_for_its_telephone_event_at_8000() -> None:
+    """Stock FreeSWITCH offers telephone-event at its codecs' clock rates only: PCMU brings
+    /8000, which the edge keeps while it removes PCMU (a number without G.711 at Meta)."""
+    anchored = NumberSettings(business_number="+15551234567", srtp_mode="RTP",
+                              meta_srtp_mode="DTLS")
+    assert bic_codecs(anchored) == "OPUS,PCMU"
+    with_pcma = anchored.model_copy(update={"additional_codecs": ("PCMA",)})
+    assert bic_codecs(with_pcma) == "OPUS,PCMA"  # an 8000 Hz codec already: nothing added
+
+
 def test_multiset_and_dial_variables_refuse_expansion_and_delimiters() -> None:
     assert multiset_argument([("a", "1"), ("b", "x:y")]) == "^^|a=1|b=x:y"
     assert dial_variables([("a", "1,2")]) == "{a=1\\,2}"
