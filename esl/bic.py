@@ -22,7 +22,13 @@ from esl.cdr import CallRecord, CdrStore
 from esl.client import EslConnection
 from esl.diagnosis import diagnose
 from esl.errors import EslError
-from esl.media import bic_codecs, common_variables, dial_variables, srtp_variables
+from esl.media import (
+    anchor_variables,
+    bic_codecs,
+    common_variables,
+    dial_variables,
+    srtp_variables,
+)
 from esl.preflight import Preflight, Verdict, permission_token
 from siteconfig.controller import E164_PATTERN, ControllerSettings
 
@@ -93,6 +99,7 @@ def originate_command(request: BicRequest, settings: ControllerSettings, call_uu
         ("wa_business_number", request.business_number),
         ("wa_user_number", request.user),
         ("wa_srtp_mode", number.srtp_mode),
+        *anchor_variables(number),
         *([("wa_permission", permission)] if permission else []),
         *srtp_variables(number, "outbound"),
         *common_variables(settings.media, bic_codecs(number)),

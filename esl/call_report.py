@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esl.cdr import CallRecord, CdrStore
+from esl.cdr import CallRecord, CdrStore, srtp_text
 from esl.edge_log import EdgeEvent, events_for
 from esl.meta_call_events import MetaCallEventStore, Reconciliation, reconcile, without_cdr
 from esl.preflight import permission_words
@@ -106,7 +106,7 @@ def report_lines(report: CallReport) -> list[str]:
         lines.append(f"  invite {r.invite_at or '-'}  answer {r.answer_at or '-'}  "
                      f"end {r.end_at or '-'}")
         lines.append(f"  hangup {r.hangup_cause or '-'}  sip {r.sip_status or '-'}  "
-                     f"route {r.route or '-'}  srtp {r.srtp_mode or '-'}")
+                     f"route {r.route or '-'}  srtp {srtp_text(r)}")
         lines.append(f"  diagnosis: {r.diagnosis or '-'}")
         if r.direction == "bic":
             lines.append(f"  permission: {permission_words(r.permission)}")

@@ -47,6 +47,9 @@ class CallRecord:
     state: str = "active"  # "active", "ended", or "missed" (ended while we were disconnected)
     sip_call_id: str | None = None  # the SIP Call-ID (the edge logs it: wa-esl call show)
     permission: str | None = None  # BIC: the call permission pre-flight placed it under
+    freeswitch_srtp_mode: str | None = None
+    """Set when rtpengine anchored Meta's media: FreeSWITCH's own leg (RTP, or SDES inside),
+    while ``srtp_mode`` is what Meta's side used (the number's SDES or DTLS)."""
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(CallRecord))
@@ -93,6 +96,26 @@ def dtls_failed(event: Event, cause: str) -> bool:
             and not (event.variable("sip_hangup_disposition") or "").startswith("recv_"))
 
 
+ANCHOR = "rtpengine"
+"""The anchor a record with ``freeswitch_srtp_mode`` went through."""
+
+
+def srtp_text(record: CallRecord) -> str:
+    """The record's SRTP as an operator reads it: Meta's side, and rtpengine when it anchored
+    the call (``DTLS (rtpengine)``; FreeSWITCH's leg named when it is not plain RTP)."""
+    meta = record.srtp_mode or "-"
+    leg = record.freeswitch_srtp_mode
+    if leg is None:
+        return meta
+    return f"{meta} ({ANCHOR})" if leg == "RTP" else f"{meta} ({ANCHOR}, {leg} to FreeSWITCH)"
+
+
+def srtp_fields(meta_mode: str | None, leg_mode: str | None) -> tuple[str | None, str | None]:
+    """(``srtp_mode``, ``freeswitch_srtp_mode``) of a record from the number's two modes
+    (``wa_meta_srtp_mode``, set behind rtpengine only, and FreeSWITCH's ``wa_srtp_mode``)."""
+    return (meta_mode, leg_mode) if meta_mode else (leg_mode, None)
+
+
 def record_from_hangup(event: Event) -> CallRecord:
     """The complete CDR of a call from its CHANNEL_HANGUP_COMPLETE event."""
     invite = sip_headers(event, HEADER_PREFIX)
@@ -112,6 +135,8 @@ def record_from_hangup(event: Event) -> CallRecord:
     answered = bool(answered_us and answered_us != "0")
     billmsec = _int(event.variable("billmsec"))
     params = {k.removeprefix("x-wa-param-"): v for k, v in invite.items() if "x-wa-param-" in k}
+    srtp_mode, freeswitch_srtp_mode = srtp_fields(event.variable("wa_meta_srtp_mode"),
+                                                  event.variable("wa_srtp_mode"))
     return CallRecord(
         call_uuid=event.unique_id,
         direction=direction,
@@ -128,7 +153,8 @@ def record_from_hangup(event: Event) -> CallRecord:
         cta_payload=clean_payload(invite.get("x-wa-meta-cta-payload")),
         deeplink_payload=clean_payload(invite.get("x-wa-meta-deeplink-payload")),
         route=event.variable("wa_route"),
-        srtp_mode=event.variable("wa_srtp_mode"),
+        srtp_mode=srtp_mode,
+        freeswitch_srtp_mode=freeswitch_srtp_mode,
         invite_at=_iso(event.get("Caller-Channel-Created-Time")),
         answer_at=_iso(answered_us),
         end_at=_iso(event.get("Caller-Channel-Hangup-Time")) or _iso(
@@ -167,12 +193,13 @@ CREATE TABLE IF NOT EXISTS cdr (
         ("end_at", "TEXT"), ("meta_duration_s", "INTEGER"), ("fs_duration_s", "REAL"),
         ("hangup_cause", "TEXT"), ("sip_status", "INTEGER"), ("diagnosis", "TEXT"),
         ("media_timeout", "INTEGER"), ("first_media_ms", "REAL"), ("state", "TEXT"),
-        ("sip_call_id", "TEXT"), ("permission", "TEXT"),
+        ("sip_call_id", "TEXT"), ("permission", "TEXT"), ("freeswitch_srtp_mode", "TEXT"),
     ))}
 );
 CREATE INDEX IF NOT EXISTS cdr_invite_at ON cdr (invite_at);
 """
-_ADDED_COLUMNS = (("sip_call_id", "TEXT"), ("permission", "TEXT"))
+_ADDED_COLUMNS = (("sip_call_id", "TEXT"), ("permission", "TEXT"),
+                  ("freeswitch_srtp_mode", "TEXT"))
 """Columns added after the first release: an older database gets them on open."""
 _COLUMNS = ", ".join(FIELDS)
 _PLACEHOLDERS = ", ".join(f":{name}" for name in FIELDS)

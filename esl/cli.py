@@ -24,7 +24,7 @@ from rich.table import Table
 
 from esl.bic import BicRequest, BicRequestError, BicResult, place_bic, refused_result
 from esl.call_report import build_report, report_lines
-from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
+from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup, srtp_text
 from esl.cdr_export import to_csv, to_json
 from esl.client import connect_inbound
 from esl.controller import Controller
@@ -277,7 +277,7 @@ def cdr_list(
     for r in records:
         cells = (
             r.invite_at or "", r.direction or "", r.wacid or "", r.business_number or "",
-            r.user_number or "", r.srtp_mode or "", r.hangup_cause or r.state,
+            r.user_number or "", srtp_text(r) if r.srtp_mode else "", r.hangup_cause or r.state,
             str(r.sip_status or ""), str(r.meta_duration_s or ""),
             f"{r.fs_duration_s:.1f}" if r.fs_duration_s is not None else "", r.diagnosis or "",
         )

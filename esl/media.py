@@ -54,6 +54,12 @@ def dtmf_variables() -> list[tuple[str, str]]:
     return [("sdp_telephone_event_rate", str(TELEPHONE_EVENT_RATE))]
 
 
+def anchor_variables(number: NumberSettings) -> list[tuple[str, str]]:
+    """Behind rtpengine: Meta's own SRTP mode (``wa_srtp_mode`` is FreeSWITCH's leg), so the
+    CDR says what Meta's side used (esl/cdr.py)."""
+    return [("wa_meta_srtp_mode", number.meta_srtp_mode)] if number.meta_srtp_mode else []
+
+
 def bic_codecs(number: NumberSettings) -> str:
     """The codecs a BIC offer carries: OPUS, then what the number enables beside it.
 
@@ -89,6 +95,7 @@ def uic_variables(
     """All variables set before answering a user-initiated call, plus our ``wa_*`` tags."""
     variables = srtp_variables(number, "inbound") + common_variables(media)
     variables.append(("wa_srtp_mode", number.srtp_mode))
+    variables += anchor_variables(number)
     variables += sorted(tags.items())
     return variables
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from esl.cdr import CallRecord, CdrStore, record_from_hangup
+from esl.cdr import ANCHOR, CallRecord, CdrStore, record_from_hangup, srtp_fields
 from esl.client import OutboundSession
 from esl.diagnosis import srtp_mismatch_code
 from esl.errors import EslError
@@ -48,7 +48,8 @@ media, end); filters are OR-ed, so the rest never leave FreeSWITCH."""
 class UicPlan:
     apps: list[tuple[str, str]]
     route: Route | None = None
-    srtp_mode: str | None = None
+    srtp_mode: str | None = None  # Meta's side (esl/cdr.py srtp_fields)
+    freeswitch_srtp_mode: str | None = None  # behind rtpengine: FreeSWITCH's leg
     hangup_cause: str | None = None
     diagnosis_code: str | None = None
 
@@ -120,7 +121,8 @@ def plan_uic(call: WhatsAppCall, settings: ControllerSettings) -> UicPlan:
     # "park": nothing to send. The dialplan's `socket ... async` already parks the channel
     # while we control it, and FreeSWITCH refuses a second park ("Cannot park channels that
     # are under control already"); the call stays parked until it ends or we send more.
-    return UicPlan(apps=apps, route=route, srtp_mode=number.srtp_mode)
+    meta, leg = srtp_fields(number.meta_srtp_mode, number.srtp_mode)
+    return UicPlan(apps=apps, route=route, srtp_mode=meta, freeswitch_srtp_mode=leg)
 
 
 def _timestamp(event: Event) -> int | None:
@@ -180,6 +182,7 @@ def initial_record(call: WhatsAppCall, plan: UicPlan) -> CallRecord:
         deeplink_payload=call.deeplink_payload,
         route=plan.route.name if plan.route else None,
         srtp_mode=plan.srtp_mode,
+        freeswitch_srtp_mode=plan.freeswitch_srtp_mode,
     )
 
 
@@ -193,6 +196,8 @@ def outcome_line(record: CallRecord) -> str:
         f"business={record.business_number or '-'}",
         f"route={record.route or '-'}",
         f"srtp={record.srtp_mode or '-'}",
+        *([f"anchor={ANCHOR}", f"freeswitch_srtp={record.freeswitch_srtp_mode}"]
+          if record.freeswitch_srtp_mode else []),
         f"duration={duration}",
     ]
     if record.sip_status:

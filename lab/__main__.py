@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esl.cdr import CallRecord
+from esl.cdr import CallRecord, srtp_text
 from lab.bundle import BundleLab, wa_esl_command
 from lab.edge import EXAMPLE_CONFIG, merge
 from lab.edge_only_section import freeswitch_absent_line, run_edge_only
@@ -110,7 +110,7 @@ def cdr_note(record: CallRecord) -> str:
     duration = f"{record.fs_duration_s:.1f}s" if record.fs_duration_s is not None else "-"
     parts = [f"CDR {record.direction} {record.state}: cause {record.hangup_cause}",
              f"wacid {record.wacid or '-'}", f"route {record.route or '-'}",
-             f"srtp {record.srtp_mode}", f"FreeSWITCH billed {duration}"]
+             f"srtp {srtp_text(record)}", f"FreeSWITCH billed {duration}"]
     if record.meta_duration_s is not None:
         parts.append(f"Meta's duration {record.meta_duration_s}s")
     if record.diagnosis:

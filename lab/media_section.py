@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esl.cdr import srtp_text
 from lab.bundle import BundleLab
 from lab.edge import LAB_PASSWORD, META_USER
 from lab.media.freeswitch_call import (
@@ -97,7 +98,7 @@ def _cdr_note(bundle: BundleLab, **which: str) -> str:
     except LabError as error:
         return f"CDR: {error}"
     return (f"CDR {record.direction} {record.state}: cause {record.hangup_cause}, "
-            f"route {record.route or '-'}, srtp {record.srtp_mode}")
+            f"route {record.route or '-'}, srtp {srtp_text(record)}")
 
 
 async def _send_dtmf(bundle: BundleLab, peer: MediaPeer, call_uuid: str, dtmf: str,

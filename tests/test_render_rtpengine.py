@@ -125,12 +125,19 @@ def test_with_rtpengine_freeswitch_sees_every_number_as_plain_rtp(tmp_path: Path
     target = render_freeswitch(cfg, tmp_path / "out")
     dialplan = (target / "dialplan" / "whatsapp.xml").read_text()
     assert "rtp_secure_media" not in dialplan and "wa_srtp_mode=RTP" in dialplan
+    # Meta's own mode per number too, for the CDR (esl/cdr.py srtp_fields)
+    assert [line.strip() for line in dialplan.splitlines() if "wa_meta_srtp_mode" in line
+            and "<action" in line] == [
+        '<action application="set" data="wa_meta_srtp_mode=DTLS"/>',
+        '<action application="set" data="wa_meta_srtp_mode=SDES"/>']
     inside = example_with({"media": {"anchor": "rtpengine", "rtpengine": {"inside": "SDES"}}})
     (number, *_) = controller_settings(inside).numbers
     assert (number.srtp_mode, number.sdes_suites) == ("SDES", ("AES_CM_128_HMAC_SHA1_80",))
 
 
-def test_with_freeswitch_as_anchor_the_numbers_keep_meta_s_mode() -> None:
+def test_with_freeswitch_as_anchor_the_numbers_keep_meta_s_mode(tmp_path: Path) -> None:
     settings = controller_settings(example_with(DIRECT))
     assert {n.srtp_mode for n in settings.numbers} == {"DTLS"}  # the example's one number
     assert {(n.meta_srtp_mode, bic_codecs(n)) for n in settings.numbers} == {(None, "OPUS")}
+    assert "wa_meta_srtp_mode" not in render_freeswitch(
+        example_with(DIRECT), tmp_path / "out").joinpath("dialplan", "whatsapp.xml").read_text()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from esl.cdr import srtp_text
 from lab.bundle import BundleLab
 from lab.media.freeswitch_call import MediaCall
 from lab.media.freeswitch_patch import is_patched
@@ -91,3 +92,6 @@ def test_dtmf_both_ways_through_rtpengine(anchored: BundleLab, tmp_path: Path, w
     number = MEDIA_NUMBERS[mode.value][0]
     record = anchored.cdr(call_uuid=call.call_uuid) if call.call_uuid else None
     assert record is not None and record.business_number == number, record
+    # the CDR says what Meta's side used and that rtpengine anchored it (FreeSWITCH: plain RTP)
+    assert (record.srtp_mode, record.freeswitch_srtp_mode) == (mode.value, "RTP"), record
+    assert srtp_text(record) == f"{mode.value} (rtpengine)"
