@@ -37,7 +37,8 @@ business-initiated DTLS offer and the two DTLS media calls need patches/freeswit
 FreeSWITCH offers RTP/SAVPF and never sends its DTLS ClientHello to Meta's ICE-lite media).
 Where rtpengine is installed, an rtpengine-with-FreeSWITCH section follows (patched or stock):
 the same four media calls through a second bundle with [media] anchor = "rtpengine", Meta's
-media (SDES or DTLS) on rtpengine and FreeSWITCH on plain RTP, audio checked both ways.
+media (SDES or DTLS) on rtpengine and FreeSWITCH on plain RTP, audio and a DTMF digit checked
+both ways.
 
 Every process started here is stopped before the command returns. The last lines are
 `lab: FreeSWITCH calls: N ran, M skipped (...)` and `lab: N passed, M failed`; the exit code is
@@ -476,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def anchored_media(config: Path, folder: Path) -> list[LabCall]:
     """The four media calls through a bundle with [media] anchor = "rtpengine": Meta's media
-    on rtpengine, FreeSWITCH on plain RTP (a stock FreeSWITCH carries DTLS calls this way)."""
+    on rtpengine, FreeSWITCH on plain RTP (a stock FreeSWITCH carries DTLS calls this way), a
+    DTMF digit each way on each call (RFC 4733 at WhatsApp, a DTMF event at FreeSWITCH)."""
     if shutil.which("rtpengine") is None:
         print("\nlab: rtpengine-with-FreeSWITCH section skipped: no rtpengine installed "
               "(Debian's rtpengine-daemon; make lab installs it)")
@@ -488,11 +490,12 @@ def anchored_media(config: Path, folder: Path) -> list[LabCall]:
                        overrides=merge(overrides, {"media": {"anchor": "rtpengine"}})) as bundle:
             print(f"\nlab: rtpengine-with-FreeSWITCH section: [media] anchor = \"rtpengine\", "
                   f"rtpengine on {bundle.config.media.rtpengine.ng_listen}; WhatsApp's media "
-                  "(lab/media's peer, 1000 Hz) on rtpengine, FreeSWITCH on plain RTP playing 440 Hz")
+                  "(lab/media's peer, 1000 Hz) on rtpengine, FreeSWITCH on plain RTP playing 440 Hz; "
+                  "one DTMF digit each way")
             for index, (who, mode) in enumerate(MEDIA_CALLS, 1):
                 call_folder = folder / f"anchored-{index}"
                 call_folder.mkdir()
-                outcome = media_call(bundle, who, mode, call_folder)
+                outcome = media_call(bundle, who, mode, call_folder, dtmf=True)
                 result = LabCall(f"rtpengine + FreeSWITCH: {outcome.name}", outcome.passed, [],
                                  outcome.notes, outcome.detail)
                 results.append(result)

@@ -163,13 +163,40 @@ async def _user_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path, dtmf:
     return call
 
 
-def user_initiated(bundle: BundleLab, mode: str, folder: Path) -> MediaOutcome:
+WHATSAPP_DIGIT, BUSINESS_DIGIT = "7", "5"
+BUSINESS_DTMF = f"{BUSINESS_DIGIT}@200"  # uuid_send_dtmf: digit 5 for 200 ms
+
+
+def _digits(dtmf: bool) -> dict[str, str]:
+    return {"dtmf": WHATSAPP_DIGIT, "business_dtmf": BUSINESS_DTMF} if dtmf else {}
+
+
+def _dtmf_check(call: MediaCall) -> tuple[str, str]:
+    """(note, problem) of a call where each side sent one digit ("" problem: both arrived)."""
+    received = call.report.dtmf_received
+    got = "".join(e.digit for e in received if e.ended) or "nothing"
+    durations = ", ".join(str(e.duration) for e in received) or "-"
+    note = (f"DTMF: WhatsApp's {WHATSAPP_DIGIT} -> FreeSWITCH got {call.business_dtmf or 'nothing'}; "
+            f"FreeSWITCH's {BUSINESS_DIGIT} -> WhatsApp got {got} (RFC 4733 duration {durations})")
+    problems = []
+    if call.business_dtmf != WHATSAPP_DIGIT:
+        problems.append(f"FreeSWITCH did not get WhatsApp's digit {WHATSAPP_DIGIT}")
+    if got != BUSINESS_DIGIT:
+        problems.append(f"WhatsApp did not get FreeSWITCH's digit {BUSINESS_DIGIT}")
+    return note, "; ".join(problems)
+
+
+def user_initiated(bundle: BundleLab, mode: str, folder: Path, dtmf: bool = False) -> MediaOutcome:
     number = MEDIA_NUMBERS[mode][0]
-    call = asyncio.run(_user_initiated(bundle, SrtpMode(mode), folder))
+    call = asyncio.run(_user_initiated(bundle, SrtpMode(mode), folder, **_digits(dtmf)))
     why = _judge(call)
     if call.sip_status == 200 and call.bye_status != 200:
         why = "; ".join(filter(None, [why, f"Meta's BYE got {call.bye_status}"]))
     notes = [call.line().replace("by the business", "by FreeSWITCH")]
+    if dtmf and call.sip_status == 200:
+        note, problem = _dtmf_check(call)
+        notes.append(note)
+        why = "; ".join(filter(None, [why, problem]))
     if call.wacid and call.sip_status == 200:
         notes.append(_cdr_note(bundle, wacid=call.wacid))
     return MediaOutcome(f"media: user-initiated {mode} call to {number}: Meta's INVITE with "
@@ -222,11 +249,16 @@ async def _business_initiated(bundle: BundleLab, mode: SrtpMode, folder: Path, d
     return call
 
 
-def business_initiated(bundle: BundleLab, mode: str, folder: Path) -> MediaOutcome:
+def business_initiated(bundle: BundleLab, mode: str, folder: Path,
+                       dtmf: bool = False) -> MediaOutcome:
     number = MEDIA_NUMBERS[mode][0]
-    call = asyncio.run(_business_initiated(bundle, SrtpMode(mode), folder))
+    call = asyncio.run(_business_initiated(bundle, SrtpMode(mode), folder, **_digits(dtmf)))
     why = _judge(call)
     notes = [call.line().replace("by the business", "by FreeSWITCH")]
+    if dtmf and call.call_uuid:
+        note, problem = _dtmf_check(call)
+        notes.append(note)
+        why = "; ".join(filter(None, [why, problem]))
     if call.call_uuid:
         notes.append(_cdr_note(bundle, call_uuid=call.call_uuid))
     return MediaOutcome(f"media: business-initiated {mode} call from {number} by `wa-esl "
@@ -238,11 +270,13 @@ def business_initiated(bundle: BundleLab, mode: str, folder: Path) -> MediaOutco
 MEDIA_CALLS = [("user", "SDES"), ("user", "DTLS"), ("business", "SDES"), ("business", "DTLS")]
 
 
-def media_call(bundle: BundleLab, who: str, mode: str, folder: Path) -> MediaOutcome:
-    """One media call; a call that could not be placed at all fails with the reason."""
+def media_call(bundle: BundleLab, who: str, mode: str, folder: Path,
+               dtmf: bool = False) -> MediaOutcome:
+    """One media call; a call that could not be placed at all fails with the reason. `dtmf`:
+    each side sends a digit too (`_dtmf_check`), which must arrive."""
     play = user_initiated if who == "user" else business_initiated
     try:
-        return play(bundle, mode, folder)
+        return play(bundle, mode, folder, dtmf)
     except (LabError, TimeoutError, OSError, RuntimeError) as error:
         return MediaOutcome(f"media: {who}-initiated {mode} call", False, [],
                             f"{type(error).__name__}: {error}")

@@ -62,6 +62,13 @@ def test_lab_command_runs_every_call_through_the_real_switch() -> None:
                for line in anchored), anchored
     assert sum(line.startswith("  media: DTLS AES_CM_128_HMAC_SHA1_80, handshake ")
                for line in anchored) == 2, anchored
+    # and a DTMF digit each way on each of them, on a stock FreeSWITCH too (esl/media.py)
+    section = text.split("\nlab: rtpengine-with-FreeSWITCH section", 1)[1].split(
+        "\nlab: rtpengine section", 1)[0]
+    dtmf = [line for line in section.splitlines() if line.startswith("  = DTMF: ")]
+    assert len(dtmf) == 4 and all("FreeSWITCH got 7;" in line and "WhatsApp got 5 " in line
+                                  for line in dtmf), dtmf
+    assert section.count("srtp DTLS (rtpengine)") == 2, section  # the CDR: Meta's side
     # the rtpengine section: its four flows with a plain-RTP business
     assert len(media_lines(text, "lab: rtpengine section", "lab: FreeSWITCH calls:")) == 4
 
