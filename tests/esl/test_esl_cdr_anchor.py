@@ -81,6 +81,9 @@ def test_call_show_and_cdr_list_say_dtls_rtpengine(tmp_path: Path) -> None:
                                      "--edge-log", str(log)])
     assert shown.exit_code == 0, shown.output
     assert "srtp DTLS (rtpengine)" in shown.output, shown.output
+    listed = CliRunner().invoke(app, ["cdr", "list", "--db", str(db)],
+                                env={"COLUMNS": "300"})
+    assert listed.exit_code == 0 and "DTLS (rtpengine)" in listed.output, listed.output
 
 
 def test_an_older_cdr_database_gains_the_freeswitch_leg_column(tmp_path: Path) -> None:
