@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -44,6 +42,7 @@ from esl.site import (
 )
 from esl.webhook import WebhookReceiver, bound_port
 from esl.webhook import serve as serve_webhook
+from siteconfig.atomic_file import replace_file
 from siteconfig.controller import ControllerSettings, SettingsError
 
 app = typer.Typer(help="WhatsApp calls on FreeSWITCH: the ESL controller.", no_args_is_help=True)
@@ -306,25 +305,11 @@ def cdr_export(
         typer.echo(text, nl=False)
         return
     try:
-        _write_atomically(output, text)
+        replace_file(output, text, 0o600)  # users' numbers: private, as before
     except OSError as exc:
         raise _fail(f"cannot write {output}", exc.strerror or exc, 1) from exc
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@call_app.command("show")
 def call_show(
     call: Annotated[str, typer.Argument(help="wacid, SIP Call-ID or FreeSWITCH UUID.")],
     config: OptionalConfig = None,

@@ -7,13 +7,13 @@ user) to the others. Each edge's workers notice a changed file within a second, 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kemi.dialog_mac import KeyFileError, KeyRing, new_key_file, new_key_id, read_key_file
 from provisioning.doctor import Finding, Level
+from siteconfig.atomic_file import replace_file
 
 CHECK = "edge.in_dialog_key"
 DAY = 86400.0
@@ -27,21 +27,9 @@ class Rotation:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, mode 0600 from its first byte (a temporary file in the
-    same folder, then rename: a worker re-reading the file never sees half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write `text` to `path` atomically, mode 0600 from its first byte: a worker re-reading the
+    file never sees half of it, and the secrets are never readable by others."""
+    replace_file(path, text, 0o600, create_folder=True)
 
 
 def ensure_key_file(path: Path) -> bool:

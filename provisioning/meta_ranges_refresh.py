@@ -9,15 +9,13 @@ meta_only, a truncated list would lock Meta out.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from siteconfig.atomic_file import replace_file
 from siteconfig.meta_ranges import RangesError, collapse, parse_ranges, read_ranges_file
 
 MAX_BYTES = 4 * 1024 * 1024
@@ -76,20 +74,8 @@ def ranges_document(networks: list[str], source: str, when: datetime) -> str:
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` in one rename (0644); on any error the old file stays."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        replace_file(path, text, 0o644, create_folder=True)
     except OSError as error:
-        raise RefreshError(f"cannot write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(staging, 0o644)
-        os.replace(staging, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(staging)
         raise RefreshError(f"cannot write {path}: {error.strerror or error}") from None
 
 
