@@ -66,7 +66,10 @@ bench-media-patch: system-deps python-deps
 	$(VENV)/bin/python -m bench.media_patch.run $(BENCH_ARGS)
 
 # Concurrent SRTP + Opus calls on one FreeSWITCH (SDES, DTLS, Opus<->PCMU): CPU per call, loss,
-# jitter, highest load with loss < 0.5 %; plot bench/media/media-bench.png; ~4 min.
+# jitter, highest load with loss < 0.5 %; plot bench/media/media-bench.png; ~4 min. Then, where
+# rtpengine is installed, the rtpengine path (Meta's SDES/DTLS on rtpengine, FreeSWITCH on plain
+# RTP: Opus passed through, Opus<->PCMU in FreeSWITCH, Meta offering PCMU): CPU per call of both,
+# loss both ways, handshake and first packet; ~3 min more.
 bench-media: system-deps python-deps
 	$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench.media.run $(BENCH_ARGS)

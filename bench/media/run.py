@@ -13,6 +13,13 @@ each ramp stops at its first failed step. The WhatsApp side is the lean media pe
 Opus, nothing decoded) in this one asyncio process, which shares the 2 cores with FreeSWITCH:
 each step also says how busy this process and the machine were, hence what limited the ramp.
 Reference in the same run: one SDES call alone (FreeSWITCH CPU per call-second).
+Then, where rtpengine is installed, the rtpengine path (bench/media/anchored.py): a bundle with
+[media] anchor = "rtpengine", Meta's SDES or DTLS media on rtpengine and this FreeSWITCH on plain
+RTP, with Opus passed through (rtpengine-opus-*), Opus <-> PCMU in FreeSWITCH toward a PCMU leg
+(rtpengine-transcode-*) and Meta offering PCMU too (rtpengine-g711-*): CPU per call of rtpengine
+and of FreeSWITCH, loss both ways, handshake and first business packet at the highest passing
+step, and each against the direct path's sdes figure of this run (`*_vs_direct_sdes`).
+Where no FreeSWITCH is installed nothing runs: the reason is printed and RESULT says skipped.
 Last line: RESULT sdes_calls=<n> dtls_calls=<n> transcode_calls=<n> fs_cpu_us_per_call_sdes=<x> ...
 (fs_cpu_us_per_call_*: FreeSWITCH CPU microseconds per second of one call, idle CPU taken off,
 median over the passed steps; <name>_loss_pct and _jitter_ms_max are the highest passed step's.)
@@ -45,10 +52,12 @@ from lab.media.freeswitch_call import (
 from lab.media.freeswitch_patch import is_patched
 from lab.media.peer import MediaTimeouts
 from lab.media.sdp import SrtpMode
-from provisioning.freeswitch_binary import freeswitch_binary
+from lab.processes import LabError
+from provisioning.freeswitch_binary import FreeswitchNotFound, freeswitch_binary
 from siteconfig.controller import Route as ControllerRoute
 from siteconfig.model import Number, SiteConfig
 
+from . import anchored
 from .cpu import CpuSample, CpuUse
 from .g711_leg import G711Endpoint, LegStats
 from .ramp import ramp
@@ -265,6 +274,31 @@ def limit_of(step: Step) -> str:
     return f"FreeSWITCH (at {cpu.freeswitch_cores * 100:.0f} % of a core, cores not saturated)"
 
 
+def direct_keys(result: dict[str, str], steps: dict[str, list[Step]], reference: Step) -> None:
+    """The direct path's RESULT keys."""
+    ref_us = reference.fs_cpu_us_per_call
+    result.update({f"{name}_calls": str(max((s.calls for s in ss if s.passed), default=0))
+                   for name, ss in steps.items()})
+    for name, ss in steps.items():
+        passed = [s for s in ss if s.passed]
+        best = passed[-1] if passed else None
+        per_call = [s.fs_cpu_us_per_call for s in passed if s.calls >= PER_CALL_MIN_CALLS] or [
+            s.fs_cpu_us_per_call for s in passed]
+        result[f"fs_cpu_us_per_call_{name}"] = f"{statistics.median(per_call):.0f}" if per_call else "none"
+        result[f"{name}_loss_pct"] = f"{best.loss_pct:.2f}" if best else "none"
+        result[f"{name}_jitter_ms_max"] = f"{best.jitter(best.jitter_ms)[1]:.2f}" if best else "none"
+        failed = [s for s in ss if not s.passed]
+        result[f"{name}_limit"] = (limit_of(failed[0]).split(" (")[0].replace(" ", "_")
+                                   if failed else "not_reached")
+    sdes = result.get("fs_cpu_us_per_call_sdes", "none")
+    if sdes not in ("none", "0"):
+        result["sdes_calls_per_fs_core"] = f"{1e6 / float(sdes):.0f}"
+        result["goal_sdes_calls_per_fs_core"] = str(GOAL_SDES_CALLS_PER_CORE)
+    result["ref_one_call_fs_cpu_us"] = f"{ref_us:.0f}"
+    if ref_us > 0 and sdes not in ("none", "0"):
+        result["sdes_per_call_vs_one_call"] = f"{float(sdes) / ref_us:.2f}"
+
+
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, str]:
     pem = dtls_certificate(folder / "dtls-srtp.pem")
     g711 = await G711Endpoint().open()
@@ -290,28 +324,21 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, str]:
     finally:
         await asyncio.to_thread(lab.stop)
         g711.close()
+    direct_keys(result, steps, reference)
     print(plot(steps, args.plot, LOSS_LIMIT_PCT))
-    ref_us = reference.fs_cpu_us_per_call
-    result.update({f"{name}_calls": str(max((s.calls for s in ss if s.passed), default=0))
-                   for name, ss in steps.items()})
-    for name, ss in steps.items():
-        passed = [s for s in ss if s.passed]
-        best = passed[-1] if passed else None
-        per_call = [s.fs_cpu_us_per_call for s in passed if s.calls >= PER_CALL_MIN_CALLS] or [
-            s.fs_cpu_us_per_call for s in passed]
-        result[f"fs_cpu_us_per_call_{name}"] = f"{statistics.median(per_call):.0f}" if per_call else "none"
-        result[f"{name}_loss_pct"] = f"{best.loss_pct:.2f}" if best else "none"
-        result[f"{name}_jitter_ms_max"] = f"{best.jitter(best.jitter_ms)[1]:.2f}" if best else "none"
-        failed = [s for s in ss if not s.passed]
-        result[f"{name}_limit"] = (limit_of(failed[0]).split(" (")[0].replace(" ", "_")
-                                   if failed else "not_reached")
-    sdes = result.get("fs_cpu_us_per_call_sdes", "none")
-    if sdes not in ("none", "0"):
-        result["sdes_calls_per_fs_core"] = f"{1e6 / float(sdes):.0f}"
-        result["goal_sdes_calls_per_fs_core"] = str(GOAL_SDES_CALLS_PER_CORE)
-    result["ref_one_call_fs_cpu_us"] = f"{ref_us:.0f}"
-    if ref_us > 0 and sdes not in ("none", "0"):
-        result["sdes_per_call_vs_one_call"] = f"{float(sdes) / ref_us:.2f}"
+    if args.rtpengine_scenarios:
+        sdes = result.get("fs_cpu_us_per_call_sdes", "none")
+        # the ramp's figure; the one-call reference where the direct sdes ramp did not run
+        direct_sdes = float(sdes) if sdes not in ("none", "0") else (
+            reference.fs_cpu_us_per_call or None)
+        result["direct_sdes_figure"] = "ramp" if sdes not in ("none", "0") else "one_call"
+        try:
+            result.update(await anchored.run_anchored(
+                args.rtpengine_scenarios, args.rtpengine_levels, args.rtpengine_budget,
+                args.measure, folder, direct_sdes, freeswitch_pid))
+        except LabError as error:
+            print(f"rtpengine path cannot run: {error}", file=sys.stderr)
+            result["rtpengine_path"] = "failed_to_start"
     if args.opus_complexity is not None:
         result["opus_complexity"] = str(args.opus_complexity)
     result["elapsed_s"] = f"{time.monotonic() - started:.0f}"
@@ -320,25 +347,61 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--levels", type=lambda text: [int(v) for v in text.split(",")],
-                        default=list(DEFAULT_LEVELS), help="concurrent calls per step, e.g. 10,50")
-    parser.add_argument("--scenarios", type=lambda text: text.split(","), default=list(SCENARIOS))
+    parser.add_argument("--levels", type=levels, default=list(DEFAULT_LEVELS),
+                        help="concurrent calls per step, e.g. 10,50")
+    parser.add_argument("--scenarios", type=lambda text: [v for v in text.split(",") if v],
+                        default=None, help=f"direct: {', '.join(SCENARIOS)}; rtpengine path: "
+                        f"{', '.join(anchored.SCENARIOS)} (default: all that can run here)")
     parser.add_argument("--measure", type=float, default=5.0, help="CPU window per step (s)")
-    parser.add_argument("--budget", type=float, default=240.0, help="seconds for all ramps")
+    parser.add_argument("--budget", type=float, default=240.0, help="seconds for the direct ramps")
+    parser.add_argument("--rtpengine-levels", type=levels, default=list(anchored.DEFAULT_LEVELS),
+                        help="concurrent calls per step on the rtpengine path")
+    parser.add_argument("--rtpengine-budget", type=float, default=180.0,
+                        help="seconds for the rtpengine path's ramps")
     parser.add_argument("--opus-complexity", type=int, choices=range(11), default=None,
                         help="mod_opus encoder complexity (default: the rendered opus.conf's)")
     parser.add_argument("--plot", type=Path, default=Path(__file__).parent / "media-bench.png")
     args = parser.parse_args(argv)
-    unknown = set(args.scenarios) - set(SCENARIOS)
+    chosen = args.scenarios
+    unknown = set(chosen or []) - set(SCENARIOS) - set(anchored.SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    if "dtls" in args.scenarios and not is_patched(freeswitch_binary()):
-        print(f"{freeswitch_binary()} lacks patches/freeswitch: no DTLS media with ICE-lite "
+    try:
+        binary = freeswitch_binary()
+    except FreeswitchNotFound as error:
+        print(f"bench-media skipped: no FreeSWITCH installed ({error})", flush=True)
+        print("RESULT skipped=no_freeswitch", flush=True)
+        return
+    patched = is_patched(binary)
+    if chosen is None:  # every scenario that can run here, saying why the others cannot
+        chosen = [name for name in SCENARIOS if patched or name != "dtls"]
+        if not patched:
+            print(f"dtls (direct) skipped: {binary} lacks patches/freeswitch (no DTLS media "
+                  "with ICE-lite straight to it; the rtpengine path carries DTLS)", flush=True)
+        reason = anchored.skip_reason()
+        if reason:
+            print(f"rtpengine path skipped: {reason}", flush=True)
+        else:
+            chosen += list(anchored.SCENARIOS)
+    elif "dtls" in chosen and not patched:
+        print(f"{binary} lacks patches/freeswitch: no DTLS media with ICE-lite "
               "(scripts/install-freeswitch)", file=sys.stderr)
         sys.exit(2)
+    args.scenarios = [name for name in chosen if name in SCENARIOS]
+    args.rtpengine_scenarios = [name for name in chosen if name in anchored.SCENARIOS]
+    if args.rtpengine_scenarios and anchored.skip_reason():
+        print(f"rtpengine path skipped: {anchored.skip_reason()}", flush=True)
+        args.rtpengine_scenarios = []
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print("RESULT " + " ".join(f"{key}={value}" for key, value in result.items()), flush=True)
+
+
+def levels(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("positive numbers of calls, e.g. 10,50")
+    return values
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from kemi.media_flags import NumberMedia, toward_freeswitch, toward_meta_answer
 from lab.edge import LAB_PASSWORD, META_USER, EdgeLab, merge
@@ -317,10 +318,22 @@ def bench_overrides(levels: list[int], scenarios: int) -> dict[str, object]:
     })
 
 
+class Business(Protocol):
+    """The business side of a step's calls: BusinessParty here, FreeSWITCH in bench-media's
+    rtpengine-path scenarios (bench/media/anchored.py)."""
+
+    @property
+    def active(self) -> int: ...
+
+    def configure(self, *, codec: str = "opus", lean: bool = True, dtmf: str = "") -> None: ...
+
+    def take_ended(self) -> dict[str, PlainReport]: ...
+
+
 class Bench:
     """One edge with its rtpengine, and the business party, shared by every step."""
 
-    def __init__(self, edge: EdgeLab, business: BusinessParty, certificate: DtlsCertificate,
+    def __init__(self, edge: EdgeLab, business: Business, certificate: DtlsCertificate,
                  measure_s: float) -> None:
         self.edge = edge
         self.business = business
@@ -362,7 +375,7 @@ class Bench:
         await asyncio.sleep(delay_s)
         if scenario.variant.transcode:
             return await self.transcoded_call(scenario, lean=lean, dtmf=dtmf)
-        number = NUMBERS[MODES[scenario.mode]]
+        number = self.number_of(scenario)
         ports = self.edge.ports
         self._serial += 1
         wacid = f"wacid.bench{scenario.key}{self._serial}"
@@ -447,15 +460,16 @@ class Bench:
         deadline = started + ramp_s + SETUP_SLACK_S
         while self.up < calls and time.monotonic() < deadline and not all(t.done() for t in tasks):
             await asyncio.sleep(0.05)
-        step = Step(scenario.name, calls, rtpengine_idle_cores=self.idle_cores,
-                    up_s=time.monotonic() - started)
+        step = self.new_step(scenario.name, calls, time.monotonic() - started)
         await asyncio.sleep(SETTLE_S)
         before, rtpengine_before = CpuSample.take(self.pid), threads_cpu_s(self.pid)
+        self.window_opens()
         window_started = time.monotonic()
         await asyncio.sleep(self.measure_s)
         wall_s = time.monotonic() - window_started
         step.cpu = CpuUse.between(before, CpuSample.take(self.pid), wall_s)
         step.rtpengine_cores = (threads_cpu_s(self.pid) - rtpengine_before) / wall_s
+        self.window_closes(step, wall_s)
         self.hang_up.set()
         results = await asyncio.gather(*tasks)
         await self.wait_quiet()
@@ -465,6 +479,21 @@ class Bench:
                 result.business = ended.get(result.call_id)
         step.results = results
         return step
+
+    # ---- what bench-media's rtpengine-path scenarios (a FreeSWITCH business) change --------
+
+    def number_of(self, scenario: Scenario) -> str:
+        """The business number Meta calls in `scenario`."""
+        return NUMBERS[MODES[scenario.mode]]
+
+    def new_step(self, name: str, calls: int, up_s: float) -> Step:
+        return Step(name, calls, rtpengine_idle_cores=self.idle_cores, up_s=up_s)
+
+    def window_opens(self) -> None:
+        """The CPU window of a step starts (rtpengine's and the machine's are sampled)."""
+
+    def window_closes(self, step: Step, wall_s: float) -> None:
+        """The CPU window of `step` ended after `wall_s`."""
 
     async def wait_quiet(self, limit_s: float = 10.0) -> None:
         """Until the business party holds no call (the edge relayed every BYE, rtpengine's
