@@ -310,6 +310,7 @@ def cdr_export(
         raise _fail(f"cannot write {output}", exc.strerror or exc, 1) from exc
 
 
+@call_app.command("show")
 def call_show(
     call: Annotated[str, typer.Argument(help="wacid, SIP Call-ID or FreeSWITCH UUID.")],
     config: OptionalConfig = None,
