@@ -27,7 +27,6 @@ after ACK (p50/p95). Pass: every call answered and loss < 0.5 % both ways (bench
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import statistics
 import time
@@ -56,6 +55,7 @@ from .rtpengine.run import (
     Scenario,
     Step,
     Variant,
+    others_cores,
     summary,
 )
 
@@ -194,6 +194,10 @@ class AnchoredStep(Step):
             self.g711_jitter_ms)
 
     @property
+    def measured_elsewhere_cores(self) -> float:
+        return self.fs_cores
+
+    @property
     def fs_cpu_us_per_call(self) -> float:
         return max(0.0, self.fs_cores - self.fs_idle_cores) * 1e6 / self.calls
 
@@ -255,8 +259,7 @@ class AnchoredBench(Bench):
 
 def limit_of(step: AnchoredStep) -> str:
     cpu = step.cpu or CpuUse(0, 0, 0)
-    others = max(0.0, cpu.machine_busy * (os.cpu_count() or 1) - step.rtpengine_cores
-                 - step.fs_cores - cpu.own_cores)
+    others = others_cores(step)  # Kamailio, stunnel, wa-esl, other work
     shares = (f"FreeSWITCH {step.fs_cores * 100:.0f} % of a core, rtpengine "
               f"{step.rtpengine_cores * 100:.0f} %, bench process {cpu.own_cores * 100:.0f} %, "
               f"others {others * 100:.0f} %")

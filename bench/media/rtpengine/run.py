@@ -217,6 +217,12 @@ class Step:
     def answered(self) -> int:
         return sum(1 for r in self.results if r.answered)
 
+    @property
+    def measured_elsewhere_cores(self) -> float:
+        """Cores a subclass measures itself (FreeSWITCH's, bench/media/anchored.py), so
+        `others_cores` leaves them out."""
+        return 0.0
+
     def _loss(self, expected: int, lost: int) -> float:
         return 100.0 * lost / expected if expected else 100.0
 
@@ -285,7 +291,8 @@ class Step:
 def others_cores(step: Step) -> float:
     """Cores used by neither rtpengine nor this process (Kamailio, stunnel, other work)."""
     cpu = step.cpu or CpuUse(0, 0, 0)
-    return max(0.0, cpu.machine_busy * (os.cpu_count() or 1) - step.rtpengine_cores - cpu.own_cores)
+    return max(0.0, cpu.machine_busy * (os.cpu_count() or 1) - step.rtpengine_cores - cpu.own_cores
+               - step.measured_elsewhere_cores)
 
 
 def limit_of(step: Step) -> str:
