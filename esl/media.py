@@ -13,8 +13,10 @@
 - BIC offers carry the number's codecs only: OPUS, plus PCMU/PCMA where the number enables them
   (Meta's ``audio.additional_codecs``); behind rtpengine PCMU as well, for the telephone-event/8000
   it brings (``bic_codecs``; the edge removes PCMU again); a UIC answer picks from
-  ``[esl.media] codecs`` among what Meta offered.
-- Always: OPUS first; no session timers and no hold, because Meta answers re-INVITEs with 500;
+  ``[esl.media] codecs`` among what Meta offered, except for a number with G.711 enabled, whose
+  answer takes G.711 first (``uic_codecs``: G.711 end to end, no transcoding anywhere).
+- Always: OPUS first in offers (and in answers but for G.711 numbers);
+  no session timers and no hold, because Meta answers re-INVITEs with 500;
   silence while idle, and a media timeout shorter than Meta's 20 s so FreeSWITCH ends a dead
   call cleanly (cause MEDIA_TIMEOUT, flagged in the CDR) before Meta does.
 """
@@ -76,6 +78,25 @@ def bic_codecs(number: NumberSettings) -> str:
     return ",".join(codecs)
 
 
+def uic_codecs(number: NumberSettings, media: MediaSettings) -> tuple[str, list[tuple[str, str]]]:
+    """The codec list a UIC answer chooses from, and the variables that make FreeSWITCH keep
+    its order.
+
+    A number with ``additional_codecs`` asked Meta to offer G.711 so that calls can stay G.711
+    end to end (to a PBX or carrier on G.711, with no transcoding anywhere); Meta still offers
+    Opus first, and the profile's generous negotiation would follow Meta's order and answer
+    Opus, leaving FreeSWITCH to transcode every packet. So for such a number the answer lists
+    the number's G.711 codecs first, then ``[esl.media] codecs``, and ``rtp_codec_negotiation
+    = greedy`` makes FreeSWITCH pick by that list (read when the answer is negotiated: the
+    profile negotiates late). Every other number answers Opus as before.
+    """
+    if not number.additional_codecs:
+        return ",".join(media.codecs), []
+    preferred = list(number.additional_codecs)
+    rest = [codec for codec in media.codecs if codec.upper() not in preferred]
+    return ",".join(preferred + rest), [("rtp_codec_negotiation", "greedy")]
+
+
 def common_variables(media: MediaSettings, codecs: str | None = None) -> list[tuple[str, str]]:
     """Variables for both directions; ``codecs`` (default: ``media.codecs``) is the codec list."""
     return [
@@ -93,7 +114,8 @@ def uic_variables(
     number: NumberSettings, media: MediaSettings, tags: dict[str, str]
 ) -> list[tuple[str, str]]:
     """All variables set before answering a user-initiated call, plus our ``wa_*`` tags."""
-    variables = srtp_variables(number, "inbound") + common_variables(media)
+    codecs, negotiation = uic_codecs(number, media)
+    variables = srtp_variables(number, "inbound") + common_variables(media, codecs) + negotiation
     variables.append(("wa_srtp_mode", number.srtp_mode))
     variables += anchor_variables(number)
     variables += sorted(tags.items())
