@@ -10,7 +10,10 @@ worker, and a request without a reply is retransmitted by Meta for 32 seconds.
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +55,15 @@ from kemi.digest_credentials import (
 )
 from kemi.drop_summary import Drop, DropSummary
 from kemi.media_anchor import MediaAnchor
+from kemi.media_loss import TABLE as CALLS_TABLE
+from kemi.media_loss import (
+    answered_call,
+    bye_toward_meta,
+    decode,
+    lost_with_node,
+    node_key,
+    record_key,
+)
 from kemi.metrics import SOCKET_NAME as METRICS_SOCKET
 from kemi.metrics import EdgeMetrics, serve_http
 from kemi.peer_certificate import peer_certificate_names
@@ -176,9 +188,14 @@ class WhatsAppEdge:
         return DONE
 
     def ksr_onreply_freeswitch(self, msg: object) -> int:
-        """FreeSWITCH's answer to Meta's INVITE: its SDP goes back in Meta's profile (rtpengine)."""
+        """FreeSWITCH's answer to Meta's INVITE: its SDP goes back in Meta's profile (rtpengine);
+        its 200 leaves the record a BYE toward Meta needs if the node is lost (kemi/media_loss)."""
         try:
             status = int(KSR.kx.get_status())
+            if status == 200:
+                self.remember_answered_call()
+            if not self.media.active:
+                return DONE
             if 180 <= status < 300 and not self.media.uic_answer(
                     str(KSR.pv.get("$avp(wa_uic_digits)") or "")):
                 KSR.err(f"wa-edge: UIC call-id={KSR.kx.get_callid()} rtpengine did not take "
@@ -186,6 +203,16 @@ class WhatsAppEdge:
                         "(no media likely)\n")
         except Exception:
             self._log_exception("FreeSWITCH reply route")
+        return DONE
+
+    def ksr_dispatcher_event(self, msg: object, evname: str = "") -> int:
+        """dispatcher's events (event_callback): a node's failed probe ("dispatcher:dst-down",
+        the node's URI as R-URI) ends toward Meta every call this edge relayed to it."""
+        try:
+            if evname == "dispatcher:dst-down":
+                self.node_lost(str(KSR.kx.get_ruri() or ""))
+        except Exception:
+            self._log_exception("dispatcher event")
         return DONE
 
     def ksr_failure_freeswitch(self, msg: object) -> int:
@@ -382,6 +409,8 @@ class WhatsAppEdge:
                 KSR.pv.unset("$fs")
             if request.kind == "BYE":
                 self.end_media(request.from_meta)
+                self.forget_call(str(KSR.pv.get("$nh(u)") or "") if request.from_meta
+                                 else f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}")
             if request.kind == "BYE" and request.from_meta:
                 duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
                 KSR.info(f"wa-edge: BYE from Meta call-id={KSR.kx.get_callid()} "
@@ -516,10 +545,87 @@ class WhatsAppEdge:
                            business_number=target.business_number, source=self.request.source,
                            auth=auth, set=destination.freeswitch_set,
                            context=destination.context))
+        self.note_meta_side(fields)
         KSR.tm.t_on_failure("ksr_failure_freeswitch")
-        if self.media.active:
-            KSR.tm.t_on_reply("ksr_onreply_freeswitch")
+        KSR.tm.t_on_reply("ksr_onreply_freeswitch")
         self.relay()
+
+    # ---- a business node lost mid-call (kemi/media_loss.py) ------------------------------
+
+    def note_meta_side(self, fields: list[tuple[str, str]]) -> None:
+        """What of Meta's INVITE a BYE toward Meta needs, kept with the transaction (AVPs) for
+        the 200's reply route."""
+        source = str(KSR.pv.get("$si") or "")
+        proto = str(KSR.pv.get("$pr") or "tls")
+        host = f"[{source}]" if ":" in source else source
+        local = str(KSR.pv.get("$Ri") or "")
+        local = f"[{local}]" if ":" in local else local
+        KSR.pv.sets("$avp(wa_meta_contact)", contact_uri(str(KSR.hdr.get("Contact") or "")))
+        KSR.pv.sets("$avp(wa_meta_rr)", ", ".join(value for name, value in fields
+                                                   if name.lower() == "record-route"))
+        KSR.pv.sets("$avp(wa_meta_src)", f"sip:{host}:{KSR.pv.get('$sp')};transport={proto}")
+        KSR.pv.sets("$avp(wa_meta_sock)", f"{proto}:{local}:{KSR.pv.get('$Rp')}")
+
+    def remember_answered_call(self) -> None:
+        if not str(KSR.hdr.get("CSeq") or "").upper().endswith("INVITE"):
+            return
+        call_id = str(KSR.kx.get_callid())
+        record = answered_call(
+            call_id, str(KSR.pv.get("$avp(wa_meta_contact)") or ""),
+            str(KSR.pv.get("$avp(wa_meta_rr)") or ""), str(KSR.hdr.get("From") or ""),
+            str(KSR.hdr.get("To") or ""), str(KSR.hdr.get("CSeq") or ""),
+            str(KSR.pv.get("$avp(wa_meta_src)") or ""),
+            str(KSR.pv.get("$avp(wa_meta_sock)") or ""), edge_identity(), time.time())
+        if record is None:
+            KSR.warn(f"wa-edge: UIC call-id={call_id[:100]} answered but not recorded for a "
+                     "node loss (a field a BYE toward Meta needs is missing)\n")
+            return
+        KSR.htable.sht_sets(CALLS_TABLE, record_key(
+            f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}", call_id), record.encode())
+
+    def forget_call(self, node: str) -> None:
+        try:
+            key = record_key(node, str(KSR.kx.get_callid()))
+        except ValueError:
+            return
+        KSR.htable.sht_rm(CALLS_TABLE, key)
+
+    def node_lost(self, node_uri: str) -> None:
+        """BYE (with a Reason) toward Meta for each call of `node_uri` this edge relayed the 200
+        of, and those records removed (another edge's are left to it). Records are collected
+        first (the iterator holds the table's lock), at most MAX_LOST_CALLS per event."""
+        prefix = node_key(node_uri) + "|"
+        found: list[tuple[str, str]] = []
+        KSR.htable.sht_iterator_start("wa_lost", CALLS_TABLE)
+        try:
+            while len(found) < MAX_LOST_CALLS and KSR.htable.sht_iterator_next("wa_lost") > 0:
+                key = str(KSR.pv.get("$shtitkey(wa_lost)") or "")
+                if key.startswith(prefix):
+                    found.append((key, str(KSR.pv.get("$shtitval(wa_lost)") or "")))
+        finally:
+            KSR.htable.sht_iterator_end("wa_lost")
+        me, sent, kept, now = edge_identity(), 0, 0, time.time()
+        for key, value in found:
+            record = decode(value)
+            if record is not None and record.owner != me:
+                # another edge's call: its own probe fires too, and it sends the BYE; removing
+                # the record here (replicated) could remove it there before its probe fails
+                continue
+            if record is not None and not lost_with_node(record, now,
+                                                         self.settings.probe_timeout_s):
+                kept += 1  # answered after the failed probe was sent: the node outlived it
+                continue
+            if record is not None:
+                bye = bye_toward_meta(record)
+                if KSR.tm.t_uac_send("BYE", bye.ruri, bye.next_hop, bye.socket, bye.headers,
+                                     "") >= 0:
+                    sent += 1
+                KSR.notice(f"wa-edge: media node {node_uri[:100]} lost: BYE to Meta "
+                           f"call-id={record.call_id[:100]} reason=business_media_node_lost\n")
+            KSR.htable.sht_rm(CALLS_TABLE, key)
+        KSR.notice(f"wa-edge: media node {node_uri[:100]} down: {len(found)} call(s) on it, "
+                   f"{sent} BYE(s) to Meta from this edge, {kept} kept up (answered after the "
+                   "failed probe was sent)\n")
 
     def business_initiated_call(self) -> None:
         """An INVITE from FreeSWITCH for a WhatsApp user: make it what Meta accepts, send it."""
@@ -972,6 +1078,15 @@ class WhatsAppEdge:
             return
         for line in traceback.format_exc().splitlines():
             KSR.err(f"wa-edge: {where}: {line}\n")
+
+
+MAX_LOST_CALLS = 10000  # BYEs one dst-down event sends at most (the rest expire)
+
+
+def edge_identity() -> str:
+    """This edge among the site's (the owner of the calls it relayed): host name and the pid of
+    Kamailio's main process, the parent of every Kamailio process of this edge."""
+    return f"{socket.gethostname()}/{os.getppid()}"
 
 
 def create_edge(settings_path: str) -> WhatsAppEdge:

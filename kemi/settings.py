@@ -164,6 +164,8 @@ class EdgeSettings:
     media: MediaAnchorSettings = MediaAnchorSettings()
     in_dialog_key_file: str = ""
     """[edge] in_dialog_key_file: the site's Record-Route MAC keys (kemi/dialog_mac.py)."""
+    probe_timeout_s: float = 5.0
+    """[freeswitch] invite_timeout, tm's fr_timer: how long before a dispatcher probe fails."""
     cluster: ClusterSettings = ClusterSettings()
 
 
@@ -203,6 +205,7 @@ def settings_from_dict(raw: dict[str, object]) -> EdgeSettings:
         front=front_settings_from_dict(raw.get("tls_front")),
         media=media_settings_from_dict(raw.get("media")),
         in_dialog_key_file=str(raw.get("in_dialog_key_file") or ""),
+        probe_timeout_s=float(str(raw.get("probe_timeout_s") or 5.0)),
         cluster=cluster_settings_from_dict(raw.get("cluster")),
     )
 

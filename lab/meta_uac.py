@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import ssl
+import time
 
 from lab.media.sip_uac import SipMessage, parse_message
 
@@ -88,6 +89,9 @@ class MetaUac:
         self._reading: asyncio.Task[None] | None = None
         self.local = ("127.0.0.1", 0)
         self.remote_bye = asyncio.Event()
+        self.remote_bye_reason = ""  # the Reason header of the site's BYE
+        self.remote_bye_at = 0.0  # time.monotonic() when it came
+        self.remote_bye_in_dialog = False  # its Call-ID and both tags this call's
         self.call_id = f"{_token()}@wa.meta.vc"
         self.from_tag = _token()
         self.to_header = ""
@@ -135,9 +139,22 @@ class MetaUac:
                 self._responses.put_nowait(message)
             elif message.first_line.startswith("BYE "):
                 self._reply(message)
+                if not self.remote_bye.is_set():
+                    self.remote_bye_reason = message.header("Reason") or ""
+                    self.remote_bye_at = time.monotonic()
+                    self.remote_bye_in_dialog = self._in_this_dialog(message)
                 self.remote_bye.set()
             elif not message.first_line.startswith("ACK "):
                 self._reply(message)
+
+    def _in_this_dialog(self, request: SipMessage) -> bool:
+        """A request of the callee's side of this call: our Call-ID, our tag in its To, the
+        answer's To tag in its From."""
+        answer_tag = re.search(r";tag=([^;>\s]+)", self.to_header)
+        return (request.header("Call-ID") == self.call_id
+                and f";tag={self.from_tag}" in (request.header("To") or "")
+                and answer_tag is not None
+                and f";tag={answer_tag[1]}" in (request.header("From") or ""))
 
     def _reply(self, request: SipMessage) -> None:
         lines = ["SIP/2.0 200 OK"]

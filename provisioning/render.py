@@ -183,6 +183,8 @@ def edge_settings(cfg: SiteConfig,
         "meta_header_max_length": cfg.headers.meta_header_max_length,
         "meta_host_name": cfg.tls.meta_host_name,
         "in_dialog_key_file": str(cfg.edge.in_dialog_key_file),
+        # a dispatcher probe fails after tm's fr_timer (kamailio.cfg): kemi/media_loss.py
+        "probe_timeout_s": cfg.freeswitch.invite_timeout,
         # [cluster]: DMQ only from the peers' sockets; the edge keeps the replay check
         # (auth's nonce_count state is per process tree, a nonce from a peer would be stale).
         "cluster": {"dmq_peers": [list(peer) for peer in cfg.cluster.peer_sockets()],

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab.cluster.edge_node import INTERNAL_PORT
+from lab.cluster.edge_node import INTERNAL_PORT, PROBE_INTERVAL_S
 from lab.cluster.meta import MetaCall, mac_key_id
 from lab.cluster.site import EDGES, REPO, ClusterSite
 from lab.site_toml import write_site_toml
@@ -25,8 +25,11 @@ from provisioning.kamailio_rpc import RpcError, call
 NEW_CALL_BUDGET_S = 20.0
 HOLD_S = 1.5
 IN_FLIGHT = 2
-MEDIA_LOSS_BYE = ("Meta is told with a BYE within 5 s: nothing on the site sends one yet (the node "
-                  "is gone, the edges keep no dialog state, rtpengine's timeout has no SIP side)")
+# Meta is told of a lost node's calls once the dispatcher's probe fails: at most one probe
+# interval, then the probe's own transaction timeout (tm's fr_timer, [freeswitch]
+# invite_timeout), plus a margin
+PROBE_FAILS_WITHIN_S = PROBE_INTERVAL_S + 5.0
+TOLD_MARGIN_S = 2.0
 CREDENTIAL_KEY = "15550100003:ha1"  # the SDES number's HA1 in wa_creds
 
 
@@ -122,9 +125,20 @@ def media_node_killed(site: ClusterSite) -> DrillReport:
     site.business["media1"].kill()
     fault_at = time.monotonic()
     new = _new_calls_until_good(site, report, fault_at)
-    told = _wait(lambda: all(site.remote_bye(c) for c in up),
-                 max(0.0, 5.0 - (time.monotonic() - fault_at)))
-    report.not_built.append((MEDIA_LOSS_BYE, told))
+    _wait(lambda: all(site.remote_bye(c) for c in up),
+          max(0.0, PROBE_FAILS_WITHIN_S + TOLD_MARGIN_S - (time.monotonic() - fault_at)))
+    for meta_call in up:
+        uac = meta_call._uac
+        at = (uac.remote_bye_at - fault_at) if uac is not None and uac.remote_bye_at else None
+        reason = uac.remote_bye_reason if uac is not None else ""
+        in_dialog = uac is not None and uac.remote_bye_in_dialog
+        told = f"after {at:.2f} s" if at is not None else "never"
+        report.check(f"{meta_call.wacid}: Meta is told with a BYE {told} (within "
+                     f"{PROBE_FAILS_WITHIN_S + TOLD_MARGIN_S:.0f} s, "
+                     f"{'in' if in_dialog else 'NOT in'} the call's dialog), "
+                     f"Reason: {reason or 'none'}",
+                     at is not None and at <= PROBE_FAILS_WITHIN_S + TOLD_MARGIN_S and in_dialog
+                     and "cause=502" in reason and "media node lost" in reason)
     for meta_call in up:
         site.hang_up(meta_call)
         report.lost += 1  # the business side of the call is gone

@@ -81,8 +81,9 @@ class MetaCall:
             parts.append(f"Meta heard {heard}")
             if self.remote_bye:
                 parts.append("the site sent Meta a BYE")
-            parts.append(f"Meta's BYE {self.bye_status or 'unanswered'}"
-                         + (f" via {self.bye_via}" if self.bye_via else ""))
+            else:
+                parts.append(f"Meta's BYE {self.bye_status or 'unanswered'}"
+                             + (f" via {self.bye_via}" if self.bye_via else ""))
         if self.error:
             parts.append(self.error)
         return "; ".join(parts)
