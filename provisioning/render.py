@@ -50,6 +50,12 @@ class RenderOptions:
     workers: int = 4
     log_level: int = 2
     probe_interval: int = 10
+    probe_failures: int = 2
+    """Failed OPTIONS probes in a row before a node is marked down (dispatcher's
+    ds_probing_threshold). Marking a node down also ends, with a BYE to Meta, every call the edge
+    relayed to it (kemi/media_loss.py), so one lost UDP probe or one slow answer from a busy
+    FreeSWITCH must not do it: two in a row. (Kamailio's own default, 1, would.) New calls do not
+    wait for it: a node silent on an INVITE fails over on invite_timeout anyway."""
     auth_secret: str | None = None
     kamailio: KamailioFeatures | None = None
     """The Kamailio the output is for; None = the one installed here (the oldest supported,
@@ -237,6 +243,7 @@ def render_kamailio(cfg: SiteConfig, out: Path, options: RenderOptions | None = 
         "workers": options.workers,
         "log_level": options.log_level,
         "probe_interval": options.probe_interval,
+        "probe_failures": options.probe_failures,
         "auth_secret": options.auth_secret or cluster_nonce_secret(cfg),
         "nonce_table": NONCE_TABLE,
         **cluster_context(cfg),

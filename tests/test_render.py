@@ -325,3 +325,12 @@ def test_the_installed_kamailio_accepts_a_render_for_its_own_version(tmp_path: P
                                                                            probe_interval=0))
     result = kamailio_check(target / "kamailio.cfg")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_a_node_goes_down_after_two_failed_probes_not_one(example: SiteConfig,
+                                                           tmp_path: Path) -> None:
+    """Going down ends the node's calls toward Meta (kemi/media_loss.py): one lost probe must not."""
+    target = render_kamailio(example, tmp_path / "out", RenderOptions(workers=2, probe_interval=10))
+    cfg = (target / "kamailio.cfg").read_text()
+    assert 'modparam("dispatcher", "ds_probing_threshold", 2)' in cfg
+    assert kamailio_check(target / "kamailio.cfg").returncode == 0
