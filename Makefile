@@ -7,7 +7,7 @@ VENV := .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: lab lab-cluster test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-abuse bench-media-patch bench-media bench-rtpengine bench-preflight
+.PHONY: lab lab-cluster test system-deps python-deps lint typecheck unit clean bench-esl bench-sync bench-edge bench-edge-site bench-abuse bench-media-patch bench-media bench-rtpengine bench-preflight
 
 lab: system-deps python-deps
 	$(VENV)/bin/python -m lab $(LAB_ARGS)
@@ -53,6 +53,11 @@ bench-preflight: python-deps
 bench-edge: system-deps python-deps
 	$(VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench.edge.run $(BENCH_ARGS)
+
+# A site's call rate with one KEMI edge and with two ([cluster], load split between them),
+# the native reference in the same run (bench/README.md, bench-edge-site); ~6 minutes.
+bench-edge-site: system-deps python-deps
+	$(VENV)/bin/python -m bench.edge.site_run $(BENCH_ARGS)
 
 # The long attack run against a loopback edge (issue 10): fuzz, TLS abuse, flood, scan; ~3 min.
 bench-abuse: system-deps python-deps

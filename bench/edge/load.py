@@ -21,7 +21,8 @@ from __future__ import annotations
 import csv
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lab.processes import LabError, ManagedProcess
@@ -183,15 +184,15 @@ def freeswitch_uas(site: BenchSite, folder: Path, calls: int, timeout_s: int) ->
 
 def meta_argv(site: BenchSite, step: Step, folder: Path, timeout_s: int) -> list[str]:
     ports = site.ports
-    edge_hop = (f"<sip:127.0.0.1:{ports.plain};transport=tcp;r2=on;lr>"
+    edge_hop = (f"<sip:{site.host}:{ports.plain};transport=tcp;r2=on;lr>"
                 if step.meta_transport == "tcp"
-                else f"<sip:127.0.0.1:{ports.tls};transport=tls;r2=on;lr>")
+                else f"<sip:{site.host}:{ports.tls};transport=tls;r2=on;lr>")
     keys = {
         "ruri_user": site.ruri_user,
         "business_number": site.business_number,
         "sip_domain": site.config.site.sip_domain,
         "meta_user": META_USER,
-        "edge_route": f"{edge_hop},<sip:127.0.0.1:{ports.internal};r2=on;lr>",
+        "edge_route": f"{edge_hop},<sip:{site.host}:{ports.internal};r2=on;lr>",
     }
     argv = _common(timed_meta_scenario(folder), ports.meta_sipp, "t1", step.calls, timeout_s,
                    folder / "meta-stat.csv",
@@ -207,25 +208,70 @@ def meta_argv(site: BenchSite, step: Step, folder: Path, timeout_s: int) -> list
         argv += ["-key", key, value]
     if step.trace_messages:
         argv += ["-trace_msg", "-message_file", str(folder / "meta.messages")]
-    return [*argv, f"127.0.0.1:{step.meta_port}"]
+    return [*argv, f"{site.host}:{step.meta_port}"]
 
 
 def run_step(site: BenchSite, step: Step, folder: Path, with_freeswitch: bool) -> StepResult:
     """Run one step to its end (bounded) and count what both SIPp sides saw."""
+    return run_split_step([(site, step)], folder, with_freeswitch)
+
+
+def split_step(step: Step, edges: Sequence[BenchSite]) -> list[tuple[BenchSite, Step]]:
+    """A site's step spread evenly over its edges (bench-edge-site), as Meta spreads its calls
+    over the addresses of the one name: each edge gets its share of the rate and the calls on
+    its own connection (its bench listener; Meta keeps one connection per address)."""
+    count = len(edges)
+    return [(edge, replace(step, rate=step.rate // count + (index < step.rate % count),
+                           calls=step.calls // count + (index < step.calls % count),
+                           meta_port=edge.ports.plain))
+            for index, edge in enumerate(edges)]
+
+
+def run_split_step(legs: Sequence[tuple[BenchSite, Step]], folder: Path,
+                   with_freeswitch: bool, stagger_s: float = 0.0) -> StepResult:
+    """One step whose Meta side is one SIPp per edge (`legs`: the edge and its share), against
+    one FreeSWITCH-side UAS (the first edge's, which every edge dispatches to), each SIPp
+    started `stagger_s` after the one before. One leg keeps its files in `folder`, several in
+    folder/meta-1, meta-2, ...
+
+    Why a stagger: SIPp never seeds rand(), so every SIPp draws the same cnonce for its n-th
+    call, and edges sharing the nonce secret issue the same nonce within one second; two
+    SIPps whose n-th calls fall in the same second then present the same nonce, cnonce and nc
+    to two edges, and the site's replay check (wa_nonce over DMQ) rightly refuses the second
+    as a replay (407 stale). Meta's cnonces are random; 1 s or more between the SIPps' starts
+    keeps their n-th calls in different seconds."""
     folder.mkdir(parents=True, exist_ok=True)
-    timeout_s = int(step.planned_s + CALL_HOLD_S + RECV_TIMEOUT_MS / 1000 + 5)
-    result = StepResult(step.rate, step.calls)
-    uas = freeswitch_uas(site, folder, step.calls, timeout_s + 5) if with_freeswitch else None
+    calls = sum(step.calls for _, step in legs)
+    planned_s = max(step.planned_s for _, step in legs) + stagger_s * (len(legs) - 1)
+    timeout_s = int(planned_s + CALL_HOLD_S + RECV_TIMEOUT_MS / 1000 + 5)
+    result = StepResult(sum(step.rate for _, step in legs), calls)
+    folders = [folder] if len(legs) == 1 else [folder / f"meta-{n}" for n in range(1, len(legs) + 1)]
+    uas = freeswitch_uas(legs[0][0], folder, calls, timeout_s + 5) if with_freeswitch else None
+    codes: list[int | None] = []
     try:
         time.sleep(0.2)  # the UAS binds its UDP port
         started = time.monotonic()
+        metas: list[subprocess.Popen[bytes]] = []
         try:
-            done = subprocess.run(meta_argv(site, step, folder, timeout_s), cwd=folder,
-                                  capture_output=True, timeout=timeout_s + 20, check=False)
+            for index, ((site, step), meta_folder) in enumerate(zip(legs, folders, strict=True)):
+                meta_folder.mkdir(parents=True, exist_ok=True)
+                if index:
+                    time.sleep(stagger_s)
+                with (meta_folder / "meta.log").open("wb") as log:
+                    metas.append(subprocess.Popen(meta_argv(site, step, meta_folder, timeout_s),
+                                                  cwd=meta_folder, stdout=log,
+                                                  stderr=subprocess.STDOUT))
+            deadline = started + timeout_s + 20
+            for meta in metas:
+                codes.append(meta.wait(max(0.1, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             raise LabError(f"sipp meta did not finish within {timeout_s + 20} s in {folder}") from None
+        finally:
+            for meta in metas:
+                if meta.poll() is None:
+                    meta.kill()
+                    meta.wait(5)
         result.elapsed_s = time.monotonic() - started
-        (folder / "meta.log").write_bytes(done.stdout + done.stderr)
         if uas is not None:
             try:
                 uas.wait(5)
@@ -234,14 +280,23 @@ def run_step(site: BenchSite, step: Step, folder: Path, with_freeswitch: bool) -
     finally:
         if uas is not None:
             uas.stop()
-    meta = read_stat_counts(folder / "meta-stat.csv")
-    created = meta.get("TotalCallCreated", 0)
-    result.successful = meta.get("SuccessfulCall(C)", 0)
-    result.failed = max(step.calls - result.successful, meta.get("FailedCall(C)", 0))
-    if not meta:
-        result.notes.append(f"no SIPp statistics; see {folder / 'meta.log'}")
-    if created < step.calls:
-        result.notes.append(f"only {created} of {step.calls} calls created")
+    created = 0
+    for (_, step), meta_folder, code in zip(legs, folders, codes, strict=True):
+        counts = read_stat_counts(meta_folder / "meta-stat.csv")
+        created += counts.get("TotalCallCreated", 0)
+        successful = counts.get("SuccessfulCall(C)", 0)
+        result.successful += successful
+        failed = max(step.calls - successful, counts.get("FailedCall(C)", 0))
+        result.failed += failed
+        if not counts:
+            result.notes.append(f"no SIPp statistics; see {meta_folder / 'meta.log'}")
+        result.response_ms += read_rtt(meta_folder)
+        if step.trace_messages:
+            result.setup_ms += setup_times_ms(meta_folder / "meta.messages")
+        if code != 0 and failed == 0:
+            result.notes.append(f"sipp meta exit code {code}")
+    if created < calls:
+        result.notes.append(f"only {created} of {calls} calls created")
     if with_freeswitch:
         fs = read_stat_counts(folder / "freeswitch-stat.csv")
         fs_failed = fs.get("FailedCall(C)", 0)
@@ -249,16 +304,12 @@ def run_step(site: BenchSite, step: Step, folder: Path, with_freeswitch: bool) -
             result.failed += fs_failed
             result.notes.append(f"FreeSWITCH side: {fs_failed} failed calls")
     # SIPp paces by -r; a step that took much longer than planned did not get its rate.
-    result.kept_pace = result.elapsed_s <= step.planned_s * 1.25 + CALL_HOLD_S + 2.0
+    result.kept_pace = result.elapsed_s <= planned_s * 1.25 + CALL_HOLD_S + 2.0
     if not result.kept_pace:
-        result.notes.append(f"took {result.elapsed_s:.1f} s for a {step.planned_s:.1f} s step")
-    result.response_ms = read_rtt(folder)
+        result.notes.append(f"took {result.elapsed_s:.1f} s for a {planned_s:.1f} s step")
     p99 = percentile(result.response_ms, 0.99)
-    if p99 > step.max_p99_ms:
+    max_p99_ms = legs[0][1].max_p99_ms
+    if p99 > max_p99_ms:
         result.latency_ok = False
-        result.notes.append(f"p99 {p99:.0f} ms over {step.max_p99_ms:.0f} ms: queues grow")
-    if step.trace_messages:
-        result.setup_ms = setup_times_ms(folder / "meta.messages")
-    if done.returncode != 0 and result.failed == 0:
-        result.notes.append(f"sipp meta exit code {done.returncode}")
+        result.notes.append(f"p99 {p99:.0f} ms over {max_p99_ms:.0f} ms: queues grow")
     return result

@@ -53,7 +53,7 @@ class Setup:
 
 
 def bench_listen_line(site: BenchSite) -> str:
-    return f'{BENCH_LISTEN_LABEL}\nlisten=tcp:127.0.0.1:{site.ports.plain} name "bench_plain"'
+    return f'{BENCH_LISTEN_LABEL}\nlisten=tcp:{site.host}:{site.ports.plain} name "bench_plain"'
 
 
 def _render_product(site: BenchSite, name: str, workers: int, log_level: int) -> Path:

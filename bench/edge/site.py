@@ -44,6 +44,7 @@ class BenchSite:
     ports: BenchPorts
     ca: TestCa
     folder: Path
+    host: str = "127.0.0.1"  # this edge's address (bench-edge-site's second edge: 127.0.0.2)
 
     @property
     def business_number(self) -> str:
@@ -56,30 +57,38 @@ class BenchSite:
             f";{key}={value}" for key, value in number.request_uri_user_params.items())
 
 
-def bench_site(folder: Path, ports: BenchPorts, metrics: bool = True) -> BenchSite:
+def bench_site(folder: Path, ports: BenchPorts, metrics: bool = True, host: str = "127.0.0.1",
+               cluster: dict[str, Any] | None = None, ca: TestCa | None = None) -> BenchSite:
     """Site config on loopback with its test CA and a credential store holding the HA1.
 
     `metrics`: the edge's /metrics endpoint on (as a production edge runs) or off, so one run
-    each measures what the counters cost."""
+    each measures what the counters cost. `host`, `cluster`, `ca`: one edge of a site of
+    several (bench-edge-site): its own loopback address, the site's `[cluster]` section with
+    this edge's `this_edge`, the site's CA; the credential store and the in-dialog key file
+    are `folder`'s, so edges given the same folder share them, as a site's edges do."""
     folder.mkdir(parents=True, exist_ok=True)
-    ca = make_test_ca(folder / "ca")
+    ca = ca or make_test_ca(folder / "ca")
     raw: dict[str, Any] = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
-    leaf = ca.issue("edge", [raw["site"]["sip_domain"]])
+    leaf = ca.issue("edge" if host == "127.0.0.1" else f"edge-{host}", [raw["site"]["sip_domain"]])
     loopback: dict[str, Any] = {
         "tls": {"certificate": str(leaf.certificate), "private_key": str(leaf.private_key),
                 "ca_list": str(ca.certificate)},
-        "listen": {"tls": f"127.0.0.1:{ports.tls}", "internal": f"127.0.0.1:{ports.internal}"},
+        "listen": {"tls": f"{host}:{ports.tls}", "internal": f"{host}:{ports.internal}",
+                   # the HAProxy-side sockets at their default ports, on this edge's address
+                   "front_backend": f"{host}:5062", "outbound_tls": f"{host}:5063"},
         "credentials": {"store": f"sqlite:///{folder / 'credentials.sqlite'}"},
         "freeswitch": {"sets": [{"id": 1, "algorithm": "priority", "nodes": [
             {"uri": f"sip:127.0.0.1:{ports.freeswitch}", "priority": 10}]}]},
         "security": {"allowed_sources": ["127.0.0.0/8"], "pike_requests_per_second": 0},
         "bic": {"meta_server": "127.0.0.1:9"},
-        "metrics": {"edge_listen": f"127.0.0.1:{ports.metrics}" if metrics else None},
+        "metrics": {"edge_listen": f"{host}:{ports.metrics}" if metrics else None},
         # the direct path: SIPp's SDP through the edge untouched, the edge's own cost measured
         # (bench/media/rtpengine measures calls through rtpengine)
         "media": {"anchor": "freeswitch"},
         "edge": {"in_dialog_key_file": str(folder / "in-dialog-keys.json")},
     }
+    if cluster is not None:
+        loopback["cluster"] = cluster
     config = SiteConfig.model_validate(merge(raw, loopback))
     ensure_key_file(config.edge.in_dialog_key_file)
     store = open_store(config.credentials.sqlite_path())
@@ -88,4 +97,4 @@ def bench_site(folder: Path, ports: BenchPorts, metrics: bool = True) -> BenchSi
                         for n in config.numbers], config.site.sip_domain)
     finally:
         store.close()
-    return BenchSite(config, ports, ca, folder)
+    return BenchSite(config, ports, ca, folder, host)
