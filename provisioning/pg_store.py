@@ -8,58 +8,22 @@ transaction-level advisory lock keeps two concurrent `provision sync` runs from 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import unquote
 
 import psycopg
 
 from provisioning.credential_sql import SqlCredentialStore, StoreError
 from provisioning.templates_dir import templates_dir
+from siteconfig.database_url import redact_url as redact_url  # re-exported: store_backend
+from siteconfig.database_url import scrub
 
 ADVISORY_LOCK_KEY = 0x7761_7369  # "wasi": serialises writers across nodes and runs
 
 
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&]*)")
-
-
-def _userinfo_end(url: str) -> int:
-    """Index of the '@' that ends USER[:PASSWORD] (the last one before the query), or -1."""
-    start = url.find("://") + 3 if "://" in url else 0
-    return url.rfind("@", start, len(url.split("?", 1)[0]))
-
-
-def url_secrets(url: str) -> list[str]:
-    """The password(s) in `url`, as written and percent-decoded, for scrubbing driver messages."""
-    found = [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
-    at = _userinfo_end(url)
-    if at >= 0:
-        userinfo = url[url.find("://") + 3 if "://" in url else 0:at]
-        if ":" in userinfo:
-            password = userinfo.split(":", 1)[1]
-            # libpq splits an unencoded '@' itself and quotes the rest as a host name
-            found += [password, *(part for part in password.split("@") if len(part) >= 3)]
-    return [text for secret in found if secret for text in {secret, unquote(secret)}]
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (in USER:PASSWORD@ or ?password=), for messages."""
-    at = _userinfo_end(url)
-    if at >= 0:
-        start = url.find("://") + 3 if "://" in url else 0
-        user, colon, _ = url[start:at].partition(":")
-        if colon:
-            url = f"{url[:start]}{user}:***{url[at:]}"
-    return _QUERY_PASSWORD.sub(r"\1***", url)
-
-
 def _problem(url: str, error: Exception) -> str:
     """`error` as a StoreError message: the redacted URL and the driver's text without secrets."""
-    text = str(error).strip()
-    for secret in sorted(url_secrets(url), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return f"{redact_url(url)}: {text}"
+    return f"{redact_url(url)}: {scrub(url, str(error).strip())}"
 
 
 def postgres_schema() -> str:
