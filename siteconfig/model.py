@@ -474,6 +474,51 @@ class GraphSection(Strict):
         return value
 
 
+REDIS_URL = re.compile(r"^redis://(?P<host>\[[0-9A-Fa-f:.]+\]|[0-9.]+):(?P<port>[0-9]{1,5})"
+                       r"/(?P<db>[0-9]{1,3})$")
+
+
+def parse_redis_url(value: str) -> tuple[str, int, int]:
+    """``redis://IP:PORT/DB`` -> (IP, port, DB), or ValueError saying what is wrong."""
+    if "@" in value:
+        raise ValueError(f"{value!r}: no password in the URL (it would show in rtpengine's "
+                         "command line and the rendered file); give rtpengine the variable "
+                         "RTPENGINE_REDIS_AUTH_PW in its environment instead")
+    match = REDIS_URL.match(value)
+    if match is None:
+        raise ValueError(f"{value!r}: write redis://IP:PORT/DB (an IP literal: rtpengine "
+                         "resolves no names here), e.g. redis://10.0.0.5:6379/1")
+    host, port, db = match["host"].strip("[]"), int(match["port"]), int(match["db"])
+    address = ipaddress.ip_address(host)
+    if address.is_unspecified or address.is_global or not 0 < port < 65536:
+        raise ValueError(f"{value!r}: Redis holds every call's SRTP master keys; give a "
+                         "loopback or private address (and a port 1..65535)")
+    if db > 255:
+        raise ValueError(f"{value!r}: database {db}: 0..255")
+    return host, port, db
+
+
+class RtpengineStandby(Strict):
+    """Another edge's rtpengine whose calls this one keeps ready ([media.rtpengine] redis):
+    rtpengine subscribes to that edge's Redis database and holds a copy of each of its calls,
+    sockets bound on that edge's floating media address, so when the address moves here
+    (keepalived/VRRP) the calls' media goes on through this rtpengine."""
+
+    interface: str = Field(description="That edge's floating media address ([media.rtpengine] "
+                           "interface on that edge); bound here before it moves (the host needs "
+                           "net.ipv4.ip_nonlocal_bind = 1).")
+    advertise: str | None = Field(default=None, description="That edge's advertise, if set.")
+    redis_db: Annotated[int, Field(ge=0, le=255)] = Field(
+        description="The Redis database that edge writes its calls to (its redis URL's DB).")
+
+    @field_validator("interface", "advertise")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
+
+
 class RtpengineSection(Strict):
     """rtpengine next to the edge (Debian's rtpengine-daemon), when [media] anchor = "rtpengine"."""
 
@@ -501,6 +546,44 @@ class RtpengineSection(Strict):
         "whose GET /metrics Prometheus scrapes (sessions, packets, errors, MOS, transcoding); "
         "loopback or a private address only: the same listener serves rtpengine's CLI (/cli/: "
         "list, terminate) and ng over WebSocket. Unset: off.")
+    redis: str | None = Field(
+        default=None, description="rtpengine's own replication: redis://IP:PORT/DB, the "
+        "database this edge's rtpengine writes each call to (SDES and DTLS-derived SRTP keys, "
+        "ports, peers), one database per edge of the site, a private or loopback address (the "
+        "keys are in it). With `standby` another edge's rtpengine keeps this edge's calls and "
+        "carries their media once this edge's floating `interface` moves to it. Unset: off.")
+    standby: list[RtpengineStandby] = Field(
+        default_factory=list, description="The other edges whose calls this rtpengine keeps "
+        "ready (needs `redis`): one entry per edge, its floating address and Redis database.")
+
+    @field_validator("redis")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_redis_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _standby(self) -> RtpengineSection:
+        if self.standby and self.redis is None:
+            raise ValueError("standby needs redis (the database this edge writes its own "
+                             "calls to; the other edges' calls come from theirs)")
+        if self.redis is None:
+            return self
+        own_db = parse_redis_url(self.redis)[2]
+        dbs = [entry.redis_db for entry in self.standby]
+        if own_db in dbs or len(set(dbs)) != len(dbs):
+            raise ValueError(f"standby redis_db {dbs}: each edge writes a database of its "
+                             f"own (this edge's is {own_db}); no two alike")
+        addresses = [self.interface, *(entry.interface for entry in self.standby)]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError(f"interface and standby interfaces {addresses}: each edge's "
+                             "floating media address differs")
+        return self
+
+    def redis_address(self) -> tuple[str, int, int] | None:
+        """(IP, port, DB) of `redis`, or None."""
+        return None if self.redis is None else parse_redis_url(self.redis)
 
     @field_validator("ng_listen", "metrics_listen")
     @classmethod

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from lab.cluster.drills import DRILLS, DrillReport
+from lab.cluster.media_failover import MEDIA_ADDRESSES, redis_binary
 from lab.cluster.postgres import server_bin
 from lab.cluster.site import ClusterSite
 from lab.cluster.topology import our_namespaces, remove_leftovers
@@ -33,16 +34,21 @@ def missing() -> str | None:
             return f"{tool} is not installed (Debian's {package}; make lab installs it)"
     if server_bin() is None:
         return "PostgreSQL server not installed (Debian's postgresql)"
+    if redis_binary() is None:
+        return "redis-server is not installed (Debian's redis-server)"
     return None
 
 
-def run(folder: Path, only: list[str]) -> list[DrillReport]:
+def run(folder: Path, only: list[str], media_replication: bool = True) -> list[DrillReport]:
     reports = []
-    with ClusterSite(folder) as site:
+    with ClusterSite(folder, media_replication) as site:
         print("lab-cluster: the site, one network namespace per node on 198.18.20.0/24:")
         assert site.network is not None
         for role, node in site.network.nodes.items():
             print(f"  {role:7} {node.address:14} {node.net.name}")
+        if site.redis is not None:
+            print(f"  rtpengine replication: Redis on pg ({site.redis.url(0)[:-2]}), media on "
+                  f"floating addresses {', '.join(f'{r} {a}' for r, a in MEDIA_ADDRESSES.items())}")
         print(f"  Meta resolves {site.sip_domain} to "
               f"{', '.join(site.new_call().hosts)} ({site.hosts_file})")
         for _ in range(2):
@@ -65,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drill", action="append", choices=[name for name, _ in DRILLS],
                         default=[], help="run only this drill (repeatable)")
     parser.add_argument("--keep", type=Path, help="keep the logs in this folder")
+    parser.add_argument("--no-media-replication", action="store_true",
+                        help="no rtpengine Redis replication nor floating media addresses "
+                        "(each edge's calls' media dies with it)")
     args = parser.parse_args(argv)
     reason = missing()
     if reason:
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab-cluster: removed namespaces a crashed run left: {', '.join(left)}")
     folder = args.keep or Path(tempfile.mkdtemp(prefix="wa-sip-cluster-"))
     try:
-        reports = run(folder, args.drill)
+        reports = run(folder, args.drill, not args.no_media_replication)
     except LabError as error:
         print(f"lab-cluster: the site did not start: {error}")
         return 1

@@ -4,7 +4,8 @@ FreeSWITCH behind rtpengine), one process inside its node's namespace so a drill
 `python -m lab.cluster.business_node ADDRESS PORT` answers the dispatcher's OPTIONS probes
 200, and every INVITE with a plain-RTP party of its own (lab/media/plain_peer.py) sending a tone
 (lab/media/sip_uas.py's answering logic, one UAS per Call-ID on the one port). It prints one
-JSON line per event: {"event": "invite"|"bye", "call_id", "wacid", ...}; the lab reads them.
+JSON line per event: {"event": "invite"|"bye", "call_id", "wacid", ...}; the lab reads them
+(the BYE's line with when Meta's audio arrived: lab/cluster/media_gaps.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import sys
 from typing import cast
 
-from lab.media.plain_peer import PlainRtpPeer
+from lab.cluster.media_gaps import MeasuredPlainPeer
 from lab.media.sip_uac import SipMessage, parse_message
 from lab.media.sip_uas import SipUas
 
@@ -31,7 +32,7 @@ class BusinessNode(asyncio.DatagramProtocol):
     def __init__(self, address: str, port: int) -> None:
         self.local = (address, port)
         self.transport: asyncio.DatagramTransport | None = None
-        self.calls: dict[str, SipUas[PlainRtpPeer]] = {}
+        self.calls: dict[str, SipUas[MeasuredPlainPeer]] = {}
         self.opening: set[str] = set()
         self.bye_sources: dict[str, str] = {}  # Call-ID -> where the BYE came from
         self.tasks: set[asyncio.Task[None]] = set()
@@ -64,7 +65,8 @@ class BusinessNode(asyncio.DatagramProtocol):
 
     async def _new_call(self, call_id: str, data: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None
-        peer = await PlainRtpPeer(tone_hz=BUSINESS_TONE_HZ, address=self.local[0]).open()
+        peer = MeasuredPlainPeer(tone_hz=BUSINESS_TONE_HZ, address=self.local[0])
+        await peer.open()
         uas = SipUas(self.local, peer).attach(self.transport)
         self.calls[call_id] = uas
         self.opening.discard(call_id)
@@ -75,7 +77,8 @@ class BusinessNode(asyncio.DatagramProtocol):
         await uas.ended.wait()
         report = await peer.close()
         event("bye", call_id=call_id, wacid=wacid, packets_received=report.packets_received,
-              heard_hz=report.heard_hz, source=self.bye_sources.pop(call_id, ""))
+              heard_hz=report.heard_hz, source=self.bye_sources.pop(call_id, ""),
+              arrivals=peer.arrivals.to_json())
         del self.calls[call_id]
 
     def _ok(self, request: SipMessage, addr: tuple[str, int]) -> None:

@@ -15,12 +15,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lab.cluster.edge_node import INTERNAL_PORT, PROBE_INTERVAL_S
-from lab.cluster.meta import MetaCall, mac_key_id
+from lab.cluster.business_node import BUSINESS_TONE_HZ
+from lab.cluster.edge_node import INTERNAL_PORT, NG_LISTEN, PROBE_INTERVAL_S
+from lab.cluster.media_failover import MEDIA_ADDRESSES, REDIS_DBS, take_over
+from lab.cluster.media_gaps import GAP_S, Arrivals
+from lab.cluster.meta import META_TONE_HZ, MetaCall, mac_key_id
 from lab.cluster.site import EDGES, REPO, ClusterSite
+from lab.cluster.topology import inside
+from lab.media.sdp import SrtpMode
 from lab.site_toml import write_site_toml
 from provisioning.in_dialog_keys import rotate_key_file
 from provisioning.kamailio_rpc import RpcError, call
+from provisioning.rtpengine_ng import NgError, call_ids
 
 NEW_CALL_BUDGET_S = 20.0
 HOLD_S = 1.5
@@ -30,7 +36,10 @@ IN_FLIGHT = 2
 # invite_timeout), plus a margin
 PROBE_FAILS_WITHIN_S = PROBE_INTERVAL_S + 5.0
 TOLD_MARGIN_S = 2.0
-CREDENTIAL_KEY = "15550100003:ha1"  # the SDES number's HA1 in wa_creds
+CREDENTIAL_KEY = "15550100003:ha1"
+# with rtpengine's replication, an edge killed: its calls' media back through the other edge
+MEDIA_BACK_S = 2.0
+REPLICATED_WITHIN_S = 5.0  # the SDES number's HA1 in wa_creds
 
 
 @dataclass
@@ -63,13 +72,14 @@ class DrillReport:
         return out
 
 
-def _calls_up(site: ClusterSite, report: DrillReport, count: int = IN_FLIGHT) -> list[MetaCall]:
+def _calls_up(site: ClusterSite, report: DrillReport, count: int = IN_FLIGHT,
+              modes: tuple[SrtpMode, ...] = ()) -> list[MetaCall]:
     up = []
-    for _ in range(count):
-        meta_call = site.call_up()
+    for mode in modes or (SrtpMode.SDES,) * count:
+        meta_call = site.call_up(mode)
         report.placed += 1
         up.append(meta_call)
-    report.check(f"{count} calls answered before the fault",
+    report.check(f"{len(up)} calls answered before the fault",
                  all(c.answered for c in up))
     time.sleep(1.0)  # media flowing both ways before the fault
     return up
@@ -202,15 +212,98 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
     return report
 
 
+def _media_line(site: ClusterSite, meta_call: MetaCall, fault_at: float) -> tuple[str, bool]:
+    """What became of one call's media at the fault, both ways: the silence the fault made
+    (ms), the tone heard after it; True when both directions came back within MEDIA_BACK_S
+    with the other side's tone."""
+    parts, back = [], True
+    business = site.business_event(meta_call.wacid, "bye").get("arrivals")
+    for direction, arrivals, tone in (
+            ("business->Meta", meta_call.arrivals, BUSINESS_TONE_HZ),
+            ("Meta->business", Arrivals.from_json(business) if business else None, META_TONE_HZ)):
+        if arrivals is None:
+            parts.append(f"{direction} not measured")
+            back = False
+            continue
+        gap_ms, gap = arrivals.around(fault_at)
+        if gap_ms is None:
+            since = (f"{(fault_at - arrivals.last_at) * 1000:.0f} ms before the kill"
+                     if arrivals.last_at else "none at all")
+            parts.append(f"{direction} never came back (last packet {since})")
+            back = False
+        elif gap is None:
+            parts.append(f"{direction} no gap over {GAP_S * 1000:.0f} ms")
+        else:
+            heard = f"{gap.heard_hz:.0f} Hz" if gap.heard_hz else "nothing decodable"
+            ok = (gap.ms <= MEDIA_BACK_S * 1000 and gap.heard_hz is not None
+                  and abs(gap.heard_hz - tone) <= 5.0)
+            back = back and ok
+            parts.append(f"{direction} back after {gap.ms:.0f} ms ({gap.packets_after} packets, "
+                         f"{heard})")
+    media = meta_call.media
+    if media is not None and media.auth_failures:
+        parts.append(f"{media.auth_failures} SRTP auth failures at Meta")
+    return f"{meta_call.wacid} ({meta_call.mode.value}): " + "; ".join(parts), back
+
+
+def _keys_in_redis(site: ClusterSite, meta_call: MetaCall) -> int:
+    """How many SRTP key sets edge A's Redis record of the call holds (0: none, or no record)."""
+    assert site.redis is not None
+    return site.redis.command("GET", meta_call.call_id, db=REDIS_DBS["edgea"]).count(
+        "-crypto_suite")
+
+
+def _replicated(site: ClusterSite, calls: list[MetaCall], standby: str) -> bool:
+    """Each call's record, SRTP keys in it, in edge A's Redis database and a copy held by the
+    standby edge's rtpengine; waited for, bounded. rtpengine writes a call at offer and answer
+    (an SDES call's keys are in it then) and again when it confirms each peer's address, 3 s
+    after the last signalling: a DTLS call's keys, made by the handshake after the answer,
+    are written then."""
+    host, port = NG_LISTEN.split(":")
+    wanted = {c.call_id for c in calls}
+
+    def held() -> bool:
+        if not all(_keys_in_redis(site, c) for c in calls):
+            return False
+        with inside(site.node(standby)):
+            try:
+                return wanted <= set(call_ids(host, int(port)))
+            except NgError:
+                return False
+    return _wait(held, REPLICATED_WITHIN_S)
+
+
 def edge_killed(site: ClusterSite) -> DrillReport:
-    """Edge A (Meta's first address) SIGKILLed with calls up through it."""
+    """Edge A (Meta's first address) SIGKILLed with calls up through it (two SDES, one DTLS).
+
+    With the site's rtpengine replication (ClusterSite.media_replication) edge A's floating
+    media address moves to edge B as VRRP would move it, and the calls' media goes on through
+    edge B's rtpengine (the copy it kept from Redis): the drill asserts it, both ways, within
+    MEDIA_BACK_S. Without, it measures what is lost."""
     report = DrillReport("an edge killed mid-call")
-    up = _calls_up(site, report)
+    up = _calls_up(site, report, modes=(SrtpMode.SDES, SrtpMode.SDES, SrtpMode.DTLS))
+    if site.media_replication:
+        report.check("edge B's rtpengine holds a copy of each call from Redis, SRTP keys in "
+                     "edge A's records (the DTLS call's once rtpengine rewrote it after the "
+                     f"handshake), within {REPLICATED_WITHIN_S:.0f} s",
+                     _replicated(site, up, "edgeb"))
+    young = site.call_up(SrtpMode.DTLS)  # a DTLS call answered just before the kill
+    report.placed += 1
+    time.sleep(0.5)  # its media flowing before the fault
     report.check("the calls up went through edge A",
-                 all(c.connected_to == site.node("edgea").address for c in up))
+                 all(c.connected_to == site.node("edgea").address for c in [*up, young]))
+    young_keys = _keys_in_redis(site, young) if site.media_replication else 0
     site.edges["edgea"].kill()
     fault_at = time.monotonic()
+    answered_before = {young.wacid: "answered 0.5 s before the kill, its record "
+                       f"{'with' if young_keys else 'without'} SRTP keys"}
+    up.append(young)
+    if site.media_replication:
+        moved_s = take_over(site.node("edgea"), site.node("edgeb"), MEDIA_ADDRESSES["edgea"])
+        report.calls.append(f"edge A's media address {MEDIA_ADDRESSES['edgea']} moved to edge B "
+                            f"in {moved_s * 1000:.0f} ms (gratuitous ARP sent)")
     new = _new_calls_until_good(site, report, fault_at)
+    media_lines = []
     for meta_call in up:  # Meta hangs up the calls that were up, seconds later
         site.hang_up(meta_call)
         reached = _business_got_bye(site, meta_call)
@@ -226,12 +319,42 @@ def edge_killed(site: ClusterSite) -> DrillReport:
         internal = f"{site.node('edgeb').address}:{INTERNAL_PORT}"
         report.check(f"{meta_call.wacid}: edge B relayed it from its internal socket "
                      f"({source or 'no BYE'}; not its DMQ socket)", source == internal)
+        media_lines.append(_media_line(site, meta_call, fault_at))
+    for meta_call, (line, back) in zip(up, media_lines, strict=True):
+        note = answered_before.get(meta_call.wacid)
+        if not site.media_replication:
+            report.calls.append(f"media after the kill (no replication): {line}")
+        elif note:
+            report.not_built.append((f"media after the kill of a DTLS call {note}: {line}",
+                                     back))
+        else:
+            report.check(f"media after the kill: {line}", back)
     report.check("new calls connect within a few seconds (5 s)",
                  report.first_good_after_s is not None and report.first_good_after_s < 5.0)
     report.check("new calls go through edge B",
                  all(c.connected_to == site.node("edgeb").address for c in new if c.good))
+    if site.media_replication:
+        assert site.redis is not None
+        left = {role: site.redis.keys_in(db) for role, db in REDIS_DBS.items()}
+        names = {c.call_id: c.wacid for c in up}
+        stale = [names.get(key, f"{key} (an earlier drill's)") for key in
+                 site.redis.command("KEYS", "*", db=REDIS_DBS["edgea"]).split()]
+        report.calls.append(f"Redis after the calls ended: records per edge database {left}"
+                            f" (edge A's: {', '.join(stale) or 'none'})")
+        take_over(site.node("edgeb"), site.node("edgea"), MEDIA_ADDRESSES["edgea"])
     site.edges["edgea"].stop()
+    for log in site.edges["edgea"].folder.glob("*.log"):  # the killed edge's, kept
+        log.replace(log.with_suffix(".killed.log"))
     site.edges["edgea"].start()
+    if site.media_replication:
+        host, port = NG_LISTEN.split(":")
+        with inside(site.node("edgea")):
+            try:
+                restored = len(call_ids(host, int(port)))
+            except NgError:
+                restored = -1
+        report.calls.append(f"edge A restarted: its rtpengine restored {restored} call(s) "
+                            "from its Redis database")
     site.wait_for_dmq_peers(site.edges["edgea"])
     site.wait_for_probes()
     return report

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.certs import TestCa
+from lab.cluster.media_failover import MEDIA_ADDRESSES
 from lab.cluster.topology import Node, inside
 from lab.edge import EdgeLab, merge
 from lab.processes import LabError, ManagedProcess, wait_for_tcp
@@ -34,11 +35,23 @@ PROBE_INTERVAL_S = 1
 
 
 def cluster_overrides(node: Node, edges: list[Node], business: list[Node], store_url: str,
-                      shared: Path, site_name: str) -> dict[str, Any]:
+                      shared: Path, site_name: str,
+                      redis_urls: dict[str, str] | None = None) -> dict[str, Any]:
     """The site config of edge `node` (on top of the lab's rtpengine one). Every edge
     advertises the site's one name (`site_name`, resolving to all of them) in its Record-Route,
-    so Meta's in-dialog requests go to whichever edge answers for the name."""
+    so Meta's in-dialog requests go to whichever edge answers for the name.
+
+    `redis_urls` (edge role -> its rtpengine's Redis database): rtpengine's replication, media
+    on each edge's floating address (lab/cluster/media_failover.py), the other edges' calls
+    kept ready. None: media on the edge's own address, nothing replicated."""
     address = node.address
+    media: dict[str, Any] = {"ng_listen": NG_LISTEN, "interface": address, "port_min": 30000,
+                             "port_max": 30199}
+    if redis_urls is not None:
+        media |= {"interface": MEDIA_ADDRESSES[node.role], "redis": redis_urls[node.role],
+                  "standby": [{"interface": MEDIA_ADDRESSES[edge.role],
+                               "redis_db": int(redis_urls[edge.role].rsplit("/", 1)[1])}
+                              for edge in edges if edge.role != node.role]}
     return merge(rtpengine_overrides(), {
         "listen": {"tls": f"{address}:{TLS_PORT}", "internal": f"{address}:{INTERNAL_PORT}",
                    "advertise": site_name,
@@ -50,9 +63,7 @@ def cluster_overrides(node: Node, edges: list[Node], business: list[Node], store
         "metrics": {"edge_listen": f"{address}:9095"},
         # one MAC key file for the whole site: every edge checks what any edge signed
         "edge": {"in_dialog_key_file": str(shared / "in-dialog-keys.json")},
-        "media": {"anchor": "rtpengine", "rtpengine": {
-            "ng_listen": NG_LISTEN, "interface": address, "port_min": 30000,
-            "port_max": 30199}},
+        "media": {"anchor": "rtpengine", "rtpengine": media},
         "cluster": {"edges": [f"{edge.address}:{DMQ_PORT}" for edge in edges],
                     "this_edge": f"{address}:{DMQ_PORT}",
                     "nonce_secret_file": str(shared / "nonce.secret")},

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from lab.cluster.business_node import BUSINESS_TONE_HZ
 from lab.cluster.edge_node import TLS_PORT
+from lab.cluster.media_gaps import Arrivals, MeasuredMediaPeer
 from lab.cluster.topology import hosts_line_addresses
 from lab.edge import LAB_PASSWORD, META_USER
-from lab.media.peer import MediaPeer
+from lab.media.peer import MediaReport
 from lab.media.sdp import SrtpMode
 from lab.meta_uac import MetaUac
-from lab.rtpengine_section import SDES_NUMBER
+from lab.rtpengine_section import NUMBERS
 
 META_TONE_HZ = 440.0
 TONE_TOLERANCE_HZ = 5.0
@@ -46,6 +47,8 @@ class MetaCall:
 
     wacid: str
     hosts: list[str]
+    mode: SrtpMode = SrtpMode.SDES  # the called number's: SDES or DTLS toward Meta
+    call_id: str = ""  # Meta's SIP Call-ID (rtpengine's name of the call)
     status: int = 0
     connected_to: str = ""
     refused: list[str] = field(default_factory=list)
@@ -56,8 +59,10 @@ class MetaCall:
     heard_hz: float | None = None
     error: str = ""
     route: str = ""  # Meta's route set through the site, as the edge's Record-Route gave it
+    arrivals: Arrivals | None = None  # when the business's audio reached Meta (at the call's end)
+    media: MediaReport | None = None
     _uac: MetaUac | None = None
-    _peer: MediaPeer | None = None
+    _peer: MeasuredMediaPeer | None = None
 
     @property
     def answered(self) -> bool:
@@ -92,14 +97,17 @@ class MetaCall:
 async def call_up(call: MetaCall, sip_domain: str, address: str, tls: ssl.SSLContext,
                   timeout_s: float = 10.0) -> MetaCall:
     """INVITE (407 answered) until the final response; media running when answered."""
-    peer = await MediaPeer(SrtpMode.SDES, tone_hz=META_TONE_HZ, address=address).open()
+    peer = MeasuredMediaPeer(call.mode, tone_hz=META_TONE_HZ, address=address)
+    await peer.open()
+    number = NUMBERS[call.mode]
     uac = MetaUac(TLS_PORT, sip_domain, META_USER, f"<sip:{sip_domain}:{TLS_PORT};transport=tls;lr>",
                   hosts=call.hosts, tls=tls, connect_timeout_s=1.0)
     call._uac, call._peer = uac, peer
+    call.call_id = uac.call_id
     started = time.monotonic()
     try:
         await uac.open()
-        response = await uac.invite(SDES_NUMBER, SDES_NUMBER[1:], LAB_PASSWORD, call.wacid,
+        response = await uac.invite(number, number[1:], LAB_PASSWORD, call.wacid,
                                     "cluster-lab", peer.offer(), timeout=timeout_s)
         call.status = response.status or 0
         if call.answered:
@@ -139,6 +147,7 @@ async def hang_up(call: MetaCall, duration_s: int = 2, hosts: list[str] | None =
     if peer is not None:
         report = await peer.close()
         call.heard_hz = report.heard_hz
+        call.arrivals, call.media = peer.arrivals, report
     if uac is not None:
         await uac.close()
     call._uac = call._peer = None

@@ -16,10 +16,18 @@ from typing import Any
 
 from lab.certs import make_test_ca
 from lab.cluster.edge_node import BUSINESS_PORT, DMQ_PORT, ClusterEdge, cluster_overrides
+from lab.cluster.media_failover import (
+    MEDIA_ADDRESSES,
+    REDIS_DBS,
+    RedisNode,
+    allow_nonlocal_bind,
+    hold_address,
+)
 from lab.cluster.meta import MetaCall, call_up, hang_up, resolve, tls_context, whole_call
 from lab.cluster.postgres import PostgresNode
 from lab.cluster.topology import NamespaceLoop, Node, SiteNetwork, inside, site_network
 from lab.edge import EXAMPLE_CONFIG
+from lab.media.sdp import SrtpMode
 from lab.processes import LabError, ManagedProcess
 from lab.rtpengine_section import PASSWORDS
 from provisioning.credential_store import credential_for
@@ -32,8 +40,13 @@ MEDIA = ("media1", "media2")
 
 
 class ClusterSite:
-    def __init__(self, folder: Path) -> None:
+    """`media_replication`: rtpengine's Redis replication and floating media addresses
+    (lab/cluster/media_failover.py); off, each edge's media is its own, as without them."""
+
+    def __init__(self, folder: Path, media_replication: bool = True) -> None:
         self.folder = folder
+        self.media_replication = media_replication
+        self.redis: RedisNode | None = None
         self.stack = ExitStack()
         self.network: SiteNetwork | None = None
         self.postgres: PostgresNode | None = None
@@ -73,10 +86,19 @@ class ClusterSite:
         for role in MEDIA:
             self.start_business(role)
         self.ca = make_test_ca(shared / "ca", "wa-sip cluster lab CA")
+        redis_urls = None
+        if self.media_replication:
+            self.redis = RedisNode(self.network["pg"], self.folder / "redis").start()
+            self.stack.callback(self.redis.stop)
+            redis_urls = {role: self.redis.url(REDIS_DBS[role]) for role in EDGES}
+            for node in edge_nodes:
+                allow_nonlocal_bind(node)
+                hold_address(node, MEDIA_ADDRESSES[node.role])
         first = True
         for node in edge_nodes:
             edge = ClusterEdge(node, self.folder / node.role, cluster_overrides(
-                node, edge_nodes, media_nodes, self.postgres.url, shared, site_name()), self.ca)
+                node, edge_nodes, media_nodes, self.postgres.url, shared, site_name(),
+                redis_urls), self.ca)
             if first:
                 self._write_credentials(edge)
                 first = False
@@ -159,16 +181,17 @@ class ClusterSite:
 
     # ---- calls ---------------------------------------------------------------------------------
 
-    def new_call(self) -> MetaCall:
+    def new_call(self, mode: SrtpMode = SrtpMode.SDES) -> MetaCall:
         self.serial += 1
-        return MetaCall(f"wacid.cluster{self.serial:03d}", resolve(self.hosts_file, self.sip_domain))
+        return MetaCall(f"wacid.cluster{self.serial:03d}", resolve(self.hosts_file, self.sip_domain),
+                        mode)
 
     def _tls(self) -> Any:
         return tls_context([self.ca.certificate])
 
-    def call_up(self) -> MetaCall:
+    def call_up(self, mode: SrtpMode = SrtpMode.SDES) -> MetaCall:
         assert self.meta is not None and self.network is not None
-        return self.meta.run(call_up(self.new_call(), self.sip_domain, self.network["meta"].address,
+        return self.meta.run(call_up(self.new_call(mode), self.sip_domain, self.network["meta"].address,
                                      self._tls()), timeout=30)
 
     def hang_up(self, meta_call: MetaCall, via: str | None = None) -> MetaCall:
