@@ -25,6 +25,7 @@ from provisioning.credential_store import StoreError, credential_for
 from provisioning.freeswitch_patch import ICE_LITE_PATCH, PatchState, patch_state
 from provisioning.kamailio_features import KamailioFeatures
 from provisioning.nftables_state import NftUnavailable, loaded_table
+from provisioning.redis_probe import RedisProbeError, keyspace_events, standby_ready
 from provisioning.render import RenderError
 from provisioning.render_nftables import RULESET_NAME, meta_sets
 from provisioning.rtpengine_metrics import MetricsError, fetch_metrics
@@ -275,7 +276,33 @@ def media_findings(cfg: SiteConfig) -> list[Finding]:
                         "start rtpengine with OUT/rtpengine/rtpengine.conf (provision render "
                         "writes it), e.g. rtpengine --config-file=... --config-section=rtpengine")]
     return [Finding("media.rtpengine", Level.PASS, subject, "rtpengine answers ng ping"),
-            *rtpengine_metrics_findings(cfg)]
+            *rtpengine_metrics_findings(cfg), *rtpengine_redis_findings(cfg)]
+
+
+def rtpengine_redis_findings(cfg: SiteConfig) -> list[Finding]:
+    """[media.rtpengine] redis set: does that Redis answer, and publish the keyspace events the
+    other edges' rtpengines keep this edge's calls from (redis_probe.py says why it matters)?
+
+    A warning: calls work without Redis (rtpengine starts with no-redis-required), but an edge
+    lost then loses its calls' media."""
+    address = cfg.media.rtpengine.redis_address()
+    if address is None:
+        return []
+    host, port, db = address
+    subject = f"rtpengine's Redis at {host}:{port} (database {db})"
+    try:
+        events = keyspace_events(host, port)
+    except RedisProbeError as error:
+        return [Finding("media.rtpengine.redis", Level.WARN, subject, f"{error}: nothing of "
+                        "this edge's calls is replicated; if the edge is lost their media is too",
+                        "start Redis there (Debian's redis-server), reachable from every edge")]
+    if not standby_ready(events):
+        return [Finding("media.rtpengine.redis", Level.WARN, subject,
+                        f"notify-keyspace-events is {events!r}: no standby rtpengine hears of "
+                        "this edge's calls, so none can carry their media when the edge is lost",
+                        "set notify-keyspace-events K$g in redis.conf (or CONFIG SET)")]
+    return [Finding("media.rtpengine.redis", Level.PASS, subject,
+                    f"answers, keyspace events {events!r} (what a standby rtpengine reads)")]
 
 
 DIRECT_PATH_FIX = ('set [media] anchor = "rtpengine" (rtpengine faces Meta, a stock FreeSWITCH '
