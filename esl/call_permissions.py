@@ -14,12 +14,11 @@ Meta retries the same webhook post: ``record`` takes the message id as ``event_i
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
-BUSY_TIMEOUT_MS = 5_000
-"""How long a write waits for the other process's lock before it fails (then 5xx: Meta retries)."""
+from esl.database import BUSY_TIMEOUT_MS, Location, open_database
+
+__all__ = ["BUSY_TIMEOUT_MS", "CallPermission", "CallPermissionStore", "PermissionStoreError"]
 
 STATUSES = frozenset({"granted", "rejected", "expired", "no_permission", "pending"})
 """Meta's words for a permission's state (``permission.status`` and the reply's outcome)."""
@@ -58,15 +57,15 @@ CREATE TABLE IF NOT EXISTS call_permission (
     business_number TEXT NOT NULL,
     user_wa_id TEXT NOT NULL,
     {", ".join(f"{name} {kind}" for name, kind in (
-        ("status", "TEXT NOT NULL"), ("expiration_time", "INTEGER"),
-        ("is_permanent", "INTEGER NOT NULL"), ("response_source", "TEXT"),
-        ("source", "TEXT NOT NULL"), ("recorded_at", "INTEGER NOT NULL"),
+        ("status", "TEXT NOT NULL"), ("expiration_time", "BIGINT"),
+        ("is_permanent", "BIGINT NOT NULL"), ("response_source", "TEXT"),
+        ("source", "TEXT NOT NULL"), ("recorded_at", "BIGINT NOT NULL"),
     ))},
     PRIMARY KEY (business_number, user_wa_id)
 );
 CREATE TABLE IF NOT EXISTS call_permission_event (
     event_id TEXT PRIMARY KEY,
-    recorded_at INTEGER NOT NULL
+    recorded_at BIGINT NOT NULL
 );
 """
 _COLUMNS = ", ".join(FIELDS)
@@ -80,24 +79,21 @@ _UPSERT = (
 
 
 class CallPermissionStore:
-    """The ``call_permission`` table in the CDR database; one connection per process."""
+    """The ``call_permission`` table in the CDR database (SQLite or PostgreSQL); one
+    connection per process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Location) -> None:
         self.path = path
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path)
+        self._db.create_schema(_SCHEMA)
 
     def record(self, permission: CallPermission, *, event_id: str | None = None) -> bool:
         """Store ``permission``; committed on return. ``False`` when ``event_id`` was seen.
 
         The event id and the permission are written in one transaction, so a crash between them
         cannot mark a retry as seen while its permission is lost. Raises ``sqlite3.Error`` when
-        the database cannot be written (the caller answers 5xx and Meta retries).
+        the database cannot be written (the caller answers 5xx and Meta retries; a
+        PostgreSQL fault is ``esl.database.DatabaseError``, one of them).
         """
         if permission.status not in STATUSES:
             raise PermissionStoreError(f"unknown permission status {permission.status!r}")
@@ -105,31 +101,24 @@ class CallPermissionStore:
             raise PermissionStoreError(f"unknown permission source {permission.source!r}")
         values = {name: getattr(permission, name) for name in FIELDS}
         values["is_permanent"] = int(permission.is_permanent)
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._db.transaction():
             if event_id is not None:
                 seen = self._db.execute(
-                    "INSERT OR IGNORE INTO call_permission_event (event_id, recorded_at) "
-                    "VALUES (?, ?)", (event_id, permission.recorded_at))
+                    "INSERT INTO call_permission_event (event_id, recorded_at) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING", (event_id, permission.recorded_at))
                 if seen.rowcount == 0:
-                    self._db.execute("ROLLBACK")
-                    return False
+                    return False  # nothing else was written: the commit changes nothing
             self._db.execute(_UPSERT, values)
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
         return True
 
     def current(self, business_number: str, user_wa_id: str) -> CallPermission | None:
         """The newest permission known for this user and number, or ``None``."""
-        row = self._db.execute(
+        rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM call_permission WHERE business_number = ? AND user_wa_id = ?",
-            (business_number, user_wa_id)).fetchone()
-        if row is None:
+            (business_number, user_wa_id)).rows
+        if not rows:
             return None
-        values = dict(zip(FIELDS, row, strict=True))
+        values = dict(zip(FIELDS, rows[0], strict=True))
         values["is_permanent"] = bool(values["is_permanent"])
         return CallPermission(**values)
 

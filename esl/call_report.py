@@ -29,6 +29,9 @@ class CallReport:
     edge_logs: tuple[Path, ...] = ()
     meta: list[Reconciliation] = field(default_factory=list)
     """Meta's ``terminate`` event beside each record that has one (``wa-esl webhook``)."""
+    node_notes: dict[str, str] = field(default_factory=dict)
+    """Per active record (by UUID): why its node may no longer have it (heartbeat stopped, or
+    wa-esl up without FreeSWITCH), from the node's heartbeat in the CDR database."""
 
     @property
     def found(self) -> bool:
@@ -43,11 +46,12 @@ class CallReport:
             "media": [{name: getattr(r, name) for name in MEDIA_FIELDS} for r in self.records],
             "edge_logs": [str(p) for p in self.edge_logs],
             "meta": [dataclasses.asdict(m) for m in self.meta],
+            "node_status": dict(self.node_notes),
         }
 
 
 def build_report(call: str, store: CdrStore | None, edge_logs: tuple[Path, ...],
-                 *, duration_tolerance_s: int = 6) -> CallReport:
+                 *, duration_tolerance_s: int = 6, node_lost_after_s: int = 15) -> CallReport:
     """Search the CDR by every id, then the edge log by the ids the CDR adds (and the id).
 
     Meta's own account (its ``terminate`` webhook, stored by ``wa-esl webhook`` in the same
@@ -69,7 +73,24 @@ def build_report(call: str, store: CdrStore | None, edge_logs: tuple[Path, ...],
         unmatched = ({call} | {e.get("wacid") or "" for e in events}) - {""} - \
             {r.wacid for r in records}
         meta = _reconciliations(store, records, sorted(unmatched), duration_tolerance_s)
-    return CallReport(call, events, records, edge_logs, meta)
+    notes = _node_notes(store, records, node_lost_after_s) if store is not None else {}
+    return CallReport(call, events, records, edge_logs, meta, notes)
+
+
+def _node_notes(store: CdrStore, records: list[CallRecord], lost_after_s: int) -> dict[str, str]:
+    """An active call's CDR is only as current as its node: say when that node stopped
+    (no heartbeat: the whole node is gone) or lost FreeSWITCH (wa-esl alive, ESL down)."""
+    active = [r for r in records if r.state == "active" and r.node]
+    if not active:
+        return {}
+    nodes = store.nodes()
+    notes = {}
+    for record in active:
+        status = nodes.get(record.node or "")
+        note = status.explain(lost_after_s) if status is not None else None
+        if note is not None:
+            notes[record.call_uuid] = note
+    return notes
 
 
 def _reconciliations(store: CdrStore, records: list[CallRecord], unmatched: list[str],
@@ -102,7 +123,10 @@ def report_lines(report: CallReport) -> list[str]:
     if not report.records:
         lines.append("  no CDR for this call")
     for r in report.records:
-        lines.append(f"  uuid {r.call_uuid} {r.direction or '?'} state {r.state}")
+        lines.append(f"  uuid {r.call_uuid} {r.direction or '?'} state {r.state} "
+                     f"node {r.node or '-'}")
+        if r.call_uuid in report.node_notes:
+            lines.append(f"  node: {report.node_notes[r.call_uuid]}")
         lines.append(f"  invite {r.invite_at or '-'}  answer {r.answer_at or '-'}  "
                      f"end {r.end_at or '-'}")
         lines.append(f"  hangup {r.hangup_cause or '-'}  sip {r.sip_status or '-'}  "

@@ -1,20 +1,24 @@
-"""Call detail records: built from CHANNEL_HANGUP_COMPLETE, kept in SQLite.
+"""Call detail records: built from CHANNEL_HANGUP_COMPLETE, kept in SQLite or PostgreSQL.
 
 Why the record is built from the hangup event alone: the same event reaches the call's own
 outbound socket and the controller's inbound connection, so either path can write it and a
 restart or a dropped socket loses nothing once FreeSWITCH reported the end. Writes are upserts
 (``COALESCE`` keeps what the other writer knew, such as time to first media), committed before
 the controller moves on; WAL mode with ``synchronous=NORMAL`` survives a process crash.
+
+With ``[esl] cdr_db`` a PostgreSQL URL every media node writes the same table (each record
+names its node), and each controller keeps a heartbeat row (``esl_node``): a node whose
+heartbeat stopped is lost, and the other nodes close its active calls as ``lost`` with a
+diagnosis saying so, since the dead node's own controller can no longer write their end.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
+from esl.database import Location, open_database
 from esl.diagnosis import EDGE_DIAGNOSIS_HEADER, diagnose
 from esl.event import Event
 from esl.whatsapp_call import BYE_HEADER_PREFIX, HEADER_PREFIX, clean_payload, sip_headers
@@ -44,12 +48,16 @@ class CallRecord:
     diagnosis: str | None = None
     media_timeout: bool | None = None
     first_media_ms: float | None = None
-    state: str = "active"  # "active", "ended", or "missed" (ended while we were disconnected)
+    state: str = "active"
+    """"active", "ended", "missed" (ended while the controller was not connected to FreeSWITCH)
+    or "lost" (its media node died: FreeSWITCH and wa-esl gone, closed by another node)."""
     sip_call_id: str | None = None  # the SIP Call-ID (the edge logs it: wa-esl call show)
     permission: str | None = None  # BIC: the call permission pre-flight placed it under
     freeswitch_srtp_mode: str | None = None
     """Set when rtpengine anchored Meta's media: FreeSWITCH's own leg (RTP, or SDES inside),
     while ``srtp_mode`` is what Meta's side used (the number's SDES or DTLS)."""
+    node: str | None = None
+    """The media node (``[esl] node``) whose controller wrote the record."""
 
 
 FIELDS = tuple(field.name for field in dataclasses.fields(CallRecord))
@@ -63,6 +71,10 @@ def _iso(microseconds: str | None) -> str | None:
     except (ValueError, OverflowError):
         return None
     return moment.isoformat(timespec="milliseconds")
+
+
+iso_from_us = _iso
+"""FreeSWITCH's epoch-microsecond times (``Caller-Channel-*-Time``) as the CDR keeps them."""
 
 
 def _int(text: str | None) -> int | None:
@@ -190,51 +202,109 @@ CREATE TABLE IF NOT EXISTS cdr (
         ("user_number", "TEXT"), ("tgrp", "TEXT"), ("trunk_context", "TEXT"),
         ("request_uri_params", "TEXT"), ("cta_payload", "TEXT"), ("deeplink_payload", "TEXT"),
         ("route", "TEXT"), ("srtp_mode", "TEXT"), ("invite_at", "TEXT"), ("answer_at", "TEXT"),
-        ("end_at", "TEXT"), ("meta_duration_s", "INTEGER"), ("fs_duration_s", "REAL"),
-        ("hangup_cause", "TEXT"), ("sip_status", "INTEGER"), ("diagnosis", "TEXT"),
-        ("media_timeout", "INTEGER"), ("first_media_ms", "REAL"), ("state", "TEXT"),
+        ("end_at", "TEXT"), ("meta_duration_s", "BIGINT"), ("fs_duration_s", "DOUBLE PRECISION"),
+        ("hangup_cause", "TEXT"), ("sip_status", "BIGINT"), ("diagnosis", "TEXT"),
+        ("media_timeout", "BIGINT"), ("first_media_ms", "DOUBLE PRECISION"), ("state", "TEXT"),
         ("sip_call_id", "TEXT"), ("permission", "TEXT"), ("freeswitch_srtp_mode", "TEXT"),
+        ("node", "TEXT"),
     ))}
 );
 CREATE INDEX IF NOT EXISTS cdr_invite_at ON cdr (invite_at);
+CREATE TABLE IF NOT EXISTS esl_node (
+    node TEXT PRIMARY KEY,
+    heartbeat_at DOUBLE PRECISION NOT NULL,
+    esl_up BIGINT NOT NULL,
+    esl_changed_at DOUBLE PRECISION NOT NULL
+);
 """
+"""SQLite and PostgreSQL alike (BIGINT and DOUBLE PRECISION have SQLite's INTEGER and REAL
+affinity). ``esl_node``: each controller's heartbeat, in the database's own clock."""
 _ADDED_COLUMNS = (("sip_call_id", "TEXT"), ("permission", "TEXT"),
-                  ("freeswitch_srtp_mode", "TEXT"))
+                  ("freeswitch_srtp_mode", "TEXT"), ("node", "TEXT"))
 """Columns added after the first release: an older database gets them on open."""
 _COLUMNS = ", ".join(FIELDS)
 _PLACEHOLDERS = ", ".join(f":{name}" for name in FIELDS)
 _MERGE = ", ".join(
-    f"{name} = COALESCE(excluded.{name}, cdr.{name})" for name in FIELDS if name != "call_uuid"
-)
+    f"{name} = COALESCE(excluded.{name}, cdr.{name})" for name in FIELDS
+    if name not in ("call_uuid", "node")
+) + ", node = COALESCE(cdr.node, excluded.node)"
+"""What another writer knew is kept; the node is the first writer's (the one that had the call)."""
 _UPSERT = (
     f"INSERT INTO cdr ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
     f"ON CONFLICT(call_uuid) DO UPDATE SET {_MERGE}"
 )
+LOST_CODE = "media-node-lost"
+
+
+def lost_diagnosis(node: str, heartbeat_at: float) -> str:
+    """The diagnosis of a call whose media node died under it (FreeSWITCH and wa-esl gone)."""
+    return (f"{LOST_CODE}: media node {node} lost (no heartbeat since {epoch_iso(heartbeat_at)}); "
+            "the edge ends such calls toward Meta with a BYE (Reason: SIP;cause=502;"
+            "text=\"business media node lost\"); their end is Meta's (calls webhook)")
+
+
+def epoch_iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A media node's last heartbeat, as the database's clock saw it."""
+
+    node: str
+    heartbeat_at: float  # epoch seconds
+    age_s: float  # seconds since, at the time of reading
+    esl_up: bool  # its controller's inbound ESL connection to FreeSWITCH was up
+    esl_changed_at: float  # when that last changed
+
+    def lost(self, lost_after_s: float) -> bool:
+        return self.age_s > lost_after_s
+
+    def explain(self, lost_after_s: float) -> str | None:
+        """Why an active call of this node may not be active any more; None when all is well."""
+        if self.lost(lost_after_s):
+            return (f"media node {self.node} lost (no heartbeat since "
+                    f"{epoch_iso(self.heartbeat_at)}, {self.age_s:.0f} s ago)")
+        if not self.esl_up:
+            return (f"media node {self.node}: wa-esl is up but not connected to FreeSWITCH since "
+                    f"{epoch_iso(self.esl_changed_at)} (the CDR is closed 'missed' when it "
+                    "reconnects and FreeSWITCH no longer has the call)")
+        return None
 
 
 class CdrStore:
-    """The SQLite CDR table. One connection, used from the event loop's thread only."""
+    """The CDR table, on SQLite or PostgreSQL (esl/database.py). One connection, used from
+    the event loop's thread only.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(cdr)")}
-        for name, kind in _ADDED_COLUMNS:
-            if name not in present:
-                self._db.execute(f"ALTER TABLE cdr ADD COLUMN {name} {kind}")
-        self._db.execute("CREATE INDEX IF NOT EXISTS cdr_wacid ON cdr (wacid)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS cdr_sip_call_id ON cdr (sip_call_id)")
+    ``node`` names the media node this store writes for: every record it writes carries it
+    (unless the record names its own), and :meth:`active_calls` is that node's.
+    """
+
+    def __init__(self, location: Location, *, node: str | None = None) -> None:
+        self.path = location
+        self.node = node
+        self._db = open_database(location, application=f"wa-esl {node or ''}".strip())
+        self._db.create_schema(_SCHEMA)
+        self._db.add_columns("cdr", _ADDED_COLUMNS)
+        self._db.create_schema(
+            "CREATE INDEX IF NOT EXISTS cdr_wacid ON cdr (wacid);"
+            "CREATE INDEX IF NOT EXISTS cdr_sip_call_id ON cdr (sip_call_id);"
+            "CREATE INDEX IF NOT EXISTS cdr_active ON cdr (node) WHERE state IS NULL")
+
+    @property
+    def shared(self) -> bool:
+        """Several nodes write this database (PostgreSQL)."""
+        return self._db.postgres
 
     def upsert(self, record: CallRecord) -> None:
         """Insert or merge a record; committed on return (autocommit)."""
-        values = {name: getattr(record, name) for name in FIELDS}  # asdict deep-copies
+        values: dict[str, object] = {name: getattr(record, name) for name in FIELDS}
         if record.state == "active":
             values["state"] = None  # never turn an ended call back into an active one
+        if values["media_timeout"] is not None:
+            values["media_timeout"] = int(bool(values["media_timeout"]))
+        if values["node"] is None:
+            values["node"] = self.node
         self._db.execute(_UPSERT, values)
 
     def get(self, call_uuid: str) -> CallRecord | None:
@@ -244,27 +314,33 @@ class CdrStore:
     def find(self, call: str) -> list[CallRecord]:
         """Records whose FreeSWITCH UUID, wacid or SIP Call-ID is ``call`` (newest first)."""
         return self._select(
-            "WHERE call_uuid = ? OR wacid = ? OR sip_call_id = ? ORDER BY invite_at DESC LIMIT 10",
-            (call, call, call))
+            "WHERE call_uuid = ? OR wacid = ? OR sip_call_id = ? "
+            "ORDER BY invite_at DESC NULLS LAST LIMIT 10", (call, call, call))
 
-    def recent(self, *, limit: int = 100, direction: str | None = None) -> list[CallRecord]:
+    def recent(self, *, limit: int = 100, direction: str | None = None,
+               node: str | None = None) -> list[CallRecord]:
+        where, args = [], []
         if direction:
-            return self._select(
-                "WHERE direction = ? ORDER BY invite_at DESC LIMIT ?", (direction, limit)
-            )
-        return self._select("ORDER BY invite_at DESC LIMIT ?", (limit,))
+            where.append("direction = ?")
+            args.append(direction)
+        if node:
+            where.append("node = ?")
+            args.append(node)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return self._select(f"{clause}ORDER BY invite_at DESC NULLS LAST LIMIT ?",
+                            (*args, limit))
 
     def bic_history(self, business_number: str, user_number: str, *,
                     limit: int = 50) -> list[CallRecord]:
         """The newest business-initiated calls from ``business_number`` to ``user_number``."""
         return self._select(
             "WHERE direction = 'bic' AND business_number = ? AND user_number = ? "
-            "ORDER BY invite_at DESC LIMIT ?", (business_number, user_number, limit))
+            "ORDER BY invite_at DESC NULLS LAST LIMIT ?", (business_number, user_number, limit))
 
     def _select(self, where: str, args: tuple[object, ...]) -> list[CallRecord]:
-        cursor = self._db.execute(f"SELECT {_COLUMNS} FROM cdr {where}", args)
+        result = self._db.execute(f"SELECT {_COLUMNS} FROM cdr {where}", args)
         records = []
-        for row in cursor.fetchall():
+        for row in result.rows:
             values = dict(zip(FIELDS, row, strict=True))
             if values["media_timeout"] is not None:
                 values["media_timeout"] = bool(values["media_timeout"])
@@ -273,11 +349,17 @@ class CdrStore:
         return records
 
     def active_calls(self, *, limit: int = 10_000) -> list[str]:
-        """UUIDs of calls whose end this store has not seen yet, oldest first."""
-        cursor = self._db.execute(
-            "SELECT call_uuid FROM cdr WHERE state IS NULL ORDER BY invite_at LIMIT ?", (limit,)
-        )
-        return [row[0] for row in cursor.fetchall()]
+        """UUIDs of this node's calls whose end this store has not seen yet, oldest first
+        (records without a node, from before nodes were recorded, count as this node's)."""
+        if self.node is None:
+            result = self._db.execute(
+                "SELECT call_uuid FROM cdr WHERE state IS NULL ORDER BY invite_at LIMIT ?",
+                (limit,))
+        else:
+            result = self._db.execute(
+                "SELECT call_uuid FROM cdr WHERE state IS NULL AND (node = ? OR node IS NULL) "
+                "ORDER BY invite_at LIMIT ?", (self.node, limit))
+        return [row[0] for row in result.rows]
 
     def mark_missed(self, call_uuid: str, diagnosis: str) -> None:
         """Close a call that ended while no connection saw its hangup; its end is unknown.
@@ -289,6 +371,66 @@ class CdrStore:
             "WHERE call_uuid = ? AND state IS NULL",
             (diagnosis, call_uuid),
         )
+
+    # ---- media nodes: heartbeats, and the calls of a node that died -----------------------
+
+    def heartbeat(self, *, esl_up: bool) -> None:
+        """This node is alive (and whether its controller is connected to FreeSWITCH)."""
+        if self.node is None:
+            raise ValueError("heartbeat needs the store's node")
+        now = self._db.now_epoch
+        self._db.execute(
+            f"INSERT INTO esl_node (node, heartbeat_at, esl_up, esl_changed_at) "
+            f"VALUES (?, {now}, ?, {now}) ON CONFLICT(node) DO UPDATE SET "
+            "heartbeat_at = excluded.heartbeat_at, esl_up = excluded.esl_up, "
+            "esl_changed_at = CASE WHEN esl_node.esl_up = excluded.esl_up "
+            "THEN esl_node.esl_changed_at ELSE excluded.esl_changed_at END",
+            (self.node, int(esl_up)))
+
+    def nodes(self) -> dict[str, NodeStatus]:
+        """Every node that ever sent a heartbeat, with the age of its last one."""
+        result = self._db.execute(
+            f"SELECT node, heartbeat_at, {self._db.now_epoch} - heartbeat_at, esl_up, "
+            "esl_changed_at FROM esl_node")
+        return {row[0]: NodeStatus(row[0], float(row[1]), float(row[2]), bool(row[3]),
+                                   float(row[4])) for row in result.rows}
+
+    def close_lost_calls(self, lost_after_s: float) -> list[CallRecord]:
+        """Close the active calls of every other node whose heartbeat stopped ``lost_after_s``
+        ago: state 'lost', the diagnosis naming the node and its last heartbeat, and the end
+        Meta reported (its ``terminate`` webhook) when the receiver stored one.
+
+        Whoever runs it first closes a call (the UPDATE is conditional); a hangup event the
+        node writes later, if it was only cut off from the database, still wins (upsert).
+        Returns the records closed by this call.
+        """
+        lost = {name: status for name, status in self.nodes().items()
+                if name != self.node and status.lost(lost_after_s)}
+        if not lost:
+            return []
+        marks = ", ".join("?" * len(lost))
+        rows = self._db.execute(
+            f"SELECT call_uuid, node, wacid FROM cdr WHERE state IS NULL AND node IN ({marks})",
+            tuple(lost)).rows
+        closed = []
+        for call_uuid, node, wacid in rows:
+            end_at = self._meta_end(wacid) if wacid else None
+            changed = self._db.execute(
+                "UPDATE cdr SET state = 'lost', diagnosis = ?, end_at = COALESCE(end_at, ?) "
+                "WHERE call_uuid = ? AND state IS NULL",
+                (lost_diagnosis(node, lost[node].heartbeat_at), end_at, call_uuid)).rowcount
+            if changed:
+                record = self.get(call_uuid)
+                if record is not None:
+                    closed.append(record)
+        return closed
+
+    def _meta_end(self, wacid: str) -> str | None:
+        if not self._db.has_table("meta_call_event"):
+            return None
+        rows = self._db.execute("SELECT end_time FROM meta_call_event WHERE wacid = ? AND "
+                                "event = 'terminate' AND end_time IS NOT NULL", (wacid,)).rows
+        return epoch_iso(rows[0][0]) if rows else None
 
     def close(self) -> None:
         self._db.close()

@@ -44,6 +44,7 @@ from esl.webhook import WebhookReceiver, bound_port
 from esl.webhook import serve as serve_webhook
 from siteconfig.atomic_file import replace_file
 from siteconfig.controller import ControllerSettings, SettingsError
+from siteconfig.database_url import PostgresUrl, parse_location
 
 app = typer.Typer(help="WhatsApp calls on FreeSWITCH: the ESL controller.", no_args_is_help=True)
 cdr_app = typer.Typer(help="Call detail records.", no_args_is_help=True)
@@ -156,7 +157,7 @@ async def _originate(settings: ControllerSettings, request: BicRequest,
         return await _place(settings, request, timeout, None)
     verdict = await _check(settings, request)
     if verdict is not None and not verdict.allowed:
-        store = CdrStore(settings.cdr_db)
+        store = CdrStore(settings.cdr_db, node=settings.node)
         try:
             return refused_result(request, verdict, store)
         finally:
@@ -170,7 +171,7 @@ async def _check(settings: ControllerSettings, request: BicRequest) -> Verdict |
     if settings.number(request.business_number) is None:
         raise BicRequestError(
             f"business number {request.business_number} is not configured in [esl.numbers]")
-    store = CdrStore(settings.cdr_db)
+    store = CdrStore(settings.cdr_db, node=settings.node)
     try:
         async with preflight_for(settings, store) as preflight:
             verdict = (await preflight.check(request.business_number, request.user)
@@ -221,7 +222,7 @@ async def _place(settings: ControllerSettings, request: BicRequest, timeout: flo
     )
     try:
         await connection.command("event json CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB")
-        store = CdrStore(settings.cdr_db)
+        store = CdrStore(settings.cdr_db, node=settings.node)
         try:
 
             def record(event: Event) -> None:
@@ -237,22 +238,29 @@ async def _place(settings: ControllerSettings, request: BicRequest, timeout: flo
         await connection.close()
 
 
-def _store(config: Path | None, db: Path | None) -> CdrStore:
+def _store(config: Path | None, db: str | None) -> CdrStore:
+    location: Path | PostgresUrl
     if db is not None:
-        path = db
+        try:
+            location = parse_location(db)
+        except ValueError as exc:
+            raise _fail("--db", exc, 2) from exc
     elif config is not None:
-        path = _settings(config).cdr_db
+        location = _settings(config).cdr_db
     else:
         raise _fail("cdr", "give --db or --config", 2)
-    if not path.is_file():
-        raise _fail("cdr", f"no CDR database at {path}", 2)
+    if isinstance(location, Path) and not location.is_file():
+        raise _fail("cdr", f"no CDR database at {location}", 2)
     try:
-        return CdrStore(path)
-    except (sqlite3.Error, OSError) as exc:
-        raise _fail(f"CDR database {path}", exc, 2) from exc
+        return CdrStore(location)
+    except (sqlite3.Error, OSError) as exc:  # a PostgreSQL fault names the URL (no password)
+        label = "CDR database" if isinstance(location, PostgresUrl) else f"CDR database {location}"
+        raise _fail(label, exc, 2) from exc
 
 
-DbOption = Annotated[Path | None, typer.Option("--db", help="CDR SQLite file.")]
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="CDR database: SQLite file, or postgresql://USER@HOST[:PORT]/DATABASE "
+    "(password from PGPASSWORD or ~/.pgpass rather than the command line).")]
 OptionalConfig = Annotated[Path | None, typer.Option("--config", "-c")]
 
 
@@ -262,20 +270,21 @@ def cdr_list(
     db: DbOption = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
     direction: Annotated[Literal["uic", "bic"] | None, typer.Option(help="uic or bic")] = None,
+    node: Annotated[str | None, typer.Option(help="Only this media node's calls.")] = None,
 ) -> None:
-    """Show the most recent calls."""
+    """Show the most recent calls (of every media node sharing the database)."""
     store = _store(config, db)
     try:
-        records = store.recent(limit=limit, direction=direction)
+        records = store.recent(limit=limit, direction=direction, node=node)
     except sqlite3.Error as exc:
         raise _fail("CDR database", exc, 2) from exc
     finally:
         store.close()
-    table = Table("invite_at", "dir", "wacid", "business", "user", "srtp", "cause", "sip",
-                  "meta s", "fs s", "diagnosis")
+    table = Table("invite_at", "node", "dir", "wacid", "business", "user", "srtp", "cause",
+                  "sip", "meta s", "fs s", "diagnosis")
     for r in records:
         cells = (
-            r.invite_at or "", r.direction or "", r.wacid or "", r.business_number or "",
+            r.invite_at or "", r.node or "", r.direction or "", r.wacid or "", r.business_number or "",
             r.user_number or "", srtp_text(r) if r.srtp_mode else "", r.hangup_cause or r.state,
             str(r.sip_status or ""), str(r.meta_duration_s or ""),
             f"{r.fs_duration_s:.1f}" if r.fs_duration_s is not None else "", r.diagnosis or "",
@@ -326,7 +335,8 @@ def call_show(
     store = _store(config, db) if (db is not None or config is not None) else None
     try:
         report = build_report(call, store, logs,
-                              duration_tolerance_s=duration_tolerance(config) if config else 6)
+                              duration_tolerance_s=duration_tolerance(config) if config else 6,
+                              node_lost_after_s=settings.node_lost_after_s if settings else 15)
     except EdgeLogError as exc:
         raise _fail("edge log", exc, 2) from exc
     except sqlite3.Error as exc:

@@ -5,6 +5,10 @@
 - Inbound connection: subscribes to CHANNEL_HANGUP_COMPLETE and BACKGROUND_JOB, writes the CDR
   of every WhatsApp call (including those whose socket died), and carries BIC ``originate``.
   It reconnects with capped exponential backoff; the password never appears in logs.
+- Heartbeat: every third of ``node_lost_after_s`` the controller writes its node's row in the
+  CDR database (alive, and whether FreeSWITCH's ESL is connected); with a database shared by
+  several media nodes it then closes the active calls of any other node whose heartbeat
+  stopped (state ``lost``): a node that died whole cannot write its calls' end itself.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 
 from esl.backoff import Backoff
 from esl.bic import BicRequest, BicResult, originate_command, place_bic, refused_result
@@ -41,7 +46,9 @@ class Controller:
         self.settings = settings
         self.metrics = ControllerMetrics()
         self.metrics_endpoint: MetricsEndpoint | None = None
-        self.store = store or MeteredCdrStore(settings.cdr_db, self.metrics)
+        self.store = store or MeteredCdrStore(settings.cdr_db, self.metrics, node=settings.node)
+        if self.store.node is None:
+            self.store.node = settings.node  # a store handed in: this node's records and calls
         self.metrics.count_permission_requests(settings.cdr_db)
         self.latency = LatencySamples()
         self.uic = UicHandler(settings, self.store, self.latency)
@@ -50,6 +57,8 @@ class Controller:
         self.inbound_connects = 0
         self._server: asyncio.Server | None = None
         self._inbound_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat_failing = False
         self._stopping = False
         self.listen_port = settings.listen.port
         self.preflight: Preflight | None = None
@@ -69,9 +78,12 @@ class Controller:
                 *parse_listen_address(self.settings.metrics_listen, any_port=True))
         if inbound:
             self._inbound_task = asyncio.get_running_loop().create_task(self._keep_inbound())
+        self._heartbeat_task = asyncio.get_running_loop().create_task(self._keep_heartbeat())
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._heartbeat_task is not None:
+            await cancel_for_sure(self._heartbeat_task)
         if self._inbound_task is not None:
             await cancel_for_sure(self._inbound_task)
         if self.inbound is not None:
@@ -102,6 +114,7 @@ class Controller:
                 self.inbound_connects += 1
                 self.inbound_ready.set()
                 self.metrics.esl_up()
+                self.heartbeat()
                 backoff.reset()
                 log.info("inbound ESL connection to %s:%s up", fs.host, fs.port)
                 await connection.closed
@@ -112,7 +125,45 @@ class Controller:
             finally:
                 self.inbound_ready.clear()
                 self.metrics.esl_down()
+                if not self._stopping:
+                    self.heartbeat()
             await asyncio.sleep(backoff.next_delay())
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.settings.node_lost_after_s / 3
+
+    async def _keep_heartbeat(self) -> None:
+        while not self._stopping:
+            self.heartbeat()
+            if self.store.shared:
+                self.close_lost_calls()
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    def heartbeat(self) -> None:
+        """Write this node's heartbeat; a database fault is logged (once until it recovers)."""
+        try:
+            self.store.heartbeat(esl_up=self.inbound_ready.is_set())
+        except sqlite3.Error as exc:  # PostgreSQL faults too (esl.database.DatabaseError)
+            if not self._heartbeat_failing:
+                log.warning("node %s: cannot write the heartbeat to the CDR database %s: %s",
+                            self.settings.node, self.settings.cdr_db, exc)
+            self._heartbeat_failing = True
+            return
+        if self._heartbeat_failing:
+            log.info("node %s: heartbeat written again", self.settings.node)
+        self._heartbeat_failing = False
+
+    def close_lost_calls(self) -> None:
+        """Close the active calls of media nodes whose heartbeat stopped (state 'lost')."""
+        try:
+            closed = self.store.close_lost_calls(self.settings.node_lost_after_s)
+        except sqlite3.Error as exc:
+            log.warning("node %s: cannot look for lost nodes' calls: %s", self.settings.node, exc)
+            return
+        for record in closed:
+            log.warning("call %s (wacid %s) of media node %s closed as lost: %s",
+                        record.call_uuid, record.wacid or "-", record.node, record.diagnosis)
 
     async def _reconcile(self, connection: EslConnection) -> None:
         """Close the CDRs of calls that ended while no connection of ours could see it.

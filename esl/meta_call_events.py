@@ -9,12 +9,10 @@ is dropped for arriving early. A call has one event of each kind: a retried post
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
-from esl.call_permissions import BUSY_TIMEOUT_MS
-from esl.cdr import CallRecord
+from esl.cdr import CallRecord, epoch_iso
+from esl.database import Location, open_database
 from esl.webhook_events import CallEvent
 
 _SCHEMA = """
@@ -24,11 +22,11 @@ CREATE TABLE IF NOT EXISTS meta_call_event (
     phone_number_id TEXT NOT NULL,
     direction TEXT,
     status TEXT,
-    duration_s INTEGER,
-    start_time INTEGER,
-    end_time INTEGER,
-    timestamp INTEGER,
-    received_at INTEGER NOT NULL,
+    duration_s BIGINT,
+    start_time BIGINT,
+    end_time BIGINT,
+    timestamp BIGINT,
+    received_at BIGINT NOT NULL,
     PRIMARY KEY (wacid, event)
 );
 """
@@ -37,29 +35,37 @@ _FIELDS = ("wacid", "event", "phone_number_id", "direction", "status", "duration
 
 
 class MetaCallEventStore:
-    """The ``meta_call_event`` table in the CDR database (same file, its own connection)."""
+    """The ``meta_call_event`` table in the CDR database (same database, its own connection)."""
 
-    def __init__(self, path: Path) -> None:
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+    def __init__(self, path: Location) -> None:
+        self._db = open_database(path, application="wa-esl webhook")
+        self._db.create_schema(_SCHEMA)
+        self._cdr_table = False
 
     def record(self, event: CallEvent, received_at: int) -> bool:
         """Store the event (committed on return); ``False`` when this wacid's event was known."""
         values = [getattr(event, name) for name in _FIELDS]
-        cursor = self._db.execute(
-            f"INSERT OR IGNORE INTO meta_call_event ({', '.join(_FIELDS)}, received_at) "
-            f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})", (*values, received_at))
-        return cursor.rowcount == 1
+        result = self._db.execute(
+            f"INSERT INTO meta_call_event ({', '.join(_FIELDS)}, received_at) "
+            f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))}) ON CONFLICT DO NOTHING",
+            (*values, received_at))
+        if result.rowcount == 1 and event.event == "terminate" and event.end_time:
+            self._end_lost_call(event.wacid, event.end_time)
+        return result.rowcount == 1
+
+    def _end_lost_call(self, wacid: str, end_time: int) -> None:
+        """A call closed 'lost' (its media node died, esl/cdr.py) gets its end from Meta:
+        nobody else saw it end. Any other record keeps its own end."""
+        self._cdr_table = self._cdr_table or self._db.has_table("cdr")
+        if self._cdr_table:
+            self._db.execute("UPDATE cdr SET end_at = COALESCE(end_at, ?) "
+                             "WHERE wacid = ? AND state = 'lost'", (epoch_iso(end_time), wacid))
 
     def for_wacid(self, wacid: str) -> list[CallEvent]:
-        cursor = self._db.execute(
+        result = self._db.execute(
             f"SELECT {', '.join(_FIELDS)} FROM meta_call_event WHERE wacid = ? ORDER BY timestamp",
             (wacid,))
-        return [CallEvent(*row) for row in cursor.fetchall()]
+        return [CallEvent(*row) for row in result.rows]
 
     def close(self) -> None:
         self._db.close()
@@ -83,7 +89,10 @@ def reconcile(record: CallRecord, events: list[CallEvent], tolerance_s: int) -> 
     terminate = next((e for e in events if e.event == "terminate"), None)
     if terminate is None or record.wacid is None:
         return None
-    answered = record.answer_at is not None if record.state != "active" else None
+    # An ended record knows; one still active, missed or lost (its end never seen) knows only
+    # an answer it saw: without one, whether it was answered is unknown, not "no".
+    answered = record.answer_at is not None if record.state == "ended" else (
+        True if record.answer_at is not None else None)
     ours = record.fs_duration_s
     problems = []
     meta_completed = (terminate.status or "").upper() == "COMPLETED"

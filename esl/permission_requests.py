@@ -13,17 +13,16 @@ Keyed by Meta's message id (``wamid...``): recording the same request twice coun
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-from esl.call_permissions import BUSY_TIMEOUT_MS
+from esl.database import Location, open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS permission_request (
     message_id TEXT PRIMARY KEY,
     business_number TEXT NOT NULL,
     user_wa_id TEXT NOT NULL,
-    sent_at INTEGER NOT NULL
+    sent_at BIGINT NOT NULL
 );
 """
 
@@ -31,47 +30,46 @@ CREATE TABLE IF NOT EXISTS permission_request (
 class PermissionRequestLog:
     """The ``permission_request`` table; the file and table are created when missing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Location) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        if isinstance(path, Path) and not path.parent.exists():
+            raise FileNotFoundError(f"no directory {path.parent} for the CDR database")
+        self._db = open_database(path, application="wa-sip permission requests")
+        self._db.create_schema(_SCHEMA)
 
     def record(self, message_id: str, business_number: str, user_wa_id: str,
                sent_at: int) -> bool:
         """Store one sent request (committed on return); ``False`` when it was stored already."""
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO permission_request (message_id, business_number, user_wa_id, "
-            "sent_at) VALUES (?, ?, ?, ?)", (message_id, business_number, user_wa_id, sent_at))
-        return cursor.rowcount == 1
+        result = self._db.execute(
+            "INSERT INTO permission_request (message_id, business_number, user_wa_id, sent_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (message_id, business_number, user_wa_id, sent_at))
+        return result.rowcount == 1
 
     def last_sent(self, business_number: str, user_wa_id: str) -> int | None:
         """When the newest request to this user from this number was sent (epoch s), or None."""
-        row = self._db.execute(
+        rows = self._db.execute(
             "SELECT MAX(sent_at) FROM permission_request WHERE business_number = ? AND "
-            "user_wa_id = ?", (business_number, user_wa_id)).fetchone()
-        return row[0] if row and row[0] is not None else None
+            "user_wa_id = ?", (business_number, user_wa_id)).rows
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def close(self) -> None:
         self._db.close()
 
 
-def permission_counts(path: Path) -> tuple[int, int]:
+def permission_counts(path: Location) -> tuple[int, int]:
     """(requests sent, replies received) as stored in the database at ``path``.
 
-    Read-only (a scrape must never create or change the file); a table not created yet counts
-    0. Raises ``sqlite3.Error`` when the file cannot be read at all.
+    Read-only (a scrape must never create or change the file, nor any table); a table not
+    created yet counts 0. Raises ``sqlite3.Error`` (PostgreSQL: ``DatabaseError``, one of them)
+    when the database cannot be read at all.
     """
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                         timeout=BUSY_TIMEOUT_MS / 1000)
+    db = open_database(path, application="wa-esl metrics", read_only=True)
     try:
-        tables = {name for (name,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        sent = (db.execute("SELECT COUNT(*) FROM permission_request").fetchone()[0]
-                if "permission_request" in tables else 0)
-        replies = (db.execute("SELECT COUNT(*) FROM call_permission_event").fetchone()[0]
-                   if "call_permission_event" in tables else 0)
+        counts = []
+        for table in ("permission_request", "call_permission_event"):
+            counts.append(int(db.execute(f"SELECT COUNT(*) FROM {table}").rows[0][0])
+                          if db.has_table(table) else 0)
     finally:
         db.close()
-    return int(sent), int(replies)
+    return counts[0], counts[1]

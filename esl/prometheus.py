@@ -15,7 +15,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -25,6 +24,7 @@ from prometheus_client.registry import Collector
 from esl.call_outcome import ANSWERED, outcome_code
 from esl.cdr import CallRecord, CdrStore
 from esl.client import OutboundSession
+from esl.database import Location
 from esl.event import Event
 from esl.permission_requests import permission_counts
 from esl.preflight import REASONS, Verdict
@@ -160,7 +160,7 @@ class ControllerMetrics:
         if verdict.graph_asked:
             self.preflight_graph_lookups.inc()
 
-    def count_permission_requests(self, database: Path) -> None:
+    def count_permission_requests(self, database: Location) -> None:
         """Export the permission requests sent and Meta's replies stored in ``database``.
 
         Read at each scrape: ``provision permission request`` records what it sent there and
@@ -214,7 +214,7 @@ class PermissionRequestCollector(Collector):
     """Counters read from the CDR database when Prometheus scrapes (totals since the file
     was made, so they survive restarts of every process that writes them)."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Location) -> None:
         self.database = database
         self._warned = False
 
@@ -242,8 +242,9 @@ class PermissionRequestCollector(Collector):
 class MeteredCdrStore(CdrStore):
     """The CDR store, counting what it writes and what fails to be written."""
 
-    def __init__(self, path: Path, metrics: ControllerMetrics) -> None:
-        super().__init__(path)
+    def __init__(self, path: Location, metrics: ControllerMetrics, *,
+                 node: str | None = None) -> None:
+        super().__init__(path, node=node)
         self.metrics = metrics
 
     def upsert(self, record: CallRecord) -> None:

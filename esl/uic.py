@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from esl.cdr import ANCHOR, CallRecord, CdrStore, record_from_hangup, srtp_fields
+from esl.cdr import ANCHOR, CallRecord, CdrStore, iso_from_us, record_from_hangup, srtp_fields
 from esl.client import OutboundSession
 from esl.diagnosis import srtp_mismatch_code
 from esl.errors import EslError
@@ -141,13 +143,19 @@ class CallTracker:
     first_media_us: int | None = None
     hangup_complete: Event | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    on_answer: Callable[[int | None], None] | None = None
+    """Told the answer time (epoch µs) once: the CDR learns it before the end (a call whose
+    media node dies mid-call keeps it)."""
 
     def on_event(self, event: Event) -> None:
         if event.unique_id != self.call_uuid:
             return
         name = event.name
         if name == "CHANNEL_ANSWER":
+            first = self.answered_us is None
             self.answered_us = _timestamp(event)
+            if first and self.on_answer is not None:
+                self.on_answer(self.answered_us)
         elif (
             name == "CHANNEL_EXECUTE"
             and self.first_media_us is None
@@ -226,7 +234,7 @@ class UicHandler:
         channel_data = await session.connect(timeout=REPLY_TIMEOUT_S)
         started = time.perf_counter()
         call = read_whatsapp_call(channel_data)
-        tracker = CallTracker(session.uuid)
+        tracker = CallTracker(session.uuid, on_answer=self._answered(session.uuid))
         connection.on_event(tracker.on_event)
         try:
             plan = plan_uic(call, self.settings)
@@ -243,7 +251,8 @@ class UicHandler:
         if plan.hangup_cause:
             pending.append(connection.hangup_nowait(plan.hangup_cause))
         self.latency.add(time.perf_counter() - started)
-        self.store.upsert(initial_record(call, plan))
+        self.store.upsert(replace(initial_record(call, plan), invite_at=iso_from_us(
+            channel_data.get("Caller-Channel-Created-Time"))))
         replies = await asyncio.wait_for(asyncio.gather(*pending), REPLY_TIMEOUT_S)
         for frame in replies:
             if frame.reply_text.startswith("-ERR"):
@@ -265,6 +274,18 @@ class UicHandler:
         else:
             log.info("uic %s refused: %s (%s)", session.uuid, plan.diagnosis_code,
                      plan.hangup_cause)
+
+    def _answered(self, call_uuid: str) -> Callable[[int | None], None]:
+        def write(answered_us: int | None) -> None:
+            answer_at = iso_from_us(str(answered_us) if answered_us else None)
+            if answer_at is None:
+                return
+            try:
+                self.store.upsert(CallRecord(call_uuid=call_uuid, answer_at=answer_at))
+            except sqlite3.Error as exc:  # the hangup's record carries it again
+                log.warning("call %s: cannot write the answer time to the CDR: %s", call_uuid,
+                            exc)
+        return write
 
     def _warn_not_full(self, session: OutboundSession) -> None:
         if not self._warned_not_full:

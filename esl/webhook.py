@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from esl.call_permissions import CallPermission, CallPermissionStore
+from esl.database import Location
 from esl.meta_call_events import MetaCallEventStore
 from esl.webhook_events import PermissionReply, WebhookPayloadError, WebhookPost, parse_post
 from esl.webhook_signature import HEADER, signature_problem
@@ -50,7 +50,7 @@ class WebhookConfig:
 
     app_secret: str
     verify_token: str
-    database: Path
+    database: Location  # the CDR database: SQLite file or PostgreSQL URL
     numbers_by_id: Mapping[str, str]  # Graph phone_number_id -> +E164 business number
     max_body_bytes: int = 256 * 1024
     refusal_log_interval_s: float = 60.0
@@ -113,7 +113,7 @@ class RefusalLog:
 class _Writer:
     """The single thread that owns the SQLite connections."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Location) -> None:
         self._database = database
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-db")
         self._permissions: CallPermissionStore | None = None

@@ -555,8 +555,10 @@ def permission_section(lab: Lab, permissions: PermissionLab, folder: Path,
     number = lab.sdes
     permissions.serve({n.phone_number_id: n.business_number for n in bundle.config.numbers})
     print(section_line(number.business_number, PERMISSION_USER))
+    database = bundle.config.esl.cdr_db
+    assert isinstance(database, Path), "the lab's bundle keeps its CDRs in SQLite"
     steps = permission_steps(permissions, bundle.config_file, number.business_number,
-                             number.phone_number_id, bundle.config.esl.cdr_db)
+                             number.phone_number_id, database)
     for step in steps:
         print_step(step)
     call_folder = folder / "call-permission"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -119,8 +120,8 @@ def _record_sent(ctx: _Context, message_id: str, business_number: str, user: str
     Only where the database's folder exists (wa-esl's host): a provisioning host without one
     gets a note, never a folder made for a database nobody reads.
     """
-    database = ctx.cfg.esl.cdr_db
-    if not database.parent.is_dir():
+    database = ctx.cfg.esl.cdr_db  # a SQLite file, or the site's PostgreSQL database
+    if isinstance(database, Path) and not database.parent.is_dir():
         return [f"not counted in wa-esl's permission request metric: no folder {database.parent} "
                 "for the CDR database ([esl] cdr_db) on this host"]
     try:

@@ -9,6 +9,7 @@ table unchanged. Values that end up in FreeSWITCH application arguments are vali
 from __future__ import annotations
 
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,11 +25,22 @@ from pydantic import (
     model_validator,
 )
 
+from siteconfig.database_url import LOCATION, PostgresUrl
 from siteconfig.listen_address import parse_listen_address
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 """A '+', then 7 to 15 digits (the settings and ``esl.bic``; siteconfig.model can import it)."""
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
+CdrLocation = Annotated[Path | PostgresUrl, LOCATION]
+"""``cdr_db``: a SQLite file (one node), or a PostgreSQL URL every media node writes."""
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME_PATTERN)]
+
+
+def default_node_name() -> str:
+    """This host's name (its first label when that alone is a valid node name), else 'node'."""
+    name = socket.gethostname().split(".", 1)[0]
+    return name if re.match(NODE_NAME_PATTERN, name) else "node"
 SrtpMode = Literal["SDES", "DTLS", "RTP"]
 """The FreeSWITCH leg's media: Meta's own mode, or plain RTP when rtpengine anchors Meta's
 media ([media] anchor = "rtpengine": the site config maps every number to it)."""
@@ -215,11 +227,17 @@ class PreflightSettings(_Model):
 class ControllerSettings(_Model):
     """Everything ``wa-esl`` needs; embeddable as the ``[esl]`` table of the site config."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # cdr_db may hold a password
+
     freeswitch: FreeswitchSettings = FreeswitchSettings()
     listen: ListenSettings = ListenSettings()
     numbers: tuple[NumberSettings, ...] = ()
     routes: tuple[Route, ...] = ()
-    cdr_db: Path = Path("wa-esl-cdr.sqlite3")
+    cdr_db: CdrLocation = Path("wa-esl-cdr.sqlite3")
+    node: NodeName = Field(default_factory=default_node_name)
+    """Which media node this controller is: written into every CDR it writes and its heartbeat."""
+    node_lost_after_s: int = Field(default=15, ge=3, le=3600)
+    """A node whose heartbeat is older than this is lost: its active calls are closed 'lost'."""
     media: MediaSettings = MediaSettings()
     reconnect: ReconnectSettings = ReconnectSettings()
     linger_s: int = Field(default=30, ge=1)

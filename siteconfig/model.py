@@ -18,11 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from siteconfig.controller import (
     E164_PATTERN,
     SDES_SUITES,
+    CdrLocation,
     FreeswitchSettings,
     ListenSettings,
     MediaSettings,
+    NodeName,
     PreflightSettings,
     ReconnectSettings,
+    default_node_name,
 )
 from siteconfig.controller import Route as ControllerRoute
 from siteconfig.listen_address import parse_listen_address
@@ -822,10 +825,23 @@ class Route(Strict):
 class EslSection(Strict):
     """The ESL controller (`wa-esl`); numbers and their SRTP modes come from [[numbers]]."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # cdr_db may hold a password
+
     freeswitch: FreeswitchSettings = FreeswitchSettings()
     listen: ListenSettings = ListenSettings()
     routes: list[ControllerRoute] = Field(default_factory=list)
-    cdr_db: Path = Path("/var/lib/wa-sip/cdr.sqlite3")
+    cdr_db: CdrLocation = Field(
+        default=Path("/var/lib/wa-sip/cdr.sqlite3"),
+        description="The CDR database: a SQLite file (one media node), or "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE, shared by every media node of the "
+        "site so `wa-esl call show` answers for a call of any node.")
+    node: NodeName = Field(
+        default_factory=default_node_name,
+        description="This media node's name in the CDRs and its heartbeat (default: the host "
+        "name); unique per node of a site.")
+    node_lost_after_s: Annotated[int, Field(ge=3, le=3600)] = Field(
+        default=15, description="With a shared database: a node whose controller wrote no "
+        "heartbeat for this long is lost, and another node closes its active calls as 'lost'.")
     media: MediaSettings = MediaSettings()
     reconnect: ReconnectSettings = ReconnectSettings()
     linger_s: Annotated[int, Field(ge=1)] = 30
@@ -1077,7 +1093,8 @@ def parse_config(text: str, path: Path) -> SiteConfig:
         "ca_list": base / config.tls.ca_list if config.tls.ca_list else None,
     })
     esl = config.esl.model_copy(update={
-        "cdr_db": base / config.esl.cdr_db,
+        "cdr_db": base / config.esl.cdr_db if isinstance(config.esl.cdr_db, Path)
+        else config.esl.cdr_db,
         "edge_log": base / config.esl.edge_log if config.esl.edge_log else None})
     graph = config.graph.model_copy(update={
         "token_file": base / config.graph.token_file if config.graph.token_file else None})
