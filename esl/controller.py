@@ -145,6 +145,7 @@ class Controller:
         try:
             self.store.heartbeat(esl_up=self.inbound_ready.is_set())
         except sqlite3.Error as exc:  # PostgreSQL faults too (esl.database.DatabaseError)
+            self.metrics.heartbeat_failures.inc()
             if not self._heartbeat_failing:
                 log.warning("node %s: cannot write the heartbeat to the CDR database %s: %s",
                             self.settings.node, self.settings.cdr_db, exc)
@@ -161,6 +162,7 @@ class Controller:
         except sqlite3.Error as exc:
             log.warning("node %s: cannot look for lost nodes' calls: %s", self.settings.node, exc)
             return
+        self.metrics.calls_closed_lost.inc(len(closed))
         for record in closed:
             log.warning("call %s (wacid %s) of media node %s closed as lost: %s",
                         record.call_uuid, record.wacid or "-", record.node, record.diagnosis)

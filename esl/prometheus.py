@@ -71,6 +71,12 @@ class ControllerMetrics:
             "wasip_esl_cdr_writes", "CDR rows written (inserted or merged).", registry=r)
         self.cdr_write_failures = Counter(
             "wasip_esl_cdr_write_failures", "CDR writes that failed.", registry=r)
+        self.heartbeat_failures = Counter(
+            "wasip_esl_heartbeat_failures", "Heartbeats of this node the CDR database did not "
+            "take (other nodes close this node's calls as lost if it lasts).", registry=r)
+        self.calls_closed_lost = Counter(
+            "wasip_esl_calls_closed_lost", "Active calls of another media node this controller "
+            "closed as 'lost' (that node's heartbeat stopped).", registry=r)
         self.esl_connected = Gauge(
             "wasip_esl_connected", "1 while the inbound Event Socket connection is up.",
             registry=r)

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from typer.testing import CliRunner
@@ -30,8 +31,12 @@ from esl.controller import Controller
 from esl.database import DatabaseError, open_database, postgres_sql
 from esl.meta_call_events import MetaCallEventStore
 from esl.permission_requests import PermissionRequestLog, permission_counts
+from esl.webhook import WebhookConfig, WebhookReceiver, bound_port
+from esl.webhook import serve as serve_webhook
 from esl.webhook_events import CallEvent
+from esl.webhook_signature import HEADER, sign
 from lab.esl_standin import FreeSwitchStandin, MetaBehaviour, UicCall
+from lab.graph_standin.webhook_post import calls_terminate
 from lab.processes import free_port
 from siteconfig.controller import ControllerSettings
 from siteconfig.database_url import PostgresUrl
@@ -305,6 +310,7 @@ async def test_a_node_killed_mid_call_is_closed_lost_by_the_other_and_shown_from
         assert {(r["call_uuid"], r["node"], r["state"]) for r in rows} == {
             (ended.call_uuid, "media1", "ended"), *((u, "media1", "lost") for u in uuids)}
         assert any("closed as lost" in r.getMessage() for r in caplog.records)
+        assert media2.metrics.registry.get_sample_value("wasip_esl_calls_closed_lost_total") == 2
         assert SECRET not in output + result.output + caplog.text
     finally:
         events.close()
@@ -360,6 +366,46 @@ def test_a_hangup_written_late_by_a_node_cut_off_from_the_database_still_wins(
         assert record is not None and record.state == "ended" and record.node == "media1"
         assert record.diagnosis == "the WhatsApp side hung up (BYE from Meta)"
     finally:
+        media1.close()
+        media2.close()
+
+
+async def test_the_webhook_receiver_on_any_node_gives_a_lost_call_meta_s_end(
+        db_url: str) -> None:
+    """`wa-esl webhook` with the shared database: Meta's signed terminate post is stored there,
+    a call already closed 'lost' gets Meta's end, and call show reconciles it from any node."""
+    location = PostgresUrl(db_url)
+    media1 = CdrStore(location, node="media1")
+    media2 = CdrStore(location, node="media2")
+    config = WebhookConfig(app_secret="lab-app-secret-0123456789", verify_token="token",
+                           database=location, numbers_by_id={"106540352242922": "+15550100001"})
+    receiver = WebhookReceiver(config)
+    runner = await serve_webhook(receiver, "127.0.0.1", 0)
+    try:
+        media1.upsert(CallRecord(call_uuid="w", wacid="wacid.W", direction="uic",
+                                 answer_at="2027-01-15T08:00:00.100+00:00"))
+        media1.heartbeat(esl_up=True)
+        backdate_heartbeat(db_url, "media1", 60)
+        (closed,) = media2.close_lost_calls(15)
+        assert closed.end_at is None  # Meta has not said yet
+        body = calls_terminate(wacid="wacid.W", phone_number_id="106540352242922",
+                               business_number="+15550100001", user_wa_id="15551234567",
+                               direction="USER_INITIATED", start_time=1_800_000_000,
+                               duration_s=12)
+        async with httpx.AsyncClient(timeout=20) as client:
+            response = await client.post(
+                f"http://127.0.0.1:{bound_port(runner)}/webhook", content=body,
+                headers={"Content-Type": "application/json",
+                         HEADER: sign(body, "lab-app-secret-0123456789")})
+        assert response.status_code == 200
+        record = media2.get("w")
+        assert record is not None and record.state == "lost"
+        assert record.end_at == "2027-01-15T08:00:12+00:00"
+        lines = report_lines(build_report("wacid.W", media2, ()))
+        assert "  wacid.W terminate COMPLETED, duration 12 s" in lines
+        assert "  agrees with our CDR" in lines
+    finally:
+        await runner.cleanup()
         media1.close()
         media2.close()
 
