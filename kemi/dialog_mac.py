@@ -9,6 +9,14 @@ verify it, so no per-call state is needed and a restarted edge still relays Meta
 Token (one rr parameter value): ``KID.DIR.MAC`` with DIR ``u`` or ``b`` and MAC the first 128
 bits of HMAC-SHA256, base64url without padding; compared in constant time.
 
+A business-initiated call needs one more fact in the route: after the edge answered Meta's 407,
+Meta's dialog runs one CSeq above FreeSWITCH's (RFC 3261 8.1.3.5), so every request of the
+business side must leave the edge renumbered by that step, and its answers come back renumbered
+down. The edge writes the step into the Record-Route FreeSWITCH learns (the 2xx it relays to
+FreeSWITCH, never the INVITE Meta sees) as ``CSEQ_PARAM=STEP.KID.MAC``, MAC over the key id, the
+Call-ID, the caller's (FreeSWITCH's) From tag and the step: any edge holding the site's key reads
+it back from FreeSWITCH's Route, and a step changed in transit does not verify.
+
 The key file (JSON, 0600, written by `provision`): ``{"format": FORMAT, "current": KID,
 "keys": {KID: {"secret": B64URL, "verify_until": EPOCH|null, "created": EPOCH}}}``. The current
 key signs; every key whose verify_until is null or in the future verifies (rotation keeps calls
@@ -18,7 +26,6 @@ up); "created" (optional) lets `provision doctor` say when the current key is ol
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -29,6 +36,8 @@ from pathlib import Path
 
 FORMAT = "wa-sip-in-dialog-keys/1"
 PARAM = "wamac"  # the Record-Route parameter's name
+CSEQ_PARAM = "wacs"  # a business-initiated call's CSeq step, in the route toward the business
+MAX_CSEQ_STEP = 9  # the edge answers one 407 per call: its step is 0 or 1
 MAC_BYTES = 16
 KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 MIN_SECRET_BYTES = 32
@@ -155,7 +164,9 @@ def contact_uri(value: str) -> str:
 
 def _mac(secret: bytes, key_id: str, direction: str, call_id: str, tag: str, hop: str) -> str:
     message = "\n".join((key_id, direction, call_id, tag, hop)).encode("utf-8")
-    return _b64(hmac.new(secret, message, hashlib.sha256).digest()[:MAC_BYTES])
+    # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest() without
+    # building an HMAC object (and its two hash copies) per call
+    return _b64(hmac.digest(secret, message, "sha256")[:MAC_BYTES])
 
 
 def sign(ring: KeyRing, direction: str, call_id: str, tag: str, hop: str) -> str:
@@ -216,16 +227,47 @@ class KeyWatch:
         return self.ring
 
 
-def route_token(route_value: str) -> str | None:
-    """The PARAM value of the first entry of a Route header value (the entry loose_route
-    checks is this edge), else None. Only the first entry counts: a token further down a
-    forged route set proves nothing."""
+def route_param(route_value: str, wanted: str) -> str | None:
+    """The `wanted` parameter's value in the first entry of a Route header value (the entry
+    loose_route checks is this edge), else None. Only the first entry counts: a value further
+    down a forged route set proves nothing."""
     first = route_value.split(",", 1)[0].strip()
     if not first.startswith("<") or ">" not in first:
         return None
     uri = first[1:first.index(">")]
     for param in uri.split(";")[1:]:
         name, _, value = param.partition("=")
-        if name.strip().lower() == PARAM:
+        if name.strip().lower() == wanted:
             return value.strip() or None
     return None
+
+
+def route_token(route_value: str) -> str | None:
+    """The PARAM (MAC token) of the first entry of a Route header value, else None."""
+    return route_param(route_value, PARAM)
+
+
+def sign_cseq_step(ring: KeyRing, call_id: str, tag: str, step: int) -> str:
+    """The CSEQ_PARAM value for a business-initiated call whose requests toward Meta go `step`
+    above FreeSWITCH's CSeq (`tag`: FreeSWITCH's From tag)."""
+    if not 0 <= step <= MAX_CSEQ_STEP:
+        raise ValueError(f"CSeq step {step} out of range")
+    key_id = ring.current
+    return f"{step}.{key_id}.{_mac(ring.secrets[key_id], key_id, 'cseq', call_id, tag, str(step))}"
+
+
+def verify_cseq_step(ring: KeyRing, value: str, call_id: str, tag: str,
+                     now: float | None = None) -> int | None:
+    """The step of a CSEQ_PARAM value made by a key still verifying for this Call-ID and tag,
+    else None (the direction field "cseq" keeps it apart from every route token)."""
+    parts = value.split(".")
+    if len(parts) != 3 or parts[0] not in {str(n) for n in range(MAX_CSEQ_STEP + 1)}:
+        return None
+    step, key_id, mac = parts
+    secret = ring.verifying(key_id, time.time() if now is None else now)
+    if secret is None:
+        return None
+    expected = _mac(secret, key_id, "cseq", call_id, tag, step)
+    if not hmac.compare_digest(expected.encode("ascii"), mac.encode("ascii", "replace")):
+        return None
+    return int(step)

@@ -35,17 +35,21 @@ from kemi.decisions import (
     source_check,
 )
 from kemi.diagnoses import Diagnosis, diagnose_meta_answer, edge_diagnosis
-from kemi.dialog_mac import PARAM as MAC_PARAM
 from kemi.dialog_mac import (
+    CSEQ_PARAM,
     KeyRing,
     KeyWatch,
     contact_uri,
     hop_text,
+    route_param,
     route_token,
     sign,
+    sign_cseq_step,
     token_direction,
     verify,
+    verify_cseq_step,
 )
+from kemi.dialog_mac import PARAM as MAC_PARAM
 from kemi.digest_answer import authorization, choose, parse_challenge
 from kemi.digest_credentials import (
     CredentialsProblem,
@@ -69,7 +73,12 @@ from kemi.metrics import EdgeMetrics, serve_http
 from kemi.peer_certificate import peer_certificate_names
 from kemi.request_uri import RequestUriError, UicTarget, parse_uic_request_uri
 from kemi.settings import EdgeSettings, load_settings
-from kemi.wa_headers import edge_header_block, header_fields, screen_inbound_headers
+from kemi.wa_headers import (
+    edge_header_block,
+    header_fields,
+    may_carry_edge_headers,
+    screen_inbound_headers,
+)
 
 CREDS_TABLE = "wa_creds"
 AUTHFAIL_TABLE = "wa_authfail"
@@ -78,8 +87,7 @@ QOP_AUTH = 1
 STALE = 16
 MAXFWD_UNREADABLE = -2  # KSR.maxfwd.process_maxfwd: the headers could not be parsed (maxfwd.c)
 HA1_PASSWORD = 1
-CSEQ_DIFF_VAR = "cseq_diff"  # the dialog module's own variable (dlg_cseq.c)
-CSEQ_AUTH_MARKER = "P-K-CSeq-Auth"  # the core's marker header for it (core/srapi.c)
+CSEQ_STEP_AVP = "$avp(wa_cseq_step)"  # a transaction's CSeq step toward Meta (BIC)
 SOURCE_CACHE_SIZE = 1024  # allow-list decisions kept per worker (Meta's prefixes hold few hosts)
 MAX_CHALLENGES = 8  # challenge headers of one 401/407 looked at (Meta sends two)
 OUTCOME_FLAG = 10  # transaction flag: this INVITE's outcome is counted (2xx retransmissions)
@@ -104,8 +112,11 @@ class RequestFacts:
 
     @property
     def request_uri(self) -> str:
-        """The request URI as received (before the edge rewrites it)."""
-        return self.message.split(" ", 2)[1] if self.message.count(" ") >= 2 else ""
+        """The request URI as received (before the edge rewrites it): the text between the
+        message's first and second space (found without copying or scanning the message)."""
+        first = self.message.find(" ")
+        second = self.message.find(" ", first + 1) if first >= 0 else -1
+        return self.message[first + 1:second] if second >= 0 else ""
 
 
 NO_REQUEST = RequestFacts("", "", "", False)
@@ -168,15 +179,22 @@ class WhatsAppEdge:
             self._log_exception("Meta failure route")
         return DONE
 
-    def ksr_onreply_bye(self, msg: object) -> int:
-        """Meta's answer to FreeSWITCH's BYE: log the call duration when Meta gives one."""
+    def ksr_onreply_business(self, msg: object) -> int:
+        """Meta's answer to an in-dialog request of the business side: FreeSWITCH's own CSeq
+        back (the request left `CSEQ_STEP_AVP` above it), and for a BYE the call duration when
+        Meta gives one."""
         try:
+            step = KSR.pv.get(CSEQ_STEP_AVP)
+            if isinstance(step, int) and step > 0:
+                self._set_cseq(int(str(KSR.pv.get("$cs"))) - step)
+            if str(KSR.pv.get("$rm") or "").upper() != "BYE":
+                return DONE
             duration = KSR.hdr.get("X-WA-Meta-Call-Duration")
             if duration is not None:
                 KSR.info(f"wa-edge: BYE to Meta answered {KSR.kx.get_status()} "
                          f"call-id={KSR.kx.get_callid()} duration={duration}\n")
         except Exception:
-            self._log_exception("BYE reply route")
+            self._log_exception("business in-dialog reply route")
         return DONE
 
     def ksr_xhttp_event(self, msg: object, evname: str = "") -> int:
@@ -396,17 +414,21 @@ class WhatsAppEdge:
                     if request.kind != "ACK":
                         self._reply(403, "Forbidden - not a FreeSWITCH node")
                     return
-                self.screen_headers(header_fields(request.message))
+                if may_carry_edge_headers(request.message):  # Meta's ACK and BYE carry none
+                    self.screen_headers(header_fields(request.message))
                 if self.settings.cluster.enabled:
                     # a call another edge took: loose_route forced no socket of this edge (its
                     # internal entry names the other's), and the default UDP socket is the DMQ one
                     KSR.pv.sets("$fsn", "internal")
-            elif self.settings.front.haproxy:
-                # Toward Meta: loose_route forced the socket its second Route names, the
-                # loopback TLS socket advertised as the public address; bound to 127.0.0.1, a
-                # new connection could not reach Meta. Kamailio picks the TLS socket again
-                # without binding the source (the kernel's route decides it).
-                KSR.pv.unset("$fs")
+            else:
+                if not self.business_cseq_step():
+                    return
+                if self.settings.front.haproxy:
+                    # Toward Meta: loose_route forced the socket its second Route names, the
+                    # loopback TLS socket advertised as the public address; bound to 127.0.0.1,
+                    # a new connection could not reach Meta. Kamailio picks the TLS socket
+                    # again without binding the source (the kernel's route decides it).
+                    KSR.pv.unset("$fs")
             if request.kind == "BYE":
                 self.end_media(request.from_meta)
                 self.forget_call(str(KSR.pv.get("$nh(u)") or "") if request.from_meta
@@ -417,7 +439,7 @@ class WhatsAppEdge:
                          f"duration={duration}\n")
             elif request.kind == "BYE":
                 KSR.info(f"wa-edge: BYE from FreeSWITCH call-id={KSR.kx.get_callid()}\n")
-                KSR.tm.t_on_reply("ksr_onreply_bye")
+                KSR.tm.t_on_reply("ksr_onreply_business")
             elif request.kind == "ACK" and request.from_meta:
                 # Meta's ACK confirms FreeSWITCH's 2xx: the call is answered. Counted here, in
                 # a route that runs anyway, rather than in a reply route run for every 1xx/2xx.
@@ -456,6 +478,36 @@ class WhatsAppEdge:
         if request.kind != "ACK":
             self._reply(403, "Forbidden - route not signed for this dialog")
         return False
+
+    def business_cseq_step(self) -> bool:
+        """A request of the business side in a business-initiated call leaves with Meta's
+        numbering: its CSeq raised by the step its route carries (the edge answered Meta's
+        407, so Meta's dialog runs one above FreeSWITCH's, RFC 3261 8.1.3.5 and 12.2.1.1), and
+        its answers are brought back down (ksr_onreply_business). The step comes signed in the
+        first Route entry (kemi/dialog_mac.py, written into the 2xx FreeSWITCH learned its route
+        from), so any edge of the site renumbers alike, after a restart too, with no dialog
+        state. A route without it (a user-initiated call, or a business-initiated one Meta
+        answered without a challenge) needs none. False (and 403, nothing relayed) when the
+        step does not verify for this Call-ID and FreeSWITCH's tag."""
+        value = route_param(str(KSR.hdr.get("Route") or ""), CSEQ_PARAM)
+        if value is None:
+            return True
+        step = verify_cseq_step(self.key_ring(), value, str(KSR.kx.get_callid()),
+                                str(KSR.pv.get("$ft") or ""))
+        if step is None:
+            self._count_drop(Drop.UNKNOWN_DIALOG)
+            KSR.notice(f"wa-edge: in-dialog {self.request.method[:20]} from the business side "
+                       f"call-id={str(KSR.kx.get_callid())[:100]} refused: its route's CSeq "
+                       "step is not signed by this site for this call\n")
+            if self.request.kind != "ACK":
+                self._reply(403, "Forbidden - route not signed for this dialog")
+            return False
+        if step:
+            self._set_cseq(int(str(KSR.pv.get("$cs"))) + step)
+            if self.request.kind != "ACK":  # an ACK has no answer
+                KSR.pv.seti(CSEQ_STEP_AVP, step)
+                KSR.tm.t_on_reply("ksr_onreply_business")
+        return True
 
     def route_mac_verifies(self, token: str, next_hop: str) -> bool:
         direction = token_direction(token)
@@ -669,12 +721,10 @@ class WhatsAppEdge:
         if not self.media.bic_offer(caller.digits):
             self._refuse_media("bic")
             return
-        # The dialog module only where a business-initiated call needs it: after the edge
-        # answered Meta's 407 the INVITE leaves with CSeq+1 (RFC 3261 8.1.3.5), and for the
-        # rest of the call the module maps FreeSWITCH's CSeqs up toward Meta and Meta's
-        # answers back down (track_cseq_updates, _renumber_cseq). Nothing else asks it:
-        # Meta's in-dialog requests are trusted by the route's MAC.
-        KSR.dialog.dlg_manage()
+        # No dialog state here either: Meta's in-dialog requests are trusted by the route's
+        # MAC, and the CSeq step the edge's answer to Meta's 407 brings (answer_meta_challenge)
+        # is written, signed, into the route FreeSWITCH learns (meta_reply).
+        KSR.pv.sets("$avp(wa_bic_token)", token)
         if caller.uri != original_from:
             KSR.uac.uac_replace_from_uri(caller.uri)
         KSR.uac.uac_replace_to_uri(target.to_uri)
@@ -723,6 +773,8 @@ class WhatsAppEdge:
         if not KSR.is_TLS():
             return  # tm's own 408 on a timeout: the failure route names it
         status = int(KSR.kx.get_status())
+        if status > 100 and status not in (401, 407):  # what tm relays to FreeSWITCH
+            self.business_numbering(status)
         if status in (401, 407):
             self.note_meta_challenges(status)
             self.check_meta_certificate(status)
@@ -737,6 +789,23 @@ class WhatsAppEdge:
         if 180 <= status < 300 and not self.media.bic_answer():
             KSR.err(f"wa-edge: BIC call-id={KSR.kx.get_callid()} rtpengine did not take Meta's "
                     f"{status} SDP: FreeSWITCH gets Meta's own SDP (no media likely)\n")
+
+    def business_numbering(self, status: int) -> None:
+        """Meta's answer to the INVITE the edge authenticated carries Meta's CSeq (one above
+        FreeSWITCH's): FreeSWITCH gets its own number back, and a dialog-creating answer
+        (101-299) gets the step, signed, in the edge's Record-Route entries, so that the route
+        FreeSWITCH learns tells any edge how to renumber its later requests
+        (business_cseq_step). Meta never sees the step: its route is the INVITE's."""
+        route = KSR.pv.get("$avp(wa_cseq_route)")
+        if not isinstance(route, str) or not route:
+            return  # not authenticated (or Meta answered the first INVITE): nothing shifted
+        self._set_cseq(int(str(KSR.pv.get("$avp(wa_fs_cseq)"))))
+        token = str(KSR.pv.get("$avp(wa_bic_token)") or "")
+        if 100 < status < 300 and token:
+            # base64url and '.' only: the token is literal once its dots are bracketed
+            pattern = token.replace(".", "[.]")
+            KSR.textops.subst_hf("Record-Route", f"/;{MAC_PARAM}={pattern}/;{MAC_PARAM}={token}"
+                                 f";{CSEQ_PARAM}={route}/g", "a")
 
     def note_meta_challenges(self, status: int) -> None:
         """Keep Meta's challenges (e.g. SHA-256 then MD5) for the failure route, which answers
@@ -831,7 +900,7 @@ class WhatsAppEdge:
         KSR.seturi(ruri)
         value = authorization(challenge, digits, ha1s[challenge.algorithm], "INVITE", ruri)
         KSR.hdr.append(f"Proxy-Authorization: {value}\r\n")
-        self._renumber_cseq()
+        self._next_cseq()
         KSR.info(f"wa-edge: BIC call-id={KSR.kx.get_callid()} Meta offered {offered}: "
                  f"answered with {challenge.algorithm}\n")
         KSR.pv.seti("$avp(wa_auth_sent)", 1)
@@ -842,20 +911,27 @@ class WhatsAppEdge:
             self._refuse_in_failure(503, "Service Unavailable - cannot reach Meta",
                                     "meta_unreachable")
 
-    def _renumber_cseq(self) -> None:
-        """The authenticated INVITE takes the next CSeq (RFC 3261 8.1.3.5), and the dialog
-        module maps it back for FreeSWITCH (replies, ACK, BYE) for the rest of the call.
+    def _next_cseq(self) -> None:
+        """The authenticated INVITE takes the next CSeq (RFC 3261 8.1.3.5), so Meta's dialog
+        runs one above FreeSWITCH's numbers for the whole call.
 
-        This is what uac_auth asks of the dialog module (its cseq-update callback, with
-        track_cseq_updates on): one more in the dialog's `cseq_diff` variable, and the new value
-        in the core's P-K-CSeq-Auth marker header, which the dialog module writes into the CSeq
-        (and the Via branch) as the request leaves, then removes.
+        Written into the branch itself (a lump on the CSeq), so tm's own CANCEL and ACK of a
+        negative answer, built from the branch as sent (tm's reparse_invite), carry it too.
+        Kamailio's way, uac_auth with the dialog module's track_cseq_updates, keeps the step
+        in one edge's memory and re-parses every message the edge sends and receives (a
+        quarter of the edge's CPU per call on 6.1.4); here the step is kept in the route
+        FreeSWITCH learns (business_numbering), signed, where any edge reads it back, and
+        Meta's answers are brought back to FreeSWITCH's number as they pass.
         """
-        diff = KSR.dialog.var_get(CSEQ_DIFF_VAR)
-        step = (int(diff) if isinstance(diff, (int, str)) and str(diff).isdigit() else 0) + 1
-        KSR.dialog.var_sets(CSEQ_DIFF_VAR, str(step))
         cseq = int(str(KSR.pv.get("$cs")))
-        KSR.hdr.append(f"{CSEQ_AUTH_MARKER}: {cseq + step}\r\n")
+        self._set_cseq(cseq + 1)
+        KSR.pv.sets("$avp(wa_fs_cseq)", str(cseq))
+        KSR.pv.sets("$avp(wa_cseq_route)", sign_cseq_step(
+            self.key_ring(), str(KSR.kx.get_callid()), str(KSR.pv.get("$ft") or ""), 1))
+
+    def _set_cseq(self, number: int) -> None:
+        """The CSeq number of the message in hand becomes `number` (the method stays)."""
+        KSR.textops.subst_hf("CSeq", f"/^[0-9]+/{number}/", "f")
 
     def authenticate(self, target: UicTarget, fields: list[tuple[str, str]]) -> str | None:
         """'digest' or 'none' when the call may go on; None when a reply was sent.

@@ -101,3 +101,41 @@ def test_route_token_only_from_the_first_route_entry() -> None:
     assert dialog_mac.route_token("<sip:127.0.0.1:5061;lr>, <sip:x;lr;wamac=k1.u.MAC>") is None
     assert dialog_mac.route_token("sip:127.0.0.1;wamac=k1.u.MAC") is None
     assert dialog_mac.route_token("<sip:127.0.0.1;lr;wamac=>") is None
+
+
+# ---- a business-initiated call's CSeq step (the route FreeSWITCH learns) ---------------------
+
+
+RING_K1 = ring()
+
+
+def test_cseq_step_verifies_only_for_its_call_and_tag_and_value() -> None:
+    value = dialog_mac.sign_cseq_step(RING_K1, "call-1", "fs-tag", 1)
+    assert value.startswith("1.k1.")
+    assert dialog_mac.verify_cseq_step(RING_K1, value, "call-1", "fs-tag") == 1
+    assert dialog_mac.verify_cseq_step(RING_K1, value, "call-2", "fs-tag") is None
+    assert dialog_mac.verify_cseq_step(RING_K1, value, "call-1", "other") is None
+    changed = "7" + value[1:]
+    assert dialog_mac.verify_cseq_step(RING_K1, changed, "call-1", "fs-tag") is None
+    for made_up in ("", "1", "1.k1", "x.k1.AAAA", "10.k1." + value.split(".")[2], "1.k9.AAAA"):
+        assert dialog_mac.verify_cseq_step(RING_K1, made_up, "call-1", "fs-tag") is None
+
+
+def test_cseq_step_is_not_a_route_token() -> None:
+    """The step's MAC is over the direction "cseq": it cannot pass for a route token of the
+    same call (nor the other way round), whatever it is placed as."""
+    value = dialog_mac.sign_cseq_step(RING_K1, "call-1", "fs-tag", 1)
+    _, key_id, mac = value.split(".")
+    for direction in ("u", "b"):
+        assert not verify(RING_K1, f"{key_id}.{direction}.{mac}", "call-1", "fs-tag", "1")
+    token = sign(RING_K1, "b", "call-1", "fs-tag", "1")
+    assert dialog_mac.verify_cseq_step(RING_K1, "1." + token.split(".", 2)[0] + "."
+                                       + token.split(".")[2], "call-1", "fs-tag") is None
+    with pytest.raises(ValueError):
+        dialog_mac.sign_cseq_step(RING_K1, "call-1", "fs-tag", 10)
+
+
+def test_route_param_reads_the_first_entry_only() -> None:
+    route = "<sip:10.0.0.1;lr;wamac=t;wacs=1.k1.m>, <sip:10.0.0.2;lr;wacs=9.k1.x>"
+    assert dialog_mac.route_param(route, "wacs") == "1.k1.m"
+    assert dialog_mac.route_param("<sip:10.0.0.1;lr>, <sip:10.0.0.2;wacs=1.k1.m>", "wacs") is None

@@ -305,7 +305,7 @@ def test_every_route_name_passed_to_tm_exists() -> None:
                       and n.name == "WhatsAppEdge")
     methods = {n.name for n in edge_class.body if isinstance(n, ast.FunctionDef)}
     names = set(re.findall(r't_on_(?:failure|reply|branch)\("([a-z_]+)"\)', EDGE_PY.read_text()))
-    assert {"ksr_onreply_meta", "ksr_failure_meta", "ksr_onreply_bye"} <= names
+    assert {"ksr_onreply_meta", "ksr_failure_meta", "ksr_onreply_business"} <= names
     assert names <= methods
 
 

@@ -280,7 +280,7 @@ def test_in_dialog_bye_from_freeswitch_watches_metas_answer(
     ksr = run(uic_results(method="BYE", source="10.0.0.10") | {
         "is_TLS": 0, "siputils.has_totag": 1, "rr.loose_route": 1,
         "dispatcher.ds_is_from_lists": 1, "pv.get": "sip:157.240.1.1:5061;transport=tls"})
-    assert ksr.args("tm.t_on_reply") == [("ksr_onreply_bye",)]
+    assert ksr.args("tm.t_on_reply") == [("ksr_onreply_business",)]
     assert ksr.count("tm.t_relay") == 1
 
 
