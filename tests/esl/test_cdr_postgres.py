@@ -11,6 +11,7 @@ no log line, message or output may show it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -431,3 +432,36 @@ def test_wa_esl_run_on_an_unreachable_database_fails_without_its_password(tmp_pa
     assert result.exit_code == 1
     assert "CDR database postgresql://wasip:***@127.0.0.1" in result.output
     assert SECRET not in result.output
+
+
+async def test_postgres_stopped_under_a_running_controller_is_logged_without_its_password(
+    standin: FreeSwitchStandin, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database goes away: heartbeats and CDR writes fail (counted, logged once, the URL
+    without its password), the controller keeps running and fails fast instead of waiting out
+    a connect timeout per write."""
+    caplog.set_level(logging.INFO)
+    server = contextlib.ExitStack()
+    url = server.enter_context(postgres_cluster()).replace(f"{DB_USER}@",
+                                                          f"{DB_USER}:{SECRET}@")
+    controller = Controller(node_settings(standin, tmp_path, url, "media1"))
+    try:
+        await controller.start()
+        await asyncio.wait_for(controller.inbound_ready.wait(), 5)
+        server.close()  # PostgreSQL stopped and its files removed
+        failures = "wasip_esl_heartbeat_failures_total"
+        await until(lambda: (controller.metrics.registry.get_sample_value(failures) or 0) >= 2,
+                    "two failed heartbeats")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DatabaseError) as raised:
+            controller.store.upsert(CallRecord(call_uuid="while-down"))
+        assert asyncio.get_running_loop().time() - started < 1  # failed fast, no 5 s wait
+        assert "unreachable" in str(raised.value) and "next try within 5 s" in str(raised.value)
+        warnings = [r.getMessage() for r in caplog.records if "heartbeat" in r.getMessage()]
+        assert len([w for w in warnings if "cannot write" in w]) == 1, warnings  # once
+        assert f"postgresql://{DB_USER}:***@127.0.0.1" in warnings[0]
+        assert SECRET not in caplog.text + str(raised.value)
+    finally:
+        await controller.stop()
+        controller.store.close()
+        server.close()
