@@ -991,6 +991,8 @@ class EdgeSection(Strict):
 
 
 class SiteConfig(Strict):
+    model_config = ConfigDict(hide_input_in_errors=True)  # [esl] cdr_db may hold a password
+
     site: SiteSection
     tls: TlsSection
     listen: ListenSection = ListenSection()

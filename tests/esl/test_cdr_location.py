@@ -6,15 +6,17 @@ No server needed: what the site config accepts, refuses (naming the key), and ne
 from __future__ import annotations
 
 import sqlite3
+import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from esl.cdr import CallRecord, CdrStore
 from esl.site import controller_settings, load_controller_settings
 from siteconfig.controller import ControllerSettings, SettingsError, default_node_name
 from siteconfig.database_url import PostgresUrl
-from siteconfig.model import ConfigError, parse_config
+from siteconfig.model import ConfigError, SiteConfig, parse_config
 from tests.test_config import CONFIG_PATH, site_text
 
 SECRET = "s3cr3t-pw"
@@ -57,6 +59,9 @@ def test_a_bad_location_names_the_key_and_never_the_password(value: str, words: 
     (problem,) = caught.value.problems
     assert problem.startswith("esl.cdr_db: ") and words in problem, problem
     assert SECRET not in str(caught.value)
+    with pytest.raises(ValidationError) as raw:  # pydantic's own text hides the input too
+        SiteConfig.model_validate(tomllib.loads(esl(cdr_db=value)))
+    assert SECRET not in str(raw.value)
 
 
 @pytest.mark.parametrize("node", ["", "media 1", "-media", "x" * 64, "média"])
