@@ -47,6 +47,8 @@ def test_redis_renders_one_named_interface_per_edge_and_the_other_edges_keyspace
     assert section["subscribe-keyspace"] == "2"
     assert section["active-switchover"] == "true"
     assert section["no-redis-required"] == "true"
+    # a DTLS call's keys written at Meta's first packet, not 3 s after the answer
+    assert section["endpoint-learning"] == "immediate"
     assert int(section["redis-cmd-timeout"]) <= 500  # a stalled Redis must not stall media long
 
 
@@ -62,7 +64,8 @@ def test_the_other_edge_renders_the_mirror_image(tmp_path: Path) -> None:
 def test_without_redis_the_file_is_as_before(tmp_path: Path) -> None:
     section = rendered(tmp_path, {"interface": "127.0.0.1"})
     assert section["interface"] == "127.0.0.1"
-    assert not {"redis", "subscribe-keyspace", "active-switchover"} & set(section)
+    assert not {"redis", "subscribe-keyspace", "active-switchover", "endpoint-learning"} & set(
+        section)
 
 
 @pytest.mark.parametrize(("changes", "message"), [

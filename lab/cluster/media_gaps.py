@@ -19,7 +19,7 @@ from lab.media.peer import MediaPeer, MediaReport
 from lab.media.plain_peer import PlainReport, PlainRtpPeer
 from lab.media.tone import dominant_frequency
 
-GAP_S = 0.045  # two packets missing in a row (the peers send every 20 ms)
+GAP_S = 0.03  # 10 ms later than the next packet was due (the peers send every 20 ms)
 MAX_GAPS = 32  # the longest ones are kept
 
 
@@ -29,8 +29,8 @@ class Gap:
     end: float  # the first one after it
     packets_at: int = 0  # packets received before the one that ended it
     audio_at: int = 0  # decoded audio (the peer's unit) before it
-    heard_hz: float | None = None  # the tone of what came after it (until the next gap)
-    packets_after: int = 0  # until the next gap kept, or the call's end
+    heard_hz: float | None = None  # the tone of what came after it (to the call's end)
+    packets_after: int = 0  # to the call's end
 
     @property
     def ms(self) -> float:
@@ -60,11 +60,10 @@ class Arrivals:
 
     def finish(self, audio_end: int,
                heard: Callable[[int, int], float | None]) -> None:
-        """At the call's end: each gap's packets and tone (`heard(from, to)`) up to the next."""
-        for index, gap in enumerate(self.gaps):
-            following = self.gaps[index + 1] if index + 1 < len(self.gaps) else None
-            gap.packets_after = (following.packets_at if following else self.packets) - gap.packets_at
-            gap.heard_hz = heard(gap.audio_at, following.audio_at if following else audio_end)
+        """At the call's end: each gap's packets and tone (`heard(from, to)`) from it on."""
+        for gap in self.gaps:
+            gap.packets_after = self.packets - gap.packets_at
+            gap.heard_hz = heard(gap.audio_at, audio_end)
 
     def around(self, at: float) -> tuple[float | None, Gap | None]:
         """The silence `at` fell into: (its length in ms, the gap) when media came back after

@@ -49,6 +49,7 @@ class MetaCall:
     hosts: list[str]
     mode: SrtpMode = SrtpMode.SDES  # the called number's: SDES or DTLS toward Meta
     call_id: str = ""  # Meta's SIP Call-ID (rtpengine's name of the call)
+    answered_at: float | None = None  # monotonic, when the 200 arrived
     status: int = 0
     connected_to: str = ""
     refused: list[str] = field(default_factory=list)
@@ -111,6 +112,7 @@ async def call_up(call: MetaCall, sip_domain: str, address: str, tls: ssl.SSLCon
                                     "cluster-lab", peer.offer(), timeout=timeout_s)
         call.status = response.status or 0
         if call.answered:
+            call.answered_at = time.monotonic()
             call.route = uac.edge_route
             peer.accept_answer(response.body)
             peer.start()

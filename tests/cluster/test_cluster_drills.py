@@ -72,15 +72,15 @@ def test_media_node_killed_meta_is_told_with_a_bye_and_new_calls_go_to_the_other
 def test_edge_killed_the_bye_goes_through_the_other_edge_and_new_calls_connect(
         site: ClusterSite) -> None:
     """With rtpengine's replication (the site's default) and edge A's media address moved to
-    edge B, the media of the calls up through A goes on both ways through B's rtpengine: two
-    SDES calls and a DTLS one whose keys rtpengine had rewritten to Redis (checked per call,
-    MEDIA_BACK_S); a DTLS call answered just before the kill is measured, not promised."""
+    edge B, the media of the calls up through A goes on both ways through B's rtpengine, the
+    other side's tone heard after the gap (checked per call, MEDIA_BACK_S): two SDES calls, a
+    DTLS one, and a DTLS one killed as soon as its keys were in Redis."""
     assert site.media_replication
     report = edge_killed(site)
     assert report.passed, "\n".join(report.lines())
     assert report.lost == 0
     media = [text for text, ok in report.checks if text.startswith("media after the kill") and ok]
-    assert len(media) == 3 and sum("(DTLS)" in text for text in media) == 1, media
+    assert len(media) == 4 and sum("(DTLS)" in text for text in media) == 2, media
     assert report.first_good_after_s is not None and report.first_good_after_s < 5
 
 
