@@ -44,6 +44,7 @@ class AuthAction(Enum):
 
 
 # pv_auth_check() results (Kamailio auth module, auth_mod.h).
+HOP_CACHE_SIZE = 256  # next-hop URIs taken apart per worker (next_hop_address)
 AUTH_OK = 1
 AUTH_ERROR = -1
 AUTH_INVALID_PASSWORD = -2
@@ -65,9 +66,14 @@ def auth_action(result: int) -> AuthAction:
     return AuthAction.CHALLENGE
 
 
+@functools.lru_cache(maxsize=HOP_CACHE_SIZE)
 def next_hop_address(uri: str) -> NodeAddress:
     """(host, port, transport) a SIP URI sends to, with RFC 3263's defaults for a URI without
-    port or transport (5060/udp, sips: 5061/tls); ValueError when it is no SIP URI."""
+    port or transport (5060/udp, sips: 5061/tls); ValueError when it is no SIP URI.
+
+    A pure function, kept per worker for the last HOP_CACHE_SIZE URIs (an in-dialog request
+    asks it twice of the same next hop, the FreeSWITCH nodes' URIs repeat); a URI that raises
+    is never kept."""
     scheme, sep, rest = uri.partition(":")
     scheme = scheme.lower()
     if not sep or scheme not in ("sip", "sips"):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 # The digits of a +E164 number: a country code (no leading 0) and 7 to 15 digits in all.
 # Shared with kemi/bic.py, which normalizes what agents type into the same form.
 E164_DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")
+URI_CACHE_SIZE = 256  # request URIs parsed per worker (one or a few per business number)
 
 
 class RequestUriError(ValueError):
@@ -86,8 +88,13 @@ def parse_user_part(user: str) -> tuple[str, dict[str, str]]:
     return "+" + digits, parsed
 
 
+@lru_cache(maxsize=URI_CACHE_SIZE)
 def parse_uic_request_uri(uri: str, accepted_domains: frozenset[str]) -> UicTarget:
-    """Check and take apart the request URI of an INVITE from Meta."""
+    """Check and take apart the request URI of an INVITE from Meta.
+
+    A pure function of its arguments, kept per worker for the last URI_CACHE_SIZE good URIs
+    (Meta calls a number with the same URI every time, both INVITEs of a call too); a refused
+    URI raises and is never kept. The target is shared between calls: nothing changes it."""
     _scheme, user, host = split_sip_uri(uri)
     if not user:
         raise RequestUriError(404, "Not Found: no business number in request URI")

@@ -47,6 +47,13 @@ def header_fields(message: str) -> list[tuple[str, str]]:
     return fields
 
 
+def may_carry_edge_headers(message: str) -> bool:
+    """False only when no header of `message` can be an `X-WA-*` one: "x-wa-" appears nowhere
+    in it, in any letter case, so screening would remove nothing (Meta's usual ACK and BYE),
+    and the header walk is skipped. Any occurrence (a header, a value, the body) means True."""
+    return EDGE_PREFIX in message.lower()
+
+
 def screen_inbound_headers(fields: list[tuple[str, str]], payload_max: int,
                            meta_max: int) -> ScreenResult:
     """Decide which headers of Meta's INVITE must not reach FreeSWITCH."""

@@ -1,0 +1,86 @@
+"""The per-call economies of kemi/ (issue 20's KEMI speed work) keep every answer the same.
+
+Each economy is checked against what it replaced: the one-shot HMAC against hmac.new, the
+digest parameter pattern on escapes, the caches of pure functions (a refused input is never
+kept, a kept answer is the same answer), and the skip of the header walk for in-dialog
+requests that carry no X-WA-* header at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from kemi.decisions import next_hop_address
+from kemi.dialog_mac import MAC_BYTES, _b64, _mac
+from kemi.digest_credentials import CredentialsProblem, parse_digest
+from kemi.request_uri import RequestUriError, parse_uic_request_uri
+from kemi.wa_headers import header_fields, may_carry_edge_headers, screen_inbound_headers
+
+DOMAINS = frozenset({"sip.example.com"})
+RURI = "sip:+15550100001;tgrp=wacall;trunk-context=byoc.example.com@sip.example.com;transport=tls"
+
+
+def test_one_shot_hmac_gives_the_bytes_hmac_new_gave() -> None:
+    secret = bytes(range(32))
+    fields = ("k1", "u", "call@x", "tag1", "10.0.0.10:5060:udp")
+    reference = hmac.new(secret, "\n".join(fields).encode(), hashlib.sha256).digest()
+    assert _mac(secret, *fields) == _b64(reference[:MAC_BYTES])
+
+
+@pytest.mark.parametrize(("quoted", "value"), [
+    (r'"plain"', "plain"), (r'"a\"b"', 'a"b'), (r'"back\\slash"', "back\\slash"),
+    (r'"\\\""', '\\"'),
+])
+def test_quoted_digest_values_unescape_as_before(quoted: str, value: str) -> None:
+    credentials = parse_digest(f'Digest username="1", realm={quoted}, nonce="n", uri="u", '
+                               'response="r", qop=auth, nc=00000001, cnonce="c"')
+    assert credentials.realm == value
+
+
+def test_an_unterminated_quote_is_still_unparsable() -> None:
+    with pytest.raises(CredentialsProblem, match="unparsable"):
+        parse_digest('Digest username="1, realm="r", nonce="n"')
+
+
+def test_request_uri_answers_are_kept_and_refusals_are_not() -> None:
+    first = parse_uic_request_uri(RURI, DOMAINS)
+    assert parse_uic_request_uri(RURI, DOMAINS) is first
+    assert (first.business_number, first.user_params) == (
+        "+15550100001", {"tgrp": "wacall", "trunk-context": "byoc.example.com"})
+    size = parse_uic_request_uri.cache_info().currsize
+    for _ in range(2):
+        with pytest.raises(RequestUriError):
+            parse_uic_request_uri("sip:+15550100001@other.example.com", DOMAINS)
+    assert parse_uic_request_uri.cache_info().currsize == size
+
+
+def test_next_hop_answers_are_kept_and_refusals_are_not() -> None:
+    assert next_hop_address("sip:10.0.0.10:5080;transport=TCP") == ("10.0.0.10", 5080, "tcp")
+    size = next_hop_address.cache_info().currsize
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            next_hop_address("tel:+15550100001")
+    assert next_hop_address.cache_info().currsize == size
+
+
+BYE = ("BYE sip:fs@10.0.0.10:5080 SIP/2.0\r\nVia: SIP/2.0/TLS 157.240.1.1\r\n"
+       "Route: <sip:edge;r2=on;lr>\r\nCall-ID: c\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(("forged", "removed"), [
+    ("X-WA-Context: x", ("x-wa-context",)), ("x-wa-auth: digest", ("x-wa-auth",)),
+    ("x-WA-business-number: +1", ("x-wa-business-number",)), ("X-Wa-Meta-Wacid: y", ()),
+    ("X-Wa-Meta-Cta-Payload: a\x01b", ("x-wa-meta-cta-payload",)),
+])
+def test_any_x_wa_header_in_any_case_is_screened(forged: str, removed: tuple[str, ...]) -> None:
+    message = BYE.replace("Call-ID: c\r\n", f"Call-ID: c\r\n{forged}\r\n")
+    assert may_carry_edge_headers(message)
+    assert screen_inbound_headers(header_fields(message), 1024, 256).remove == removed
+
+
+def test_a_message_without_x_wa_text_has_nothing_to_screen() -> None:
+    assert not may_carry_edge_headers(BYE)
+    assert screen_inbound_headers(header_fields(BYE), 1024, 256).remove == ()
