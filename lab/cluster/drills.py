@@ -40,6 +40,7 @@ CREDENTIAL_KEY = "15550100003:ha1"  # the SDES number's HA1 in wa_creds
 # with rtpengine's replication, an edge killed: its calls' media back through the other edge
 MEDIA_BACK_S = 2.0
 REPLICATED_WITHIN_S = 5.0
+REDIS_BACK_WITHIN_S = 20.0  # rendered redis-disable-time 10 s, then the next call's writes
 YOUNG_KEYS_WITHIN_S = 2.0  # a DTLS call's keys in Redis after its answer (endpoint-learning)
 
 
@@ -255,7 +256,7 @@ def _keys_in_redis(site: ClusterSite, meta_call: MetaCall) -> int:
 
 
 def _replicated(site: ClusterSite, calls: list[MetaCall], standby: str,
-                keyed_at: dict[str, float]) -> bool:
+                keyed_at: dict[str, float], within_s: float = 0.0) -> bool:
     """Each call's record, SRTP keys in it, in edge A's Redis database and a copy held by the
     standby edge's rtpengine; waited for, bounded. rtpengine writes a call at offer and answer
     (an SDES call's keys are in it then) and again when it confirms each peer's address (the
@@ -276,7 +277,7 @@ def _replicated(site: ClusterSite, calls: list[MetaCall], standby: str,
                 return wanted <= set(call_ids(host, int(port)))
             except NgError:
                 return False
-    return _wait(held, REPLICATED_WITHIN_S)
+    return _wait(held, within_s or REPLICATED_WITHIN_S)
 
 
 def edge_killed(site: ClusterSite) -> DrillReport:
@@ -402,5 +403,51 @@ def key_rotated(site: ClusterSite) -> DrillReport:
     return report
 
 
+def redis_stopped(site: ClusterSite) -> DrillReport:
+    """The site's Redis (rtpengine's replication) stopped: calls go on, new ones connect, with
+    no delay from the writes rtpengine cannot make; started again (empty, as the lab's Redis
+    keeps nothing on disk), a new call's record and the other edge's copy of it come back."""
+    report = DrillReport("rtpengine's Redis stopped")
+    if site.redis is None:
+        report.check("the site runs rtpengine's replication (ClusterSite.media_replication)",
+                     False)
+        return report
+    up = _calls_up(site, report, count=1)
+    site.redis.stop()
+    fault_at = time.monotonic()
+    new = _new_calls_until_good(site, report, fault_at)
+    slowest = max((c.setup_ms for c in new if c.answered), default=0.0)
+    report.check(f"new calls connect while Redis is down, none slowed by it (slowest answer "
+                 f"{slowest:.0f} ms, within 1000)", slowest < 1000 and any(c.good for c in new))
+    for meta_call in up:
+        site.hang_up(meta_call)
+        report.calls.append(_with_node(site, meta_call))
+        report.check(f"{meta_call.wacid}, up when Redis stopped: media went on and its BYE "
+                     f"reached the business", meta_call.good and _business_got_bye(site, meta_call))
+    site.redis.start()
+    back_at = time.monotonic()
+    # rtpengine stops writing for redis-disable-time (10 s) after redis-allowed-errors failed
+    # writes, and writes a call only at its offer, answer and first packets: calls set up in
+    # that window are never replicated. New calls until one is, within the budget.
+    replicated_after = None
+    unreplicated = 0
+    while time.monotonic() - back_at < REDIS_BACK_WITHIN_S and replicated_after is None:
+        later = site.call_up()
+        report.placed += 1
+        if _replicated(site, [later], "edgeb", {}, within_s=1.0):
+            replicated_after = time.monotonic() - back_at
+        else:
+            unreplicated += 1
+        site.hang_up(later)  # at once: these calls ask about replication, not media
+        report.lost += 0 if later.answered and later.bye_status == 200 else 1
+        report.calls.append(_with_node(site, later))
+    after = f"{replicated_after:.1f} s" if replicated_after is not None else "never"
+    report.check(f"Redis started again: a new call's record and edge B's copy of it "
+                 f"{after} after the start, within {REDIS_BACK_WITHIN_S:.0f} s "
+                 f"({unreplicated} call(s) set up before that were not replicated)",
+                 replicated_after is not None)
+    return report
+
+
 DRILLS = (("postgres", postgres_stopped), ("media", media_node_killed), ("edge", edge_killed),
-          ("key", key_rotated))
+          ("key", key_rotated), ("redis", redis_stopped))

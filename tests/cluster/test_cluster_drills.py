@@ -19,6 +19,7 @@ from lab.cluster.drills import (
     key_rotated,
     media_node_killed,
     postgres_stopped,
+    redis_stopped,
 )
 from lab.cluster.site import ClusterSite
 from lab.cluster.topology import TAG, our_namespaces, remove_leftovers
@@ -86,6 +87,14 @@ def test_edge_killed_the_bye_goes_through_the_other_edge_and_new_calls_connect(
 
 def test_key_rotated_with_calls_up_drops_nothing(site: ClusterSite) -> None:
     report = key_rotated(site)
+    assert report.passed, "\n".join(report.lines())
+    assert report.lost == 0
+
+
+def test_redis_stopped_calls_go_on_and_replication_comes_back(site: ClusterSite) -> None:
+    """rtpengine's Redis is in no call's path: stopped, calls connect as fast; started again,
+    new calls are replicated once rtpengine's redis-disable-time (10 s) has passed."""
+    report = redis_stopped(site)
     assert report.passed, "\n".join(report.lines())
     assert report.lost == 0
 
