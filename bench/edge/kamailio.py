@@ -66,7 +66,8 @@ class Kamailio:
         self.run_dir = folder / f"run-{setup.name}"
         self.process = ManagedProcess(f"kamailio {setup.name}", [
             kamailio_binary(), "-f", str(setup.config), "-DD", "-E", "-m", str(SHM_MB), "-M", str(PKG_MB),
-            "-Y", str(self.run_dir), "-P", str(self.run_dir / "kamailio.pid")],
+            "-Y", str(self.run_dir), "-P", str(self.run_dir / "kamailio.pid"),
+            *(["-x", setup.memory_manager] if setup.memory_manager else [])],
             folder / f"kamailio-{setup.name}.log")
         self.main_pid = 0
         self.front: ManagedProcess | None = None  # HAProxy, where the render put one

@@ -133,6 +133,34 @@ def result_line(kemi: SetupReport, native: SetupReport, ceiling: SetupReport, fa
             f"p99_ms_at_500={kemi.fixed_ms(0.99):.2f} failed={failed}")
 
 
+def reference_lines(kemi: SetupReport, ref: SetupReport, native: SetupReport,
+                    fixed_rate: int) -> list[str]:
+    """This tree's kemi/ against the --kemi-ref one, each against the same native rounds."""
+    return [
+        f"kemi/ of this tree vs --kemi-ref, Kamailio CPU per call at {fixed_rate} cps: "
+        f"{kemi.cpu_us_per_call:.0f} vs {ref.cpu_us_per_call:.0f} us "
+        f"({kemi.cpu_us_per_call - ref.cpu_us_per_call:+.0f} us, x"
+        f"{ratio(kemi.cpu_us_per_call, ref.cpu_us_per_call):.2f}); over native: "
+        f"{ratio(kemi.cpu_us_per_call, native.cpu_us_per_call):.2f} vs "
+        f"{ratio(ref.cpu_us_per_call, native.cpu_us_per_call):.2f}",
+        f"call rate over native: {ratio(kemi.max_cps, native.max_cps):.2f} vs "
+        f"{ratio(ref.max_cps, native.max_cps):.2f} ({kemi.max_cps} vs {ref.max_cps} cps); "
+        "CPU per call of each round (this tree / ref / native): "
+        + " ".join(f"{a.cpu_us_per_call:.0f}/{b.cpu_us_per_call:.0f}/{c.cpu_us_per_call:.0f}"
+                   for a, b, c in zip(kemi.fixed_rounds, ref.fixed_rounds, native.fixed_rounds,
+                                      strict=False)),
+    ]
+
+
+def reference_keys(kemi: SetupReport, ref: SetupReport, native: SetupReport) -> str:
+    """RESULT keys added by --kemi-ref (CPU per call of the three, the reference's ratios)."""
+    return (f" kemi_cpu_us={kemi.cpu_us_per_call:.0f} native_cpu_us={native.cpu_us_per_call:.0f}"
+            f" cpu_ratio={ratio(kemi.cpu_us_per_call, native.cpu_us_per_call):.2f}"
+            f" ref_cps={ref.max_cps} ref_ratio={ratio(ref.max_cps, native.max_cps):.2f}"
+            f" ref_cpu_us={ref.cpu_us_per_call:.0f}"
+            f" ref_cpu_ratio={ratio(ref.cpu_us_per_call, native.cpu_us_per_call):.2f}")
+
+
 def save_json(reports: list[SetupReport], path: Path) -> None:
     def plain(report: SetupReport) -> dict[str, Any]:
         data = asdict(report)

@@ -26,7 +26,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lab.processes import LabError
@@ -39,6 +39,8 @@ from .report import (
     SetupReport,
     plot,
     ramp_series,
+    reference_keys,
+    reference_lines,
     result_line,
     save_json,
     series_from_json,
@@ -55,6 +57,7 @@ LABELS = {
     "native": "native-config reference, same policy (bench/edge/native.cfg.j2; plain TCP leg)",
     "ceiling": "stateless ceiling: 407/200 answered by Kamailio itself, no FreeSWITCH leg",
     "kemi-tls": "KEMI Python edge, product config unchanged, Meta's leg over TLS via stunnel",
+    "kemi-ref": "KEMI Python edge as `kemi`, kemi/ loaded from --kemi-ref (before/after)",
 }
 
 
@@ -96,8 +99,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="only draw --plot again from a run saved with --json")
     parser.add_argument("--no-metrics", action="store_true",
                         help="render the KEMI edge without its /metrics endpoint (cost compare)")
+    parser.add_argument("--memory-manager", choices=("qm", "fm", "tlsf"), default=None,
+                        help="Kamailio's memory manager (-x) for every set-up; default: its own "
+                        "(qm)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few calls per set-up, no plot: proves the harness, times nothing")
+    parser.add_argument("--kemi-ref", type=Path, default=None,
+                        help="a folder holding another kemi/ (e.g. git archive of an older "
+                        "commit): run it too, interleaved, as set-up kemi-ref")
     return parser.parse_args(argv)
 
 
@@ -211,15 +220,24 @@ def main(argv: list[str] | None = None) -> int:
         site = bench_site(folder, BenchPorts(), metrics=not args.no_metrics)
         print(f"bench-edge: {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; workers={args.workers}; "
+              f"memory manager {args.memory_manager or 'default'}; "
               f"ramp {plan.steps} x {plan.step_seconds:g} s; fixed {plan.fixed_rate} cps x "
               f"{plan.fixed_seconds:g} s; logs in {folder}", flush=True)
         makers = {"kemi": kemi_setup, "native": native_setup, "ceiling": ceiling_setup}
         setups = {name: make(site, args.workers, args.log_level)
                   for name, make in makers.items() if name in only}
+        if args.kemi_ref is not None:
+            if not (args.kemi_ref / "kemi" / "edge.py").is_file():
+                raise SetupError(f"--kemi-ref {args.kemi_ref}: no kemi/edge.py there")
+            setups = {"kemi-ref": kemi_setup(site, args.workers, args.log_level, name="kemi-ref",
+                                             kemi_parent=args.kemi_ref.resolve()), **setups}
         if plan.tls_seconds and "kemi" in only:
             setups["kemi-tls"] = kemi_setup(site, args.workers, args.log_level, "tls")
+        if args.memory_manager:
+            setups = {name: replace(setup, memory_manager=args.memory_manager)
+                      for name, setup in setups.items()}
         reports = {name: SetupReport(name, LABELS[name] + ("" if name in setups else " (not run)"))
-                   for name in [*makers, "kemi-tls"]}
+                   for name in [*makers, "kemi-tls", "kemi-ref"]}
         for number in range(1, plan.rounds + 1):  # interleaved, so noise hits every set-up
             print(f"bench-edge: fixed rate, round {number} of {plan.rounds} ...", flush=True)
             for name, setup in setups.items():
@@ -236,18 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    every = [reports["kemi"], reports["native"], reports["ceiling"], *([tls] if tls else [])]
+    ref = reports["kemi-ref"] if args.kemi_ref is not None else None
+    every = [reports["kemi"], reports["native"], reports["ceiling"], *([tls] if tls else []),
+             *([ref] if ref else [])]
     for report in every:
         print("\n".join(report.lines()))
     print("\n".join(summary_lines(reports["kemi"], reports["native"], reports["ceiling"], tls,
                                   plan.fixed_rate)))
+    if ref:
+        print("\n".join(reference_lines(reports["kemi"], ref, reports["native"], plan.fixed_rate)))
     if args.json:
         save_json(every, args.json)
     if not args.smoke:
         print(plot(ramp_series([reports["kemi"], reports["native"], reports["ceiling"]]),
                    args.plot))
     failed = sum(report.fixed_failed for report in every)
-    print(result_line(reports["kemi"], reports["native"], reports["ceiling"], failed), flush=True)
+    line = result_line(reports["kemi"], reports["native"], reports["ceiling"], failed)
+    print(line + (reference_keys(reports["kemi"], ref, reports["native"]) if ref else ""),
+          flush=True)
     return 1 if failed else 0
 
 

@@ -46,6 +46,7 @@ class Setup:
     meta_transport: str  # "tcp" (bench-only plain listener) or "tls" (through stunnel)
     front_config: Path | None = None  # HAProxy in front of Meta's TLS (the 5.6 render has one)
     front_port: int = 0  # where HAProxy listens: the site's TLS port
+    memory_manager: str = ""  # Kamailio's -x (shm and pkg): "" = its default (qm), fm, tlsf
 
     @property
     def rpc_socket(self) -> Path:
@@ -89,8 +90,10 @@ def mod_init():
 
 
 def kemi_setup(site: BenchSite, workers: int, log_level: int, meta_transport: str = "tcp",
-               name: str = "") -> Setup:
-    """The rendered product; with `tcp`, plus the labelled bench listener and entry script."""
+               name: str = "", kemi_parent: Path | None = None) -> Setup:
+    """The rendered product; with `tcp`, plus the labelled bench listener and entry script.
+    `kemi_parent`: a folder whose kemi/ the entry script loads instead of this checkout's (a
+    reference tree for a before/after in one run; templates and settings stay this tree's)."""
     name = name or ("kemi" if meta_transport == "tcp" else "kemi-tls")
     out = _render_product(site, name, workers, log_level)
     config = out / "kamailio.cfg"
@@ -106,7 +109,7 @@ def kemi_setup(site: BenchSite, workers: int, log_level: int, meta_transport: st
                             f'modparam("app_python3", "load", "{out}/wa_edge_bench.py")')
         config.write_text(text, encoding="utf-8")
         (out / "wa_edge_bench.py").write_text(BENCH_ENTRY.format(
-            kemi_parent=json.dumps(str(KEMI_DIR.parent)),
+            kemi_parent=json.dumps(str(kemi_parent or KEMI_DIR.parent)),
             settings=json.dumps(str(out / "edge-settings.json"))), encoding="utf-8")
     front = out.parent / "haproxy" / "haproxy.cfg"
     if meta_transport == "tls" and front.exists():

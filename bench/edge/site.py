@@ -36,6 +36,8 @@ class BenchPorts:
     meta_sipp: int = field(default_factory=free_port)
     stunnel: int = field(default_factory=free_port)
     metrics: int = field(default_factory=free_port)  # Kamailio's /metrics: on, as in production
+    front_backend: int = field(default_factory=free_port)  # HAProxy's side of Kamailio (5.6)
+    outbound_tls: int = field(default_factory=free_port)  # Kamailio's own TLS socket toward Meta
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ def bench_site(folder: Path, ports: BenchPorts, metrics: bool = True, host: str 
         "tls": {"certificate": str(leaf.certificate), "private_key": str(leaf.private_key),
                 "ca_list": str(ca.certificate)},
         "listen": {"tls": f"{host}:{ports.tls}", "internal": f"{host}:{ports.internal}",
-                   # the HAProxy-side sockets at their default ports, on this edge's address
-                   "front_backend": f"{host}:5062", "outbound_tls": f"{host}:5063"},
+                   # the HAProxy-side sockets on free ports (not 5062/5063: a lab may hold them)
+                   "front_backend": f"{host}:{ports.front_backend}",
+                   "outbound_tls": f"{host}:{ports.outbound_tls}"},
         "credentials": {"store": f"sqlite:///{folder / 'credentials.sqlite'}"},
         "freeswitch": {"sets": [{"id": 1, "algorithm": "priority", "nodes": [
             {"uri": f"sip:127.0.0.1:{ports.freeswitch}", "priority": 10}]}]},

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,8 @@ def sites(folder: Path, metrics: bool) -> tuple[BenchSite, list[BenchSite]]:
     edge_a = bench_site(folder, ports, metrics=metrics, cluster=cluster(edges[0]), ca=single.ca)
     ports_b = BenchPorts(tls=ports.tls, plain=ports.plain, internal=ports.internal,
                          freeswitch=ports.freeswitch, meta_sipp=free_port(),
-                         stunnel=ports.stunnel, metrics=ports.metrics)
+                         stunnel=ports.stunnel, metrics=ports.metrics,
+                         front_backend=ports.front_backend, outbound_tls=ports.outbound_tls)
     edge_b = bench_site(folder, ports_b, metrics=metrics, host=SECOND_EDGE,
                         cluster=cluster(edges[1]), ca=single.ca)
     return single, [edge_a, edge_b]
@@ -254,6 +255,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="one-edge,two-edges,native")
     parser.add_argument("--no-ramp", action="store_true", help="fixed-rate rounds only")
     parser.add_argument("--keep", action="store_true", help="keep logs and SIPp files")
+    parser.add_argument("--memory-manager", choices=("qm", "fm", "tlsf"), default=None,
+                        help="Kamailio's memory manager (-x) for every set-up; default: its own "
+                        "(qm)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few calls per set-up: proves the harness, times nothing")
     parser.add_argument("--tls-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -280,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         single, pair = sites(folder, metrics=True)
         print(f"bench-edge-site: {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; workers={args.workers} per "
-              f"edge; ramp {plan.steps} x {plan.step_seconds:g} s; fixed {plan.fixed_rate} cps "
+              f"edge; memory manager {args.memory_manager or 'default'}; ramp {plan.steps} x "
+              f"{plan.step_seconds:g} s; fixed {plan.fixed_rate} cps "
               f"x {plan.fixed_seconds:g} s; logs in {folder}", flush=True)
         makers = {
             "one-edge": lambda: SiteSetup("one-edge", [kemi_setup(
@@ -292,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                 single, args.workers, args.log_level)], [single]),
         }
         setups = [makers[name]() for name in LABELS if name in only]
+        if args.memory_manager:
+            setups = [replace(s, setups=[replace(k, memory_manager=args.memory_manager)
+                                         for k in s.setups]) for s in setups]
         for number in range(1, plan.rounds + 1):
             print(f"bench-edge-site: fixed rate, round {number} of {plan.rounds} ...", flush=True)
             for site_setup in setups:
