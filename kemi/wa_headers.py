@@ -21,6 +21,7 @@ PAYLOAD_HEADERS = frozenset({"x-wa-meta-cta-payload", "x-wa-meta-deeplink-payloa
 _PRINTABLE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PARAM_NAME = re.compile(r"[^0-9A-Za-z-]")
+_END_OF_HEADERS = re.compile(r"\r?\n\r?\n")  # the empty line after the last header
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,22 @@ class ScreenResult:
 
 
 def header_fields(message: str) -> list[tuple[str, str]]:
-    """(name, value) of each header field in a raw SIP message, unfolded, in order."""
-    head = message.split("\r\n\r\n", 1)[0]
-    lines = head.split("\r\n")[1:]
+    """(name, value) of each header field in a raw SIP message, unfolded, in order.
+
+    Lines are read as Kamailio's parser reads them (core/parser/msg_parser.c, get_hdr_field):
+    a header ends at its LF, a CR before it dropped, unless the next line starts with a space
+    or tab (folded); the headers end at the first empty line. So a header after a bare LF is
+    a header here too, as it is to Kamailio: split at CRLF only, it was read as part of the
+    line before, and an X-WA-* header (or a second credentials header) written that way was
+    not seen by the screening (or the one-credentials-header check).
+    """
+    end = _END_OF_HEADERS.search(message)
+    head = message[:end.start()] if end else message
+    lines = head.split("\n")[1:]
     fields: list[tuple[str, str]] = []
     for line in lines:
+        if line.endswith("\r"):
+            line = line[:-1]
         if line[:1] in (" ", "\t") and fields:
             name, value = fields[-1]
             fields[-1] = (name, value + " " + line.strip())

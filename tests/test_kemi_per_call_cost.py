@@ -15,7 +15,7 @@ import pytest
 
 from kemi.decisions import next_hop_address
 from kemi.dialog_mac import MAC_BYTES, _b64, _mac
-from kemi.digest_credentials import CredentialsProblem, parse_digest
+from kemi.digest_credentials import CredentialsProblem, credentials_for, parse_digest
 from kemi.request_uri import RequestUriError, parse_uic_request_uri
 from kemi.wa_headers import header_fields, may_carry_edge_headers, screen_inbound_headers
 
@@ -84,3 +84,25 @@ def test_any_x_wa_header_in_any_case_is_screened(forged: str, removed: tuple[str
 def test_a_message_without_x_wa_text_has_nothing_to_screen() -> None:
     assert not may_carry_edge_headers(BYE)
     assert screen_inbound_headers(header_fields(BYE), 1024, 256).remove == ()
+
+
+def test_a_header_after_a_bare_lf_is_a_header_as_kamailio_reads_it() -> None:
+    """Kamailio ends a header at its LF (a CR before it dropped): a forged X-WA-* header or a
+    second credentials header after a bare LF must be seen, screened and counted."""
+    message = ("INVITE sip:+15550100001@sip.example.com SIP/2.0\r\nVia: SIP/2.0/TLS a\r\n"
+               "User-Agent: x\nX-WA-Auth: digest\r\nSubject: folded\n\tline\r\n"
+               "Proxy-Authorization: Digest a=1\nProxy-Authorization: Digest b=2\r\n"
+               "\nX-WA-Context: in-the-body\r\n")
+    fields = header_fields(message)
+    assert fields == [("Via", "SIP/2.0/TLS a"), ("User-Agent", "x"), ("X-WA-Auth", "digest"),
+                      ("Subject", "folded line"), ("Proxy-Authorization", "Digest a=1"),
+                      ("Proxy-Authorization", "Digest b=2")]
+    assert screen_inbound_headers(fields, 1024, 256).remove == ("x-wa-auth",)
+    with pytest.raises(CredentialsProblem, match="2 Proxy-Authorization headers"):
+        credentials_for(fields, "Proxy-Authorization", "sip.example.com")
+
+
+def test_crlf_messages_read_as_before() -> None:
+    message = ("BYE sip:a@b SIP/2.0\r\nVia: v\r\nX-Folded: one\r\n two\r\nCall-ID: c\r\n"
+               "\r\nbody: not a header\r\n")
+    assert header_fields(message) == [("Via", "v"), ("X-Folded", "one two"), ("Call-ID", "c")]
