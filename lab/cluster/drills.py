@@ -157,16 +157,33 @@ def media_node_killed(site: ClusterSite) -> DrillReport:
         report.calls.append(_with_node(site, meta_call))
     report.check("new calls are answered on media2",
                  any(c.good and site.business_saw(c.wacid, "invite") == "media2" for c in new))
-    states = [site.dispatcher_states(edge).get(site.node("media1").address, "")
-              for edge in site.edges.values()]
+    # the new calls above may all have been placed before the probe failed (the kill can land
+    # anywhere in a probe interval): wait for both dispatchers, then place one call after
+    _wait(lambda: all(state.startswith("I") for state in _media1_states(site)),
+          max(0.0, PROBE_FAILS_WITHIN_S + TOLD_MARGIN_S - (time.monotonic() - fault_at)))
+    states = _media1_states(site)
+    inactive = all(state.startswith("I") for state in states)
     report.check(f"both edges' dispatchers mark media1 inactive after a failed probe ({states})",
-                 all(state.startswith("I") for state in states))
-    if len(new) >= 2 and new[-1].good:
+                 inactive)
+    if inactive:
+        after = site.whole_call(HOLD_S)
+        report.placed += 1
+        report.lost += 0 if after.good else 1
+        report.calls.append(_with_node(site, after))
         report.check(f"once the probe failed a new call is not delayed by media1 "
-                     f"({new[-1].setup_ms:.0f} ms to answer)", new[-1].setup_ms < 1000)
+                     f"({after.setup_ms:.0f} ms to answer, on "
+                     f"{site.business_saw(after.wacid, 'invite')})",
+                     after.good and after.setup_ms < 1000
+                     and site.business_saw(after.wacid, "invite") == "media2")
     site.start_business("media1")
     site.wait_for_probes()
     return report
+
+
+def _media1_states(site: ClusterSite) -> list[str]:
+    """media1's dispatcher flags on every edge ('AP' active, 'IP' inactive and probing)."""
+    return [site.dispatcher_states(edge).get(site.node("media1").address, "")
+            for edge in site.edges.values()]
 
 
 def _ha1(site: ClusterSite, role: str) -> str | None:
