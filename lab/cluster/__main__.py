@@ -46,6 +46,7 @@ def run(folder: Path, only: list[str], media_replication: bool = True) -> list[D
         assert site.network is not None
         for role, node in site.network.nodes.items():
             print(f"  {role:7} {node.address:14} {node.net.name}")
+        print(f"  {site.media_kind}")
         if site.redis is not None:
             print(f"  rtpengine replication: Redis on pg ({site.redis.url(0)[:-2]}), media on "
                   f"floating addresses {', '.join(f'{r} {a}' for r, a in MEDIA_ADDRESSES.items())}")

@@ -10,19 +10,24 @@ drill leaves the site as it found it (the node restarted, probes green again).
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from esl.database import PG_RETRY_AFTER_S
 from lab.cluster.business_node import BUSINESS_TONE_HZ
 from lab.cluster.edge_node import INTERNAL_PORT, NG_LISTEN, PROBE_INTERVAL_S
+from lab.cluster.freeswitch_node import HEARTBEAT_S, NODE_LOST_AFTER_S, FreeswitchMediaNode
 from lab.cluster.media_failover import MEDIA_ADDRESSES, REDIS_DBS, take_over
 from lab.cluster.media_gaps import GAP_S, Arrivals
 from lab.cluster.meta import META_TONE_HZ, MetaCall, mac_key_id
 from lab.cluster.site import EDGES, REPO, ClusterSite
 from lab.cluster.topology import inside
 from lab.media.sdp import SrtpMode
+from lab.processes import LabError
 from lab.site_toml import write_site_toml
 from provisioning.in_dialog_keys import rotate_key_file
 from provisioning.kamailio_rpc import RpcError, call
@@ -42,6 +47,12 @@ MEDIA_BACK_S = 2.0
 REPLICATED_WITHIN_S = 5.0
 REDIS_BACK_WITHIN_S = 20.0  # rendered redis-disable-time 10 s, then the next call's writes
 YOUNG_KEYS_WITHIN_S = 2.0  # a DTLS call's keys in Redis after its answer (endpoint-learning)
+# FreeSWITCH media nodes: a dead node's last heartbeat is at most one heartbeat old at the kill,
+# stale after node_lost_after_s, and the surviving wa-esl looks once a heartbeat: closed within
+# their sum (plus the drill's polling)
+LOST_CLOSED_WITHIN_S = NODE_LOST_AFTER_S + HEARTBEAT_S
+LOST_POLL_S = 0.2
+CDR_BACK_WITHIN_S = PG_RETRY_AFTER_S + HEARTBEAT_S + 3.0  # PostgreSQL started again
 
 
 @dataclass
@@ -53,6 +64,7 @@ class DrillReport:
     checks: list[tuple[str, bool]] = field(default_factory=list)
     not_built: list[tuple[str, bool]] = field(default_factory=list)  # promises nothing keeps yet
     calls: list[str] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)  # printed as they are (a command's output)
 
     @property
     def passed(self) -> bool:
@@ -69,6 +81,7 @@ class DrillReport:
                f"  calls placed {self.placed}, lost {self.lost}, first good call after the "
                f"fault {first}"]
         out += [f"  call {line}" for line in self.calls]
+        out += [f"  {line}" for line in self.shown]
         out += [f"  {'ok  ' if ok else 'FAIL'} {text}" for text, ok in self.checks]
         out += [f"  {'ok  ' if ok else 'NOT BUILT'} {text}" for text, ok in self.not_built]
         return out
@@ -129,13 +142,17 @@ def _wait(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.1) 
 
 
 def media_node_killed(site: ClusterSite) -> DrillReport:
-    """media1 (the dispatcher's first choice) SIGKILLed with calls up on it."""
+    """media1 (the dispatcher's first choice) SIGKILLed with calls up on it. FreeSWITCH media
+    nodes: FreeSWITCH and wa-esl both, and media2's wa-esl must close the calls' CDRs `lost`
+    (node media1, the media-node-lost diagnosis) within LOST_CLOSED_WITHIN_S; `wa-esl call
+    show` of one is printed."""
     report = DrillReport("a business media node killed mid-call")
     up = _calls_up(site, report)
     report.check("the calls up are on media1",
                  all(site.business_saw(c.wacid, "invite") == "media1" for c in up))
     site.business["media1"].kill()
     fault_at = time.monotonic()
+    closed = _LostCalls(site, up, fault_at) if site.freeswitch is not None else None
     new = _new_calls_until_good(site, report, fault_at)
     _wait(lambda: all(site.remote_bye(c) for c in up),
           max(0.0, PROBE_FAILS_WITHIN_S + TOLD_MARGIN_S - (time.monotonic() - fault_at)))
@@ -151,6 +168,8 @@ def media_node_killed(site: ClusterSite) -> DrillReport:
                      f"Reason: {reason or 'none'}",
                      at is not None and at <= PROBE_FAILS_WITHIN_S + TOLD_MARGIN_S and in_dialog
                      and "cause=502" in reason and "media node lost" in reason)
+    if closed is not None:
+        closed.check(report)
     for meta_call in up:
         site.hang_up(meta_call)
         report.lost += 1  # the business side of the call is gone
@@ -178,6 +197,61 @@ def media_node_killed(site: ClusterSite) -> DrillReport:
     site.start_business("media1")
     site.wait_for_probes()
     return report
+
+
+class _LostCalls:
+    """The surviving FreeSWITCH node's wa-esl closing the dead node's calls: watched from the
+    fault, in a thread of its own (new calls are placed meanwhile), the site's CDR database read
+    through media2 every LOST_POLL_S until each call up is `lost` or the budget has passed."""
+
+    def __init__(self, site: ClusterSite, up: list[MetaCall], fault_at: float) -> None:
+        self.site = site
+        self.up = up
+        self.fault_at = fault_at
+        self.closed_after: dict[str, float] = {}
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._watch, name="lost-calls", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        survivor = self.site.media_node("media2")
+        wacids = {c.wacid for c in self.up}
+        while time.monotonic() - self.fault_at < LOST_CLOSED_WITHIN_S + 5.0:
+            try:
+                records = survivor.records(wacids)
+            except (sqlite3.Error, OSError) as error:  # reported by check(), never raised here
+                self.errors.append(f"{type(error).__name__}: {error}")
+                return
+            for wacid, record in records.items():
+                if record.state == "lost" and wacid not in self.closed_after:
+                    self.closed_after[wacid] = time.monotonic() - self.fault_at
+            if len(self.closed_after) == len(wacids):
+                return
+            time.sleep(LOST_POLL_S)
+
+    def check(self, report: DrillReport) -> None:
+        self._thread.join(timeout=LOST_CLOSED_WITHIN_S + 10.0)
+        survivor = self.site.media_node("media2")
+        records = survivor.records({c.wacid for c in self.up}) if not self.errors else {}
+        for meta_call in self.up:
+            record = records.get(meta_call.wacid)
+            after = self.closed_after.get(meta_call.wacid)
+            diagnosis = (record.diagnosis or "") if record is not None else ""
+            said = (f"state {record.state}, node {record.node}, diagnosis "
+                    f"{diagnosis[:60] or 'none'}..." if record is not None
+                    else f"no CDR ({'; '.join(self.errors) or 'none written'})")
+            report.check(
+                f"{meta_call.wacid}: media2's wa-esl closed its CDR lost "
+                f"{f'after {after:.1f} s' if after is not None else 'never'} (within "
+                f"node_lost_after_s {NODE_LOST_AFTER_S} + heartbeat {HEARTBEAT_S:.0f} s "
+                f"+ {LOST_POLL_S:.1f} s polling; {said})",
+                record is not None and after is not None
+                and after <= LOST_CLOSED_WITHIN_S + LOST_POLL_S and record.state == "lost"
+                and record.node == "media1" and diagnosis.startswith("media-node-lost"))
+        if self.up:
+            wacid = self.up[0].wacid
+            report.shown.append(f"wa-esl call show {wacid} (on media2):")
+            report.shown += [f"  | {line}" for line in survivor.call_show(wacid).splitlines()]
 
 
 def _media1_states(site: ClusterSite) -> list[str]:
@@ -212,6 +286,8 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
     report = DrillReport("PostgreSQL stopped")
     assert site.postgres is not None
     before = {role: _ha1(site, role) for role in EDGES}
+    logged = {role: media.wa_esl.log_size() for role, media in _freeswitch_nodes(site)
+              if media.wa_esl is not None}
     site.postgres.stop()
     fault_at = time.monotonic()
     _new_calls_until_good(site, report, fault_at, extra_good=2)
@@ -228,7 +304,26 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
     report.calls.append(_with_node(site, last))
     report.check("a call after the failed sync is good", last.good)
     site.postgres.start()
+    back_at = time.monotonic()
+    for role, media in _freeswitch_nodes(site):
+        # the next drill's calls need their CDRs written: wa-esl's first heartbeat after its
+        # connection's retry delay says it writes again
+        assert media.wa_esl is not None
+        try:
+            media.wa_esl.wait_for_line(r"heartbeat written again", CDR_BACK_WITHIN_S,
+                                       start=logged.get(role, 0))
+            writes = f"after {time.monotonic() - back_at:.1f} s"
+        except LabError as error:
+            writes = f"not within {CDR_BACK_WITHIN_S:.0f} s ({error})"
+        report.check(f"{role}'s wa-esl writes to PostgreSQL again {writes} (its retry delay "
+                     f"{PG_RETRY_AFTER_S:.0f} s + a heartbeat)", writes.startswith("after"))
     return report
+
+
+def _freeswitch_nodes(site: ClusterSite) -> list[tuple[str, FreeswitchMediaNode]]:
+    """The site's FreeSWITCH + wa-esl media nodes (none when it runs the plain side)."""
+    return [(role, media) for role, media in site.business.items()
+            if isinstance(media, FreeswitchMediaNode)]
 
 
 def _media_line(site: ClusterSite, meta_call: MetaCall, fault_at: float) -> tuple[str, bool]:

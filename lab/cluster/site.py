@@ -1,6 +1,8 @@
 """The whole cluster lab site, started in order and always torn down: the network, PostgreSQL
 (credentials written as `provision sync` would), two edges sharing DMQ state, two business
-media nodes, the hosts file naming both edges, and Meta's loop in Meta's namespace."""
+media nodes (FreeSWITCH + wa-esl each where a FreeSWITCH is installed, else the lab's plain
+SIP/RTP business side: lab/cluster/freeswitch_node.py, business_node.py), the hosts file naming
+both edges, and Meta's loop in Meta's namespace."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from lab.certs import make_test_ca
 from lab.cluster.edge_node import BUSINESS_PORT, DMQ_PORT, ClusterEdge, cluster_overrides
+from lab.cluster.freeswitch_node import FreeswitchMediaNode, freeswitch_choice, node_config
 from lab.cluster.media_failover import (
     MEDIA_ADDRESSES,
     REDIS_DBS,
@@ -23,10 +26,19 @@ from lab.cluster.media_failover import (
     allow_nonlocal_bind,
     hold_address,
 )
-from lab.cluster.meta import MetaCall, call_up, hang_up, resolve, tls_context, whole_call
+from lab.cluster.meta import (
+    META_TONE_HZ,
+    MetaCall,
+    call_up,
+    hang_up,
+    resolve,
+    tls_context,
+    whole_call,
+)
 from lab.cluster.postgres import PostgresNode
 from lab.cluster.topology import NamespaceLoop, Node, SiteNetwork, inside, site_network
 from lab.edge import EXAMPLE_CONFIG
+from lab.freeswitch import dtls_certificate
 from lab.media.sdp import SrtpMode
 from lab.processes import LabError, ManagedProcess
 from lab.rtpengine_section import PASSWORDS
@@ -37,25 +49,35 @@ from provisioning.pg_store import open_postgres_store
 REPO = Path(__file__).resolve().parent.parent.parent
 EDGES = ("edgea", "edgeb")
 MEDIA = ("media1", "media2")
+BusinessNode = ManagedProcess | FreeswitchMediaNode
 
 
 class ClusterSite:
     """`media_replication`: rtpengine's Redis replication and floating media addresses
-    (lab/cluster/media_failover.py); off, each edge's media is its own, as without them."""
+    (lab/cluster/media_failover.py); off, each edge's media is its own, as without them.
+    `use_freeswitch`: the media nodes are FreeSWITCH + wa-esl when one is installed (None, the
+    default), or the plain side whatever is installed (False); `media_kind` says which, why."""
 
-    def __init__(self, folder: Path, media_replication: bool = True) -> None:
+    def __init__(self, folder: Path, media_replication: bool = True,
+                 use_freeswitch: bool | None = None) -> None:
         self.folder = folder
+        binary, self.media_kind = freeswitch_choice()
+        if use_freeswitch is False and binary is not None:
+            binary, self.media_kind = None, ("business media nodes: the lab's plain SIP/RTP "
+                                             "side (lab/cluster/business_node.py), asked for")
+        self.freeswitch = binary
         self.media_replication = media_replication
         self.redis: RedisNode | None = None
         self.stack = ExitStack()
         self.network: SiteNetwork | None = None
         self.postgres: PostgresNode | None = None
         self.edges: dict[str, ClusterEdge] = {}
-        self.business: dict[str, ManagedProcess] = {}
+        self.business: dict[str, BusinessNode] = {}
         self.meta: NamespaceLoop | None = None
         self.hosts_file = folder / "hosts"
         self.sip_domain = ""
         self.serial = 0
+        self.calls: dict[str, MetaCall] = {}  # wacid -> the call, as Meta saw it
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -83,8 +105,9 @@ class ClusterSite:
         self.stack.callback(self.postgres.remove)
         edge_nodes = [self.network[role] for role in EDGES]
         media_nodes = [self.network[role] for role in MEDIA]
-        for role in MEDIA:
-            self.start_business(role)
+        if self.freeswitch is None:
+            for role in MEDIA:
+                self.start_business(role)
         self.ca = make_test_ca(shared / "ca", "wa-sip cluster lab CA")
         redis_urls = None
         if self.media_replication:
@@ -110,6 +133,10 @@ class ClusterSite:
                                            for node in edge_nodes), encoding="utf-8")
         for edge in self.edges.values():
             self.wait_for_dmq_peers(edge)
+        if self.freeswitch is not None:  # their config is the edge's, made above
+            self.dtls_pem = dtls_certificate(shared / "dtls-srtp.pem")
+            for role in MEDIA:
+                self.start_business(role)
         self.meta = NamespaceLoop(self.network["meta"])
         self.stack.callback(self.meta.close)
         self.wait_for_probes()
@@ -126,9 +153,11 @@ class ClusterSite:
             finally:
                 store.close()
 
-    def start_business(self, role: str) -> ManagedProcess:
+    def start_business(self, role: str) -> BusinessNode:
         assert self.network is not None
         node = self.network[role]
+        if self.freeswitch is not None:
+            return self._start_freeswitch_node(node)
         log = self.folder / f"{role}.log"
         process = ManagedProcess(role, node.argv(
             sys.executable, "-m", "lab.cluster.business_node", node.address, str(BUSINESS_PORT)),
@@ -142,6 +171,29 @@ class ClusterSite:
             time.sleep(0.1)
         self.business[role] = process
         return process
+
+    def _start_freeswitch_node(self, node: Node) -> FreeswitchMediaNode:
+        assert self.postgres is not None and self.network is not None
+        media = self.business.get(node.role)
+        if not isinstance(media, FreeswitchMediaNode):  # else a restart: its logs go on
+            edges = [self.network[role] for role in EDGES]
+            raw = node_config(self.edges["edgea"].raw_config, node, edges, self.postgres.url)
+            media = FreeswitchMediaNode(node, self.folder / node.role, raw, self.dtls_pem)
+            self.stack.callback(media.close)
+            self.stack.callback(media.stop)
+        try:
+            media.start()
+        except LabError as error:
+            raise LabError(f"business node {node.role} (FreeSWITCH + wa-esl) did not start: "
+                           f"{error}") from None
+        self.business[node.role] = media
+        return media
+
+    def media_node(self, role: str) -> FreeswitchMediaNode:
+        """The FreeSWITCH + wa-esl media node `role` (only when the site runs them)."""
+        media = self.business[role]
+        assert isinstance(media, FreeswitchMediaNode), "the site runs the plain business side"
+        return media
 
     def wait_for_dmq_peers(self, edge: ClusterEdge, timeout_s: float = 20) -> None:
         others = {e.node.address for e in self.edges.values() if e is not edge}
@@ -183,8 +235,10 @@ class ClusterSite:
 
     def new_call(self, mode: SrtpMode = SrtpMode.SDES) -> MetaCall:
         self.serial += 1
-        return MetaCall(f"wacid.cluster{self.serial:03d}", resolve(self.hosts_file, self.sip_domain),
-                        mode)
+        meta_call = MetaCall(f"wacid.cluster{self.serial:03d}",
+                             resolve(self.hosts_file, self.sip_domain), mode)
+        self.calls[meta_call.wacid] = meta_call
+        return meta_call
 
     def _tls(self) -> Any:
         return tls_context([self.ca.certificate])
@@ -212,6 +266,7 @@ class ClusterSite:
         return uac is not None and uac.remote_bye.is_set()
 
     def business_events(self, role: str) -> list[dict[str, Any]]:
+        """The plain business node's JSON lines (lab/cluster/business_node.py)."""
         path = self.folder / f"{role}.log"
         events = []
         for line in path.read_text(errors="replace").splitlines():
@@ -223,7 +278,11 @@ class ClusterSite:
         return events
 
     def business_saw(self, wacid: str, event: str) -> str | None:
-        """Which business node logged `event` for the call, if one did."""
+        """Which business node logged `event` for the call, if one did ("invite" or "bye"; a
+        FreeSWITCH node: its SIP trace holds the call's INVITE, or a BYE of its dialog)."""
+        if self.freeswitch is not None:
+            return next((role for role in MEDIA
+                         if event in self.media_node(role).saw(wacid)), None)
         for role in MEDIA:
             if any(e.get("event") == event and e.get("wacid") == wacid
                    for e in self.business_events(role)):
@@ -231,7 +290,15 @@ class ClusterSite:
         return None
 
     def business_event(self, wacid: str, event: str) -> dict[str, Any]:
-        """The business node's log entry of `event` for the call ({} when none logged it)."""
+        """The business node's log entry of `event` for the call ({} when none logged it; a
+        FreeSWITCH node's has the call's Call-ID and the message's source only)."""
+        if self.freeswitch is not None:
+            answered_at = self.calls[wacid].answered_at if wacid in self.calls else None
+            for role in MEDIA:
+                entry = self.media_node(role).saw(wacid, answered_at).get(event)
+                if entry is not None:
+                    return entry
+            return {}
         for role in MEDIA:
             for entry in self.business_events(role):
                 if entry.get("event") == event and entry.get("wacid") == wacid:
@@ -239,6 +306,14 @@ class ClusterSite:
         return {}
 
     def business_heard_meta(self, wacid: str) -> bool:
+        """Did the business hear Meta's tone (a FreeSWITCH node: at its RTP port)?"""
+        if self.freeswitch is not None:
+            meta_call = self.calls.get(wacid)
+            role = self.business_saw(wacid, "invite")
+            if meta_call is None or meta_call.answered_at is None or role is None:
+                return False
+            hz = self.media_node(role).heard_hz(wacid, meta_call.answered_at)
+            return hz is not None and abs(hz - META_TONE_HZ) <= 5.0
         for role in MEDIA:
             for e in self.business_events(role):
                 if e.get("event") == "bye" and e.get("wacid") == wacid and e.get("heard_hz"):
