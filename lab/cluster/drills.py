@@ -317,6 +317,13 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
             writes = f"not within {CDR_BACK_WITHIN_S:.0f} s ({error})"
         report.check(f"{role}'s wa-esl writes to PostgreSQL again {writes} (its retry delay "
                      f"{PG_RETRY_AFTER_S:.0f} s + a heartbeat)", writes.startswith("after"))
+        # each CDR write failing is documented (esl/README.md); a handler dying on it is not
+        since = media.wa_esl.text()[logged.get(role, 0):]
+        calls, hangups = since.count("call handler failed"), since.count("event handler failed")
+        report.not_built.append((
+            f"{role}'s wa-esl handles the calls placed while PostgreSQL is down without a "
+            f"traceback ({calls} call handler and {hangups} hangup event handler tracebacks "
+            "on the failed CDR write: esl/uic.py, esl/controller.py)", calls + hangups == 0))
     return report
 
 
