@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -15,16 +16,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lab.netns import benchmark_addresses as attacker_addresses
 from lab.netns import unavailable_reason as unavailable_reason  # re-exported for the tests
+from tests.security.admission_parties import ListenerCounts
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_META, META_ADDRESS, META_RANGE = "10.77.0.1", "10.77.0.2", "10.77.0.0/24"
 SERVER_ATTACK = "198.18.0.1"
 PREFIX = "wsadm"
 COMMAND_TIMEOUT_S = 20
+SETTLE_TIMEOUT_S = 20  # the listener getting through 1600 connections on a loaded machine
 
 
 def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -35,13 +38,72 @@ def run(*command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+class Listener:
+    """The capped listener in the server namespace, asked for its counts over its stdin/stdout.
+
+    Connections a flood completed are the listener's to count only once it has got through
+    them: until then some wait in its accept queue and some it refused are not closed yet, and
+    an attacker's socket looks held. `settle` waits for that moment instead of guessing it."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self._buffer = b""
+
+    def read_line(self, timeout: float) -> str:
+        assert self.process.stdout is not None
+        descriptor = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([descriptor], [], [], left)[0]:
+                raise RuntimeError(f"the listener wrote no line within {timeout} s")
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                raise RuntimeError(f"the listener ended (exit status {self.process.poll()})")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def status(self) -> ListenerCounts:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"status\n")
+        self.process.stdin.flush()
+        return cast(ListenerCounts, json.loads(self.read_line(COMMAND_TIMEOUT_S)))
+
+    def settle(self, accepted: int | None = None, held: int | None = None) -> ListenerCounts:
+        """Wait until the listener has been handed `accepted` connections in all (or more),
+        holds at most `held`, has none in its accept queue and no refused one left to close."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while True:
+            counts = self.status()
+            if (counts["queued"] == 0 and counts["closing"] == 0
+                    and (accepted is None or counts["accepted"] >= accepted)
+                    and (held is None or counts["held"] <= held)):
+                return counts
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the listener did not settle within {SETTLE_TIMEOUT_S} s "
+                                   f"(waiting for accepted >= {accepted}, held <= {held}): {counts}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """End it (closing its stdin ends it; terminate if that does not)."""
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+
+
 @dataclass
 class Topology:
     server: str
     meta: str
     attackers: str
     attacker_sources: list[str]
-    processes: list[subprocess.Popen[str]] = field(default_factory=list)
+    processes: list[subprocess.Popen[str] | subprocess.Popen[bytes]] = field(default_factory=list)
+    listener: Listener | None = None
 
     def exec(self, namespace: str, *command: str) -> list[str]:
         return ["ip", "netns", "exec", namespace, *command]
@@ -67,20 +129,34 @@ class Topology:
             counts[rule["comment"]] = counts.get(rule["comment"], 0) + packets
         return counts
 
-    def start_listener(self, port: int, cap: int) -> subprocess.Popen[str]:
-        listener = subprocess.Popen(self.party(self.server, "listener", "--port", str(port),
-                                               "--cap", str(cap)),
-                                    cwd=REPO, stdout=subprocess.PIPE, text=True)
-        self.processes.append(listener)
-        assert listener.stdout is not None
-        if listener.stdout.readline().strip() != "listening":
+    def start_listener(self, port: int, cap: int) -> Listener:
+        process = subprocess.Popen(self.party(self.server, "listener", "--port", str(port),
+                                              "--cap", str(cap)),
+                                   cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.processes.append(process)
+        listener = Listener(process)
+        if listener.read_line(COMMAND_TIMEOUT_S).strip() != "listening":
             raise RuntimeError("the listener did not start")
+        self.listener = listener
         return listener
+
+    def stop_listener(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.processes.remove(self.listener.process)
+            self.listener = None
 
     @contextmanager
     def flood(self, sources: list[str], per_source: int, port: int,
               timeout: float = 0.8) -> Iterator[dict[str, int]]:
-        """Connections from `sources`, held while the block runs; yields the counts."""
+        """Connections from `sources`, held while the block runs; yields the counts.
+
+        The flood's own counts say how each handshake ended; `held` is what the listener holds
+        of them once it has got through them all. When the block ends normally, the listener has
+        let go of them too, so the next flood starts from the same listener state."""
+        if self.listener is None:
+            raise RuntimeError("flood needs a listener (start_listener)")
+        before = self.listener.settle()
         flood = subprocess.Popen(self.party(self.attackers, "flood", "--sources", *sources,
                                             "--per-source", str(per_source), "--target",
                                             SERVER_ATTACK, "--port", str(port), "--timeout", str(timeout)),
@@ -91,7 +167,15 @@ class Topology:
             line = flood.stdout.readline()
             if not line:
                 raise RuntimeError("the flood ended without counts")
-            yield json.loads(line)
+            counts: dict[str, int] = json.loads(line)
+            settled = self.listener.settle(accepted=before["accepted"] + counts["connected"])
+            counts["held"] = settled["held"] - before["held"]
+            counts["listener_refused"] = settled["refused"] - before["refused"]
+            yield counts
+            if flood.stdin:
+                flood.stdin.close()
+            flood.wait(timeout=10)
+            self.listener.settle(held=before["held"])
         finally:
             if flood.stdin:
                 flood.stdin.close()
