@@ -27,10 +27,18 @@ def _value(value: object) -> str:
     return json.dumps(text[:MAX_VALUE], ensure_ascii=True)
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def utc_now() -> str:
-    """The moment, as ISO 8601 UTC with milliseconds (the log line's `at`)."""
+    """The moment, as ISO 8601 UTC with milliseconds (the log line's `at`); the seconds'
+    text is formatted once a second (strftime was most of a call line's cost)."""
+    global _second
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    second = int(now)
+    if second != _second[0]:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{int(now % 1 * 1000):03d}Z"
 
 
 def call_line(event: str, direction: str, call_id: str, **fields: object) -> str:

@@ -15,8 +15,8 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import KSR
 
@@ -65,6 +65,8 @@ from kemi.media_loss import (
     bye_toward_meta,
     decode,
     lost_with_node,
+    meta_side,
+    meta_side_value,
     node_key,
     record_key,
 )
@@ -88,6 +90,7 @@ STALE = 16
 MAXFWD_UNREADABLE = -2  # KSR.maxfwd.process_maxfwd: the headers could not be parsed (maxfwd.c)
 HA1_PASSWORD = 1
 CSEQ_STEP_AVP = "$avp(wa_cseq_step)"  # a transaction's CSeq step toward Meta (BIC)
+META_SIDE_AVP = "$avp(wa_meta_side)"  # what a BYE toward Meta needs, for the 200 (UIC)
 SOURCE_CACHE_SIZE = 1024  # allow-list decisions kept per worker (Meta's prefixes hold few hosts)
 MAX_CHALLENGES = 8  # challenge headers of one 401/407 looked at (Meta sends two)
 OUTCOME_FLAG = 10  # transaction flag: this INVITE's outcome is counted (2xx retransmissions)
@@ -96,9 +99,9 @@ META_SOCKET = "meta"  # kamailio.cfg: the socket Meta's requests arrive on
 DMQ_SOCKET = "dmq"  # kamailio.cfg, [cluster]: the edges' DMQ socket (provisioning/render.py)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """What the request route asks of every request, read from KSR once when it enters.
+class RequestFacts(NamedTuple):
+    """What the request route asks of every request, read from KSR once when it enters
+    (a NamedTuple: built twice per request, a third of a frozen dataclass's cost).
 
     `kind` is the method upper-cased, as Kamailio's own method test (is_ACK ...) matches it;
     `method` is the method as sent, for the policy that compares it exactly and for logs.
@@ -605,29 +608,29 @@ class WhatsAppEdge:
     # ---- a business node lost mid-call (kemi/media_loss.py) ------------------------------
 
     def note_meta_side(self, fields: list[tuple[str, str]]) -> None:
-        """What of Meta's INVITE a BYE toward Meta needs, kept with the transaction (AVPs) for
-        the 200's reply route."""
-        source = str(KSR.pv.get("$si") or "")
+        """What of Meta's INVITE a BYE toward Meta needs, kept with the transaction for the
+        200's reply route, in one AVP (kemi/media_loss.py, meta_side_value): each AVP set is
+        an allocation in Kamailio's shared memory and each read a KSR call."""
+        source = self.request.source  # $si, read once when the route began
         proto = str(KSR.pv.get("$pr") or "tls")
         host = f"[{source}]" if ":" in source else source
         local = str(KSR.pv.get("$Ri") or "")
         local = f"[{local}]" if ":" in local else local
-        KSR.pv.sets("$avp(wa_meta_contact)", contact_uri(str(KSR.hdr.get("Contact") or "")))
-        KSR.pv.sets("$avp(wa_meta_rr)", ", ".join(value for name, value in fields
-                                                   if name.lower() == "record-route"))
-        KSR.pv.sets("$avp(wa_meta_src)", f"sip:{host}:{KSR.pv.get('$sp')};transport={proto}")
-        KSR.pv.sets("$avp(wa_meta_sock)", f"{proto}:{local}:{KSR.pv.get('$Rp')}")
+        KSR.pv.sets(META_SIDE_AVP, meta_side_value(
+            contact_uri(str(KSR.hdr.get("Contact") or "")),
+            ", ".join(value for name, value in fields if name.lower() == "record-route"),
+            f"sip:{host}:{KSR.pv.get('$sp')};transport={proto}",
+            f"{proto}:{local}:{KSR.pv.get('$Rp')}"))
 
     def remember_answered_call(self) -> None:
-        if not str(KSR.hdr.get("CSeq") or "").upper().endswith("INVITE"):
+        cseq = str(KSR.hdr.get("CSeq") or "")
+        if not cseq.upper().endswith("INVITE"):
             return
         call_id = str(KSR.kx.get_callid())
+        contact, routes, source, sock = meta_side(KSR.pv.get(META_SIDE_AVP))
         record = answered_call(
-            call_id, str(KSR.pv.get("$avp(wa_meta_contact)") or ""),
-            str(KSR.pv.get("$avp(wa_meta_rr)") or ""), str(KSR.hdr.get("From") or ""),
-            str(KSR.hdr.get("To") or ""), str(KSR.hdr.get("CSeq") or ""),
-            str(KSR.pv.get("$avp(wa_meta_src)") or ""),
-            str(KSR.pv.get("$avp(wa_meta_sock)") or ""), edge_identity(), time.time())
+            call_id, contact, routes, str(KSR.hdr.get("From") or ""),
+            str(KSR.hdr.get("To") or ""), cseq, source, sock, edge_identity(), time.time())
         if record is None:
             KSR.warn(f"wa-edge: UIC call-id={call_id[:100]} answered but not recorded for a "
                      "node loss (a field a BYE toward Meta needs is missing)\n")

@@ -28,7 +28,7 @@ of that side).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from kemi.decisions import next_hop_address
 
@@ -53,7 +53,9 @@ class CallRecord:
     answered_at: float = 0.0  # time.time() of the 200
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # vars(), not dataclasses.asdict: the same dict (fields in order, all plain values)
+        # without asdict's recursive deep copy (about 12 us of each answered call's 200)
+        return json.dumps(vars(self), separators=(",", ":"))
 
 
 def node_key(node_uri_or_hostport: str) -> str:
@@ -85,6 +87,25 @@ def answered_call(call_id: str, meta_contact: str, meta_routes: str, reply_from:
     return CallRecord(call_id, meta_contact, meta_routes, callee_from=reply_to,
                       callee_to=reply_from, cseq=int(number) + 1, meta_source=meta_source,
                       socket=socket, owner=owner, answered_at=answered_at)
+
+
+def meta_side_value(contact: str, routes: str, source: str, socket: str) -> str:
+    """What answered_call needs of Meta's INVITE, as one text for one AVP (JSON: a header
+    value may hold any character, a separator of ours included)."""
+    return json.dumps([contact, routes, source, socket])
+
+
+def meta_side(value: object) -> tuple[str, str, str, str]:
+    """meta_side_value's four texts back; empty ones when `value` is not one (no AVP: the
+    record is then refused as incomplete)."""
+    try:
+        fields = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        fields = None
+    if not isinstance(fields, list) or len(fields) != 4 \
+            or not all(isinstance(f, str) for f in fields):
+        return "", "", "", ""
+    return fields[0], fields[1], fields[2], fields[3]
 
 
 def lost_with_node(record: CallRecord, now: float, probe_timeout_s: float) -> bool:

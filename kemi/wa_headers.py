@@ -21,7 +21,6 @@ PAYLOAD_HEADERS = frozenset({"x-wa-meta-cta-payload", "x-wa-meta-deeplink-payloa
 _PRINTABLE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _PARAM_NAME = re.compile(r"[^0-9A-Za-z-]")
-_END_OF_HEADERS = re.compile(r"\r?\n\r?\n")  # the empty line after the last header
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,20 @@ class ScreenResult:
 
     remove: tuple[str, ...]
     reasons: tuple[str, ...]
+
+
+def end_of_headers(message: str) -> int:
+    """Where the headers end: the start of the first line break followed by an empty line
+    (`\\r?\\n\\r?\\n`, the leftmost match), or len(message) when there is none.
+
+    Found with str.find instead of that regex: a pattern that starts with an optional
+    character has no literal prefix for the regex engine to skip to, so it tried a match at
+    every position of the message (~150,000 instructions for one INVITE, three times a call)."""
+    ends = [i for i in (message.find("\n\n"), message.find("\n\r\n")) if i >= 0]
+    if not ends:
+        return len(message)
+    first = min(ends)  # the first LF that an empty line follows
+    return first - 1 if first > 0 and message[first - 1] == "\r" else first
 
 
 def header_fields(message: str) -> list[tuple[str, str]]:
@@ -42,9 +55,13 @@ def header_fields(message: str) -> list[tuple[str, str]]:
     line before, and an X-WA-* header (or a second credentials header) written that way was
     not seen by the screening (or the one-credentials-header check).
     """
-    end = _END_OF_HEADERS.search(message)
-    head = message[:end.start()] if end else message
+    head = message[:end_of_headers(message)]
     lines = head.split("\n")[1:]
+    if "\n " not in head and "\n\t" not in head:
+        # No folded line (Meta folds none): each line with a colon is a field. strip() also
+        # drops the CR before the LF, as the loop below does.
+        return [(name.strip(), value.strip())
+                for name, sep, value in (line.partition(":") for line in lines) if sep]
     fields: list[tuple[str, str]] = []
     for line in lines:
         if line.endswith("\r"):
