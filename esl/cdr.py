@@ -10,18 +10,33 @@ With ``[esl] cdr_db`` a PostgreSQL URL every media node writes the same table (e
 names its node), and each controller keeps a heartbeat row (``esl_node``): a node whose
 heartbeat stopped is lost, and the other nodes close its active calls as ``lost`` with a
 diagnosis saying so, since the dead node's own controller can no longer write their end.
+While that database is unreachable a write goes to the node's spool instead (esl/cdr_spool.py)
+and reaches the database, in order, once it answers again (:meth:`CdrStore.replay_spool`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
-from esl.database import Location, open_database
+from esl.cdr_spool import CdrSpool
+from esl.database import DatabaseUnreachable, Location, first_line, open_database
 from esl.diagnosis import EDGE_DIAGNOSIS_HEADER, diagnose
 from esl.event import Event
 from esl.whatsapp_call import BYE_HEADER_PREFIX, HEADER_PREFIX, clean_payload, sip_headers
+
+log = logging.getLogger(__name__)
+
+WriteOutcome = Literal["written", "spooled", "dropped"]
+"""What became of a CDR write: in the database; kept in the spool for it (PostgreSQL
+unreachable); or lost (the spool full or not writable), which the store reports."""
+REPLAY_BATCH = 200
+"""Spooled writes replayed per transaction: one commit each, the event loop free between."""
 
 
 @dataclass(frozen=True)
@@ -280,9 +295,13 @@ class CdrStore:
     (unless the record names its own), and :meth:`active_calls` is that node's.
     """
 
-    def __init__(self, location: Location, *, node: str | None = None) -> None:
+    def __init__(self, location: Location, *, node: str | None = None,
+                 spool: CdrSpool | None = None) -> None:
         self.path = location
         self.node = node
+        self.spool = spool
+        """Where writes go while the database is unreachable (None: such a write raises)."""
+        self._episode: _SpoolEpisode | None = None
         self._db = open_database(location, application=f"wa-esl {node or ''}".strip())
         self._db.create_schema(_SCHEMA)
         self._db.add_columns("cdr", _ADDED_COLUMNS)
@@ -290,14 +309,25 @@ class CdrStore:
             "CREATE INDEX IF NOT EXISTS cdr_wacid ON cdr (wacid);"
             "CREATE INDEX IF NOT EXISTS cdr_sip_call_id ON cdr (sip_call_id);"
             "CREATE INDEX IF NOT EXISTS cdr_active ON cdr (node) WHERE state IS NULL")
+        if spool is not None and len(spool):
+            self._episode = _SpoolEpisode(time.monotonic())
+            log.warning("CDR spool %s holds %d write(s) the CDR database %s has not taken yet "
+                        "(from before wa-esl restarted): replaying them in order", spool.path,
+                        len(spool), location)
 
     @property
     def shared(self) -> bool:
         """Several nodes write this database (PostgreSQL)."""
         return self._db.postgres
 
-    def upsert(self, record: CallRecord) -> None:
-        """Insert or merge a record; committed on return (autocommit)."""
+    def upsert(self, record: CallRecord) -> WriteOutcome:
+        """Insert or merge a record; committed on return (autocommit).
+
+        With a spool: while the database is unreachable, or writes wait in the spool (the
+        database takes them in order), the write is spooled instead ("spooled"), or lost when
+        the spool is full ("dropped", warned once per outage). Every other database error is
+        raised: it is a bug, a retry would not cure it.
+        """
         values: dict[str, object] = {name: getattr(record, name) for name in FIELDS}
         if record.state == "active":
             values["state"] = None  # never turn an ended call back into an active one
@@ -305,7 +335,73 @@ class CdrStore:
             values["media_timeout"] = int(bool(values["media_timeout"]))
         if values["node"] is None:
             values["node"] = self.node
-        self._db.execute(_UPSERT, values)
+        if self.spool is None:
+            self._db.execute(_UPSERT, values)
+            return "written"
+        if not len(self.spool):
+            try:
+                self._db.execute(_UPSERT, values)
+                return "written"
+            except DatabaseUnreachable as exc:
+                self._episode = _SpoolEpisode(time.monotonic())
+                log.warning("CDR database %s unreachable (%s): CDR writes go to the spool %s "
+                            "(up to %d) and are replayed in order when it answers", self.path,
+                            first_line(exc), self.spool.path, self.spool.max_records)
+        return self._spool_write(self.spool, values)
+
+    def _spool_write(self, spool: CdrSpool, values: dict[str, object]) -> WriteOutcome:
+        episode = self._episode or _SpoolEpisode(time.monotonic())
+        self._episode = episode
+        try:
+            if spool.append(values, time.time()):
+                return "spooled"
+            why = f"full ({spool.max_records} writes, [esl] cdr_spool_max_records)"
+        except sqlite3.Error as exc:  # its disk full or gone: the write cannot be kept
+            why = f"not writable ({exc})"
+        episode.dropped += 1
+        if not episode.warned_drop:
+            episode.warned_drop = True
+            log.warning("CDR spool %s %s: CDR writes are dropped until the CDR database %s "
+                        "takes the spooled ones (each counted in "
+                        "wasip_esl_cdr_spool_dropped_total; the first: call %s)", spool.path,
+                        why, self.path, values["call_uuid"])
+        return "dropped"
+
+    @property
+    def spooled(self) -> int:
+        """Writes waiting in the spool for the database."""
+        return len(self.spool) if self.spool is not None else 0
+
+    def replay_spool(self, *, batch: int = REPLAY_BATCH) -> int:
+        """Write the oldest spooled writes to the database, in order, in one transaction, and
+        forget them; returns how many (0: nothing waits). Raises DatabaseUnreachable while
+        the database still does not answer (nothing forgotten, the next call tries again).
+
+        A crash between the database's commit and the spool's delete replays them once more:
+        the same writes in the same order over the row leave it as it was (COALESCE merge).
+        """
+        if self.spool is None:
+            return 0
+        writes = self.spool.oldest(batch)
+        if not writes:
+            return 0
+        with self._db.transaction():
+            for write in writes:
+                self._db.execute(_UPSERT, write.params)
+        self.spool.remove_through(writes[-1].seq)
+        episode = self._episode
+        if episode is not None:
+            episode.replayed += len(writes)
+        if not len(self.spool):
+            self._episode = None
+            if episode is not None:
+                dropped = (f"; {episode.dropped} write(s) dropped while the spool was full"
+                           if episode.dropped else "")
+                log.warning("CDR spool %s drained: %d spooled write(s) replayed in order to the "
+                            "CDR database %s, %.0f s after spooling started%s", self.spool.path,
+                            episode.replayed, self.path, time.monotonic() - episode.started,
+                            dropped)
+        return len(writes)
 
     def get(self, call_uuid: str) -> CallRecord | None:
         rows = self._select("WHERE call_uuid = ?", (call_uuid,))
@@ -434,3 +530,15 @@ class CdrStore:
 
     def close(self) -> None:
         self._db.close()
+        if self.spool is not None:
+            self.spool.close()
+
+
+@dataclass
+class _SpoolEpisode:
+    """One stretch of writes going to the spool: for its two WARNING lines (start, drained)."""
+
+    started: float  # time.monotonic()
+    replayed: int = 0
+    dropped: int = 0
+    warned_drop: bool = False

@@ -24,6 +24,7 @@ from esl.bic import BicRequest, BicRequestError, BicResult, place_bic, refused_r
 from esl.call_report import build_report, report_lines
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup, srtp_text
 from esl.cdr_export import to_csv, to_json
+from esl.cdr_spool import CdrSpoolError
 from esl.client import connect_inbound
 from esl.controller import Controller
 from esl.edge_log import EdgeLogError
@@ -86,6 +87,8 @@ def run(config: ConfigOption, verbose: bool = False) -> None:
 async def _run(settings: ControllerSettings) -> None:
     try:
         controller = Controller(settings)
+    except CdrSpoolError as exc:
+        raise _fail("esl.cdr_spool", exc, 1) from exc
     except (sqlite3.Error, OSError) as exc:
         raise _fail(f"CDR database {settings.cdr_db}", exc, 1) from exc
     stop = asyncio.Event()

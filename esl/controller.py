@@ -8,7 +8,9 @@
 - Heartbeat: every third of ``node_lost_after_s`` the controller writes its node's row in the
   CDR database (alive, and whether FreeSWITCH's ESL is connected); with a database shared by
   several media nodes it then closes the active calls of any other node whose heartbeat
-  stopped (state ``lost``): a node that died whole cannot write its calls' end itself.
+  stopped (state ``lost``): a node that died whole cannot write its calls' end itself. A
+  heartbeat the database took is the sign it answers again: the CDR writes spooled while it
+  was unreachable are replayed then (esl/cdr_spool.py), at start too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import sqlite3
 from esl.backoff import Backoff
 from esl.bic import BicRequest, BicResult, originate_command, place_bic, refused_result
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
+from esl.cdr_spool import CdrSpool
 from esl.client import EslConnection, connect_inbound, serve_outbound
+from esl.database import DatabaseUnreachable
 from esl.errors import ConnectionClosed, EslError
 from esl.event import Event
 from esl.metrics import LatencySamples
@@ -30,6 +34,7 @@ from esl.preflight_setup import preflight_for
 from esl.prometheus import ControllerMetrics, MeteredCdrStore, MetricsEndpoint, metered_uic
 from esl.uic import UicHandler
 from siteconfig.controller import ControllerSettings
+from siteconfig.database_url import PostgresUrl
 from siteconfig.listen_address import parse_listen_address
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,7 @@ class Controller:
         self.settings = settings
         self.metrics = ControllerMetrics()
         self.metrics_endpoint: MetricsEndpoint | None = None
-        self.store = store or MeteredCdrStore(settings.cdr_db, self.metrics, node=settings.node)
+        self.store = store or self._open_store()
         if self.store.node is None:
             self.store.node = settings.node  # a store handed in: this node's records and calls
         self.metrics.count_permission_requests(settings.cdr_db)
@@ -59,10 +64,25 @@ class Controller:
         self._inbound_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._heartbeat_failing = False
+        self._replay_refused = False
+        self._reconcile_pending = False
         self._stopping = False
         self.listen_port = settings.listen.port
         self.preflight: Preflight | None = None
         self._exits = contextlib.AsyncExitStack()
+
+    def _open_store(self) -> MeteredCdrStore:
+        """This node's CDR store; with PostgreSQL, with the spool for its outages."""
+        settings = self.settings
+        if not isinstance(settings.cdr_db, PostgresUrl):
+            return MeteredCdrStore(settings.cdr_db, self.metrics, node=settings.node)
+        spool = CdrSpool(settings.cdr_spool, max_records=settings.cdr_spool_max_records)
+        try:
+            return MeteredCdrStore(settings.cdr_db, self.metrics, node=settings.node,
+                                   spool=spool)
+        except BaseException:
+            spool.close()
+            raise
 
     async def start(self, *, inbound: bool = True) -> None:
         listen = self.settings.listen
@@ -136,9 +156,34 @@ class Controller:
     async def _keep_heartbeat(self) -> None:
         while not self._stopping:
             self.heartbeat()
+            if not self._heartbeat_failing:  # the database answers: what waited for it
+                await self.replay_spool()
+                if self._reconcile_pending and self.inbound is not None:
+                    with contextlib.suppress(EslError):  # gone: its reconnect reconciles
+                        await self._reconcile(self.inbound)
             if self.store.shared:
                 self.close_lost_calls()
             await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def replay_spool(self) -> None:
+        """Hand the CDR writes spooled while the database was unreachable to it, in order, a
+        batch per transaction with the event loop free between (calls go on meanwhile; their
+        writes join the spool's end until it is empty)."""
+        while self.store.spooled:
+            try:
+                if not self.store.replay_spool():
+                    return
+            except DatabaseUnreachable:
+                return  # gone again: the heartbeat says so, the next one tries again
+            except sqlite3.Error as exc:  # refused, not unreachable: a bug; the write is kept
+                if not self._replay_refused:
+                    log.error("node %s: the CDR database refused a spooled CDR write (kept in "
+                              "the spool, tried again each heartbeat): %s", self.settings.node,
+                              exc)
+                self._replay_refused = True
+                return
+            self._replay_refused = False
+            await asyncio.sleep(0)
 
     def heartbeat(self) -> None:
         """Write this node's heartbeat; a database fault is logged (once until it recovers)."""
@@ -174,11 +219,19 @@ class Controller:
         and not marked: ``uuid_exists`` answers for the calls that were already gone.
         """
         missed = 0
-        for call_uuid in self.store.active_calls():
-            reply = await connection.api(f"uuid_exists {call_uuid}")
-            if reply.strip() == "false":
-                self.store.mark_missed(call_uuid, MISSED_DIAGNOSIS)
-                missed += 1
+        self._reconcile_pending = False
+        try:
+            for call_uuid in self.store.active_calls():
+                reply = await connection.api(f"uuid_exists {call_uuid}")
+                if reply.strip() == "false":
+                    self.store.mark_missed(call_uuid, MISSED_DIAGNOSIS)
+                    missed += 1
+        except DatabaseUnreachable as exc:
+            # the calls that ended while we were disconnected stay open until it answers
+            self._reconcile_pending = True
+            log.warning("node %s: cannot look for calls that ended while the controller was "
+                        "disconnected (%s); looked for once the CDR database answers",
+                        self.settings.node, exc)
         if missed:
             log.warning("%d call(s) ended while the controller was disconnected; their CDRs are "
                         "marked 'missed' (end time and cause: see FreeSWITCH's own CDRs)", missed)

@@ -16,7 +16,8 @@ idempotent upsert or a read, so running it again is safe.
 
 Messages never carry the URL's password: :class:`DatabaseError` is scrubbed, and a
 :class:`~siteconfig.database_url.PostgresUrl` prints without it. ``DatabaseError`` derives from
-``sqlite3.Error`` so every handler written for the SQLite store catches PostgreSQL faults too.
+``sqlite3.Error`` so every handler written for the SQLite store catches PostgreSQL faults too;
+:class:`DatabaseUnreachable`, its subclass, marks the faults a later retry can cure.
 """
 
 from __future__ import annotations
@@ -50,6 +51,21 @@ Location = Path | PostgresUrl
 
 class DatabaseError(sqlite3.Error):
     """The database could not be read or written; the message names it without a password."""
+
+
+class DatabaseUnreachable(DatabaseError):
+    """PostgreSQL did not run the statement for a reason outside the statement: no connection
+    (refused, dropped, within the retry delay), an operational fault of the server (statement
+    timeout, shutdown, disk full) or a read-only standby answering during a failover. The same
+    statement may succeed later unchanged, so a CDR write that failed so is kept and tried
+    again (esl/cdr_spool.py); any other DatabaseError (a refused SQL or value) is a bug to
+    report, not to retry."""
+
+
+def first_line(error: Exception) -> str:
+    """An error's first line (psycopg's messages go on with hints on more lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -180,7 +196,7 @@ class PostgresDatabase(Database):
 
     def _connect(self) -> Any:
         if time.monotonic() < self._retry_at:
-            raise DatabaseError(f"{redact_url(self._url)}: unreachable ({self._last_failure}); "
+            raise DatabaseUnreachable(f"{redact_url(self._url)}: unreachable ({self._last_failure}); "
                                 f"next try within {PG_RETRY_AFTER_S:.0f} s")
         try:
             return self._psycopg.connect(
@@ -190,12 +206,13 @@ class PostgresDatabase(Database):
                 keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
         except self._psycopg.Error as error:
             self._retry_at = time.monotonic() + PG_RETRY_AFTER_S
-            self._last_failure = scrub(self._url, str(error).strip().splitlines()[0]
-                                       if str(error).strip() else type(error).__name__)
+            self._last_failure = scrub(self._url, first_line(error))
             raise self._error(error) from None
 
     def _error(self, error: Exception) -> DatabaseError:
-        return DatabaseError(f"{redact_url(self._url)}: {scrub(self._url, str(error).strip())}")
+        transient = (self._psycopg.OperationalError, self._psycopg.errors.ReadOnlySqlTransaction)
+        kind = DatabaseUnreachable if isinstance(error, transient) else DatabaseError
+        return kind(f"{redact_url(self._url)}: {scrub(self._url, str(error).strip())}")
 
     def execute(self, sql: str, params: Params = ()) -> Result:
         query = postgres_sql(sql)

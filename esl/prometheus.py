@@ -22,7 +22,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from esl.call_outcome import ANSWERED, outcome_code
-from esl.cdr import CallRecord, CdrStore
+from esl.cdr import REPLAY_BATCH, CallRecord, CdrStore, WriteOutcome
+from esl.cdr_spool import CdrSpool
 from esl.client import OutboundSession
 from esl.database import Location
 from esl.event import Event
@@ -70,7 +71,20 @@ class ControllerMetrics:
         self.cdr_writes = Counter(
             "wasip_esl_cdr_writes", "CDR rows written (inserted or merged).", registry=r)
         self.cdr_write_failures = Counter(
-            "wasip_esl_cdr_write_failures", "CDR writes that failed.", registry=r)
+            "wasip_esl_cdr_write_failures", "CDR writes the database did not take when made "
+            "(then spooled, dropped, or an error raised).", registry=r)
+        self.cdr_spooled = Counter(
+            "wasip_esl_cdr_spooled", "CDR writes kept in the node's spool while the CDR "
+            "database was unreachable ([esl] cdr_spool).", registry=r)
+        self.cdr_replayed = Counter(
+            "wasip_esl_cdr_replayed", "Spooled CDR writes the database took once it answered "
+            "again (in order).", registry=r)
+        self.cdr_spool_dropped = Counter(
+            "wasip_esl_cdr_spool_dropped", "CDR writes lost: the database unreachable and the "
+            "spool full (cdr_spool_max_records) or not writable.", registry=r)
+        self.cdr_spool_records = Gauge(
+            "wasip_esl_cdr_spool_records", "CDR writes waiting in the spool for the database.",
+            registry=r)
         self.heartbeat_failures = Counter(
             "wasip_esl_heartbeat_failures", "Heartbeats of this node the CDR database did not "
             "take (other nodes close this node's calls as lost if it lasts).", registry=r)
@@ -174,8 +188,23 @@ class ControllerMetrics:
         """
         self.registry.register(PermissionRequestCollector(database))
 
-    def record_written(self, record: CallRecord) -> None:
-        self.cdr_writes.inc()
+    def cdr_written(self, record: CallRecord, outcome: WriteOutcome, spooled: int) -> None:
+        """One CDR write and what became of it; ``spooled``: writes in the spool now."""
+        if outcome == "written":
+            self.cdr_writes.inc()
+        else:
+            self.cdr_write_failures.inc()
+            (self.cdr_spooled if outcome == "spooled" else self.cdr_spool_dropped).inc()
+        self.cdr_spool_records.set(spooled)
+        self._call_recorded(record)
+
+    def cdr_replayed_writes(self, count: int, spooled: int) -> None:
+        self.cdr_replayed.inc(count)
+        self.cdr_writes.inc(count)
+        self.cdr_spool_records.set(spooled)
+
+    def _call_recorded(self, record: CallRecord) -> None:
+        """The call's own metrics, the same whether its CDR reached the database now or not."""
         if record.state != "ended" or record.direction not in ("uic", "bic"):
             return
         if record.media_timeout:
@@ -249,17 +278,25 @@ class MeteredCdrStore(CdrStore):
     """The CDR store, counting what it writes and what fails to be written."""
 
     def __init__(self, path: Location, metrics: ControllerMetrics, *,
-                 node: str | None = None) -> None:
-        super().__init__(path, node=node)
+                 node: str | None = None, spool: CdrSpool | None = None) -> None:
+        super().__init__(path, node=node, spool=spool)
         self.metrics = metrics
+        metrics.cdr_spool_records.set(self.spooled)
 
-    def upsert(self, record: CallRecord) -> None:
+    def upsert(self, record: CallRecord) -> WriteOutcome:
         try:
-            super().upsert(record)
+            outcome = super().upsert(record)
         except Exception:
             self.metrics.cdr_write_failures.inc()
             raise
-        self.metrics.record_written(record)
+        self.metrics.cdr_written(record, outcome, self.spooled)
+        return outcome
+
+    def replay_spool(self, *, batch: int = REPLAY_BATCH) -> int:
+        replayed = super().replay_spool(batch=batch)
+        if replayed:
+            self.metrics.cdr_replayed_writes(replayed, self.spooled)
+        return replayed
 
 
 class TimedOutboundSession(OutboundSession):

@@ -57,6 +57,8 @@ def controller_settings(cfg: SiteConfig) -> ControllerSettings:
             for n in cfg.numbers),
         routes=tuple(esl.routes),
         cdr_db=esl.cdr_db,
+        cdr_spool=esl.cdr_spool,
+        cdr_spool_max_records=esl.cdr_spool_max_records,
         node=esl.node,
         node_lost_after_s=esl.node_lost_after_s,
         media=esl.media,

@@ -33,6 +33,10 @@ E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 E164 = Annotated[str, StringConstraints(pattern=E164_PATTERN)]
 CdrLocation = Annotated[Path | PostgresUrl, LOCATION]
 """``cdr_db``: a SQLite file (one node), or a PostgreSQL URL every media node writes."""
+SPOOL_MAX_RECORDS = 200_000
+"""About 4 writes a call (start, answer, and the end from both connections), so some 50,000
+calls; a full end record takes about 1 kB in the spool (measured), the others less: some
+150-200 MB of the node's disk at the most."""
 NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME_PATTERN)]
 
@@ -59,6 +63,14 @@ SDES_SUITES = (
 """Suite names FreeSWITCH knows (switch_core_media.c); Meta's integrators use the first."""
 
 _UNSAFE_ARGUMENT = re.compile(r"[\r\n]|\$\{|\$\$\{")
+
+
+def check_cdr_spool(spool: Path, cdr_db: Path | PostgresUrl) -> None:
+    """``cdr_spool`` names a file of its own (ValueError saying why not)."""
+    if spool.is_dir():
+        raise ValueError(f"cdr_spool: {spool} is a directory; name a file in it")
+    if isinstance(cdr_db, Path) and spool.resolve() == cdr_db.resolve():
+        raise ValueError("cdr_spool must be a file of its own, not cdr_db")
 
 
 class SettingsError(Exception):
@@ -238,6 +250,11 @@ class ControllerSettings(_Model):
     """Which media node this controller is: written into every CDR it writes and its heartbeat."""
     node_lost_after_s: int = Field(default=15, ge=3, le=3600)
     """A node whose heartbeat is older than this is lost: its active calls are closed 'lost'."""
+    cdr_spool: Path = Path("wa-esl-cdr-spool.sqlite3")
+    """With ``cdr_db`` on PostgreSQL: this node's own file for the CDR writes made while the
+    database is unreachable, replayed in order when it answers (esl/cdr_spool.py)."""
+    cdr_spool_max_records: int = Field(default=SPOOL_MAX_RECORDS, ge=1, le=10_000_000)
+    """The spool's bound; a write beyond it is dropped, counted and warned."""
     media: MediaSettings = MediaSettings()
     reconnect: ReconnectSettings = ReconnectSettings()
     linger_s: int = Field(default=30, ge=1)
@@ -265,6 +282,11 @@ class ControllerSettings(_Model):
                 raise ValueError(f"business number {number.business_number} listed twice")
             seen.add(number.business_number)
         return numbers
+
+    @model_validator(mode="after")
+    def _spool_apart(self) -> ControllerSettings:
+        check_cdr_spool(self.cdr_spool, self.cdr_db)
+        return self
 
     def number(self, business_number: str) -> NumberSettings | None:
         for number in self.numbers:

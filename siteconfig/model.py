@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from siteconfig.controller import (
     E164_PATTERN,
     SDES_SUITES,
+    SPOOL_MAX_RECORDS,
     CdrLocation,
     FreeswitchSettings,
     ListenSettings,
@@ -25,6 +26,7 @@ from siteconfig.controller import (
     NodeName,
     PreflightSettings,
     ReconnectSettings,
+    check_cdr_spool,
     default_node_name,
 )
 from siteconfig.controller import Route as ControllerRoute
@@ -842,6 +844,13 @@ class EslSection(Strict):
     node_lost_after_s: Annotated[int, Field(ge=3, le=3600)] = Field(
         default=15, description="With a shared database: a node whose controller wrote no "
         "heartbeat for this long is lost, and another node closes its active calls as 'lost'.")
+    cdr_spool: Path = Field(
+        default=Path("/var/lib/wa-sip/cdr-spool.sqlite3"),
+        description="With cdr_db on PostgreSQL: this media node's own file for the CDR writes "
+        "made while the database is unreachable, replayed in order when it answers.")
+    cdr_spool_max_records: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=SPOOL_MAX_RECORDS, description="The spool's bound (about 4 writes a call); a "
+        "write beyond it is dropped, counted (wasip_esl_cdr_spool_dropped_total) and warned.")
     media: MediaSettings = MediaSettings()
     reconnect: ReconnectSettings = ReconnectSettings()
     linger_s: Annotated[int, Field(ge=1)] = 30
@@ -858,6 +867,11 @@ class EslSection(Strict):
         if value is not None:
             parse_listen_address(value)
         return value
+
+    @model_validator(mode="after")
+    def _spool_apart(self) -> EslSection:
+        check_cdr_spool(self.cdr_spool, self.cdr_db)
+        return self
 
 
 class MetricsSection(Strict):
@@ -1097,6 +1111,7 @@ def parse_config(text: str, path: Path) -> SiteConfig:
     esl = config.esl.model_copy(update={
         "cdr_db": base / config.esl.cdr_db if isinstance(config.esl.cdr_db, Path)
         else config.esl.cdr_db,
+        "cdr_spool": base / config.esl.cdr_spool,
         "edge_log": base / config.esl.edge_log if config.esl.edge_log else None})
     graph = config.graph.model_copy(update={
         "token_file": base / config.graph.token_file if config.graph.token_file else None})

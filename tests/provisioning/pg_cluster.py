@@ -33,9 +33,37 @@ def _as_owner(argv: list[str]) -> list[str]:
     return argv
 
 
+class PgCluster:
+    """A running throw-away cluster that a test may stop and start again (same port, same data)."""
+
+    def __init__(self, binaries: Path, folder: Path, port: int) -> None:
+        self.binaries, self.folder, self.port = binaries, folder, port
+        self.url = f"postgresql://{DB_USER}@127.0.0.1:{port}/wa"
+
+    def start(self) -> None:
+        subprocess.run(_as_owner([str(self.binaries / "pg_ctl"), "-D", str(self.folder / "data"),
+                                  "-l", str(self.folder / "log"), "-w", "-t", "30", "-o",
+                                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+                                  " -c fsync=off", "start"]),
+                       check=True, capture_output=True, timeout=60)
+
+    def stop(self, *, check: bool = True) -> None:
+        """Stopped at once (`-m immediate`): the database gone as a crash or a cut would take it."""
+        subprocess.run(_as_owner([str(self.binaries / "pg_ctl"), "-D", str(self.folder / "data"),
+                                  "-m", "immediate", "-w", "-t", "30", "stop"]),
+                       capture_output=True, timeout=60, check=check)
+
+
 @contextmanager
 def postgres_cluster() -> Iterator[str]:
     """Yield a `postgresql://` URL of a fresh database `wa` on a loopback port."""
+    with restartable_postgres_cluster() as cluster:
+        yield cluster.url
+
+
+@contextmanager
+def restartable_postgres_cluster() -> Iterator[PgCluster]:
+    """A fresh database `wa` on a loopback port, with `stop()` / `start()`; removed at the end."""
     binaries = server_bin()
     if binaries is None:
         raise RuntimeError("PostgreSQL server binaries not found: run scripts/install-system-deps")
@@ -44,21 +72,17 @@ def postgres_cluster() -> Iterator[str]:
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(folder, owner.pw_uid, owner.pw_gid)
-        data, port = folder / "data", free_port()
-        subprocess.run(_as_owner([str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", DB_USER,
-                                  "-E", "UTF8", "--no-sync"]),
+        cluster = PgCluster(binaries, folder, free_port())
+        subprocess.run(_as_owner([str(binaries / "initdb"), "-D", str(folder / "data"), "-A",
+                                  "trust", "-U", DB_USER, "-E", "UTF8", "--no-sync"]),
                        check=True, capture_output=True, timeout=60)
-        subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"),
-                                  "-w", "-t", "30", "-o",
-                                  f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
-                                  "start"]),
-                       check=True, capture_output=True, timeout=60)
+        cluster.start()
         try:
-            subprocess.run(_as_owner([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                                      "-U", DB_USER, "wa"]), check=True, capture_output=True, timeout=30)
-            yield f"postgresql://{DB_USER}@127.0.0.1:{port}/wa"
+            subprocess.run(_as_owner([str(binaries / "createdb"), "-h", "127.0.0.1", "-p",
+                                      str(cluster.port), "-U", DB_USER, "wa"]),
+                           check=True, capture_output=True, timeout=30)
+            yield cluster
         finally:
-            subprocess.run(_as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
-                                      "-t", "30", "stop"]), capture_output=True, timeout=60, check=False)
+            cluster.stop(check=False)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
