@@ -282,7 +282,9 @@ def _sync(site: ClusterSite) -> subprocess.CompletedProcess[str]:
 
 
 def postgres_stopped(site: ClusterSite) -> DrillReport:
-    """The site's one PostgreSQL stopped: calls go on from the edges' in-memory credentials."""
+    """The site's one PostgreSQL stopped: calls go on from the edges' in-memory credentials;
+    FreeSWITCH media nodes keep their CDR writes in their spool and replay them once it is
+    back."""
     report = DrillReport("PostgreSQL stopped")
     assert site.postgres is not None
     before = {role: _ha1(site, role) for role in EDGES}
@@ -290,7 +292,7 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
               if media.wa_esl is not None}
     site.postgres.stop()
     fault_at = time.monotonic()
-    _new_calls_until_good(site, report, fault_at, extra_good=2)
+    while_down = _new_calls_until_good(site, report, fault_at, extra_good=2)
     sync = _sync(site)
     said = " ".join((sync.stdout + sync.stderr).split())
     report.check(f"provision sync reports the fault (exit {sync.returncode}: {said[:200]})",
@@ -299,6 +301,7 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
     report.check("sync changed nothing: both edges keep the same credentials",
                  after == before and all(after.values()))
     last = site.whole_call(HOLD_S)
+    while_down.append(last)
     report.placed += 1
     report.lost += 0 if last.good else 1
     report.calls.append(_with_node(site, last))
@@ -317,14 +320,61 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
             writes = f"not within {CDR_BACK_WITHIN_S:.0f} s ({error})"
         report.check(f"{role}'s wa-esl writes to PostgreSQL again {writes} (its retry delay "
                      f"{PG_RETRY_AFTER_S:.0f} s + a heartbeat)", writes.startswith("after"))
-        # each CDR write failing is documented (esl/README.md); a handler dying on it is not
+    _cdrs_spooled_while_down(site, report, while_down, logged)
+    return report
+
+
+def _cdrs_spooled_while_down(site: ClusterSite, report: DrillReport, while_down: list[MetaCall],
+                             logged: dict[str, int]) -> None:
+    """Each FreeSWITCH node kept the CDR writes of its calls while PostgreSQL was down in its
+    spool ([esl] cdr_spool) and replayed them once it answered: the calls' CDRs are in the
+    database, ended; no handler died on a failed write; one WARNING as spooling started, one as
+    it drained."""
+    by_node: dict[str, set[str]] = {}
+    for meta_call in while_down:
+        node = site.business_saw(meta_call.wacid, "invite")
+        if node is not None and meta_call.answered:
+            by_node.setdefault(node, set()).add(meta_call.wacid)
+    for role, media in _freeswitch_nodes(site):
+        assert media.wa_esl is not None
+        wacids = by_node.get(role, set())
+        if wacids:
+            try:
+                drained = media.wa_esl.wait_for_line(r"CDR spool \S+ drained: .*",
+                                                     CDR_BACK_WITHIN_S,
+                                                     start=logged.get(role, 0))[0]
+            except LabError as error:
+                drained = f"not drained within {CDR_BACK_WITHIN_S:.0f} s ({error})"
+            ended = _ended_cdrs(media, wacids, CDR_BACK_WITHIN_S)
+            report.check(f"{role}: the CDRs of its {len(wacids)} calls placed while PostgreSQL "
+                         f"was down are in it once it is back ({len(ended)} ended with answer "
+                         f"and end times; {drained.split(': ', 1)[-1][:160]})",
+                         ended == wacids)
         since = media.wa_esl.text()[logged.get(role, 0):]
         calls, hangups = since.count("call handler failed"), since.count("event handler failed")
-        report.not_built.append((
-            f"{role}'s wa-esl handles the calls placed while PostgreSQL is down without a "
-            f"traceback ({calls} call handler and {hangups} hangup event handler tracebacks "
-            "on the failed CDR write: esl/uic.py, esl/controller.py)", calls + hangups == 0))
-    return report
+        report.check(f"{role}'s wa-esl handles the calls placed while PostgreSQL is down without a "
+                     f"traceback ({calls} call handler and {hangups} event handler tracebacks)",
+                     calls + hangups == 0)
+        starts, drains = since.count("CDR writes go to the spool"), since.count("drained: ")
+        report.check(f"{role}'s wa-esl says so in one WARNING as spooling starts and one as it "
+                     f"drains, not one per call ({starts} and {drains})",
+                     (starts, drains) == ((1, 1) if wacids else (0, 0)))
+
+
+def _ended_cdrs(media: FreeswitchMediaNode, wacids: set[str], timeout_s: float) -> set[str]:
+    """Which of these calls have an ended CDR with answer and end times in the site's
+    database, polled until all do or `timeout_s` passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            records = media.records(wacids)
+        except sqlite3.Error:  # PostgreSQL faults too (esl.database.DatabaseError)
+            records = {}
+        ended = {wacid for wacid, record in records.items()
+                 if record.state == "ended" and record.answer_at and record.end_at}
+        if ended == wacids or time.monotonic() > deadline:
+            return ended
+        time.sleep(0.5)
 
 
 def _freeswitch_nodes(site: ClusterSite) -> list[tuple[str, FreeswitchMediaNode]]:

@@ -59,8 +59,10 @@ def freeswitch_choice() -> tuple[str | None, str]:
                     f"the site's PostgreSQL, node_lost_after_s = {NODE_LOST_AFTER_S}")
 
 
-def media_node_overrides(node: Node, edges: list[Node], store_url: str) -> dict[str, Any]:
-    """The changes to the edge's site config that make it media node `node`'s."""
+def media_node_overrides(node: Node, edges: list[Node], store_url: str,
+                         folder: Path) -> dict[str, Any]:
+    """The changes to the edge's site config that make it media node `node`'s (`folder`: the
+    node's own, for the CDR spool: both nodes run on one host)."""
     return {
         "freeswitch": {"profile": {
             "sip_ip": node.address, "rtp_ip": node.address, "sip_port": BUSINESS_PORT,
@@ -68,7 +70,8 @@ def media_node_overrides(node: Node, edges: list[Node], store_url: str) -> dict[
         "esl": {
             "freeswitch": {"host": "127.0.0.1", "port": 8021, "password": ESL_PASSWORD},
             "listen": {"host": "127.0.0.1", "port": 8084},
-            "cdr_db": store_url, "node": node.role, "node_lost_after_s": NODE_LOST_AFTER_S,
+            "cdr_db": store_url, "cdr_spool": str(folder / "cdr-spool.sqlite3"),
+            "node": node.role, "node_lost_after_s": NODE_LOST_AFTER_S,
             "reconnect": {"initial_s": 0.1, "max_s": 1.0},
             "routes": [{"name": "cluster-tone", "target": {"action": "ivr",
                                                            "destination": f"playback {TONE}"}}]},
@@ -249,9 +252,9 @@ class _NamespacedFreeswitch(FreeswitchLab):
 
 
 def node_config(edge_raw: dict[str, Any], node: Node, edges: list[Node],
-                store_url: str) -> dict[str, Any]:
+                store_url: str, folder: Path) -> dict[str, Any]:
     """`edge_raw` (the edge's site config, as validated) made media node `node`'s."""
-    raw = merge(edge_raw, media_node_overrides(node, edges, store_url))
+    raw = merge(edge_raw, media_node_overrides(node, edges, store_url, folder))
     try:
         SiteConfig.model_validate(raw)
     except ValueError as error:

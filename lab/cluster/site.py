@@ -177,8 +177,10 @@ class ClusterSite:
         media = self.business.get(node.role)
         if not isinstance(media, FreeswitchMediaNode):  # else a restart: its logs go on
             edges = [self.network[role] for role in EDGES]
-            raw = node_config(self.edges["edgea"].raw_config, node, edges, self.postgres.url)
-            media = FreeswitchMediaNode(node, self.folder / node.role, raw, self.dtls_pem)
+            folder = self.folder / node.role
+            raw = node_config(self.edges["edgea"].raw_config, node, edges, self.postgres.url,
+                              folder)
+            media = FreeswitchMediaNode(node, folder, raw, self.dtls_pem)
             self.stack.callback(media.close)
             self.stack.callback(media.stop)
         try:
