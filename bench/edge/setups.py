@@ -21,6 +21,7 @@ from pathlib import Path
 import jinja2
 
 from provisioning.render import DS_ALGORITHMS, RenderOptions, render_kamailio
+from kemi.metrics import METRICS as PROM_METRICS
 from provisioning.templates_dir import KEMI_DIR
 from siteconfig.model import SiteConfig, split_host_port
 
@@ -134,6 +135,10 @@ def _common_context(site: BenchSite, out: Path, workers: int, log_level: int) ->
         "internal_listen": f"127.0.0.1:{site.ports.internal}",
         "bench_listen": bench_listen_line(site),
         "rpc_socket": str(out / "kamailio_rpc.sock"),
+        # the product's /metrics and its counters, when the site has them (the native reference
+        # bumps the same counters where the KEMI edge does)
+        "metrics_listen": cfg.metrics.edge_listen or "",
+        "prom_metrics": PROM_METRICS,
     }
 
 
