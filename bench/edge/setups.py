@@ -20,8 +20,8 @@ from pathlib import Path
 
 import jinja2
 
-from provisioning.render import DS_ALGORITHMS, RenderOptions, render_kamailio
 from kemi.metrics import METRICS as PROM_METRICS
+from provisioning.render import DS_ALGORITHMS, RenderOptions, render_kamailio
 from provisioning.templates_dir import KEMI_DIR
 from siteconfig.model import SiteConfig, split_host_port
 
