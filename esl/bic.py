@@ -15,11 +15,13 @@ import logging
 import math
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from esl.cdr import CallRecord, CdrStore
 from esl.client import EslConnection
+from esl.database import DatabaseUnreachable, first_line
 from esl.diagnosis import diagnose
 from esl.errors import EslError
 from esl.media import (
@@ -169,11 +171,12 @@ def refused_result(request: BicRequest, verdict: Verdict, store: CdrStore | None
     diagnosis = f"pre-flight refused, {verdict.summary()}"
     if store is not None:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        store.upsert(CallRecord(
+        with _unless_unreachable(f"bic {call_uuid}: the refusal's CDR not written"):
+            store.upsert(CallRecord(
             call_uuid=call_uuid, direction="bic", business_number=request.business_number,
             user_number=request.user, invite_at=now, end_at=now, hangup_cause=PREFLIGHT_CAUSE,
-            diagnosis=diagnosis, state="ended",
-            permission=permission_token(verdict.permission) if verdict.permission else None))
+                diagnosis=diagnosis, state="ended",
+                permission=permission_token(verdict.permission) if verdict.permission else None))
     log.warning("bic %s from %s to %s: %s", call_uuid, request.business_number, request.user,
                 diagnosis)
     return BicResult(call_uuid, False, PREFLIGHT_CAUSE, None, diagnosis, verdict)
@@ -184,7 +187,11 @@ def _result(call_uuid: str, output: str, store: CdrStore | None) -> BicResult:
     if output.startswith("+OK"):
         return BicResult(call_uuid, answered=True, diagnosis="answered")
     cause = output.removeprefix("-ERR").strip() or "NORMAL_UNSPECIFIED"
-    record = store.get(call_uuid) if store is not None else None
+    record = None
+    if store is not None:
+        with _unless_unreachable(f"bic {call_uuid}: its CDR cannot be read back (diagnosis "
+                                 "from the cause alone)"):
+            record = store.get(call_uuid)
     if record is not None and record.diagnosis:
         return BicResult(call_uuid, False, record.hangup_cause or cause, record.sip_status,
                          record.diagnosis)
@@ -201,3 +208,13 @@ def _result(call_uuid: str, output: str, store: CdrStore | None) -> BicResult:
             answered=False,
         ),
     )
+
+
+@contextlib.contextmanager
+def _unless_unreachable(what: str) -> Iterator[None]:
+    """The CDR database is unreachable (a store without a spool, or nothing spooled to read
+    back): the BIC goes on without it, one WARNING saying what was skipped."""
+    try:
+        yield
+    except DatabaseUnreachable as error:
+        log.warning("%s: %s", what, first_line(error))

@@ -82,9 +82,12 @@ class CallPermissionStore:
     """The ``call_permission`` table in the CDR database (SQLite or PostgreSQL); one
     connection per process."""
 
-    def __init__(self, path: Location) -> None:
+    def __init__(self, path: Location, *, defer: bool = False) -> None:
+        """``defer``: a PostgreSQL database unreachable now does not fail the open; its table
+        is created once it answers, and reads until then raise DatabaseUnreachable (wa-esl's
+        pre-flight, started during a database outage)."""
         self.path = path
-        self._db = open_database(path)
+        self._db = open_database(path, defer=defer)
         self._db.create_schema(_SCHEMA)
 
     def record(self, permission: CallPermission, *, event_id: str | None = None) -> bool:

@@ -296,13 +296,20 @@ class CdrStore:
     """
 
     def __init__(self, location: Location, *, node: str | None = None,
-                 spool: CdrSpool | None = None) -> None:
+                 spool: CdrSpool | None = None, defer: bool | None = None) -> None:
+        """``defer`` (default: with a spool): a PostgreSQL database unreachable now does not
+        fail the open; the tables are created or checked before the first statement that
+        finds it answering (esl/database.py), and until then writes are spooled and reads
+        raise DatabaseUnreachable. A database that refuses this configuration (password,
+        role, database name) raises DatabaseRefused here all the same."""
         self.path = location
         self.node = node
         self.spool = spool
         """Where writes go while the database is unreachable (None: such a write raises)."""
+        self.defers = spool is not None if defer is None else defer
         self._episode: _SpoolEpisode | None = None
-        self._db = open_database(location, application=f"wa-esl {node or ''}".strip())
+        self._db = open_database(location, application=f"wa-esl {node or ''}".strip(),
+                                 defer=self.defers)
         self._db.create_schema(_SCHEMA)
         self._db.add_columns("cdr", _ADDED_COLUMNS)
         self._db.create_schema(
@@ -314,6 +321,14 @@ class CdrStore:
             log.warning("CDR spool %s holds %d write(s) the CDR database %s has not taken yet "
                         "(from before wa-esl restarted): replaying them in order", spool.path,
                         len(spool), location)
+        why = self._db.unreachable_at_open
+        if why is not None:
+            self._episode = self._episode or _SpoolEpisode(time.monotonic())
+            where = (f"are kept in the spool {spool.path} (up to {spool.max_records}) and "
+                     "replayed in order" if spool is not None else "fail (no spool) until")
+            log.warning("CDR database %s unreachable at start (%s): starting without it; CDR "
+                        "writes %s once it answers, after its tables are created or checked",
+                        location, why, where)
 
     @property
     def shared(self) -> bool:
@@ -341,12 +356,17 @@ class CdrStore:
         if not len(self.spool):
             try:
                 self._db.execute(_UPSERT, values)
-                return "written"
             except DatabaseUnreachable as exc:
+                if self._episode is not None:  # already said (at start, or the spool full)
+                    return self._spool_write(self.spool, values)
                 self._episode = _SpoolEpisode(time.monotonic())
                 log.warning("CDR database %s unreachable (%s): CDR writes go to the spool %s "
                             "(up to %d) and are replayed in order when it answers", self.path,
                             first_line(exc), self.spool.path, self.spool.max_records)
+                return self._spool_write(self.spool, values)
+            if self._episode is not None:  # the outage is over without a write left waiting
+                self._finish_episode()
+            return "written"
         return self._spool_write(self.spool, values)
 
     def _spool_write(self, spool: CdrSpool, values: dict[str, object]) -> WriteOutcome:
@@ -384,28 +404,61 @@ class CdrStore:
             return 0
         writes = self.spool.oldest(batch)
         if not writes:
+            if self._db.unreachable_at_open is None:
+                self._finish_episode()  # an outage at start that no write saw is over
             return 0
         with self._db.transaction():
             for write in writes:
                 self._db.execute(_UPSERT, write.params)
         self.spool.remove_through(writes[-1].seq)
-        episode = self._episode
-        if episode is not None:
-            episode.replayed += len(writes)
+        if self._episode is not None:
+            self._episode.replayed += len(writes)
         if not len(self.spool):
-            self._episode = None
-            if episode is not None:
-                dropped = (f"; {episode.dropped} write(s) dropped while the spool was full"
-                           if episode.dropped else "")
-                log.warning("CDR spool %s drained: %d spooled write(s) replayed in order to the "
-                            "CDR database %s, %.0f s after spooling started%s", self.spool.path,
-                            episode.replayed, self.path, time.monotonic() - episode.started,
-                            dropped)
+            self._finish_episode()
         return len(writes)
 
+    def _finish_episode(self) -> None:
+        """The spool is empty and the database took what it held: say so (once)."""
+        episode, self._episode = self._episode, None
+        if episode is None or self.spool is None or not (episode.replayed or episode.dropped):
+            return  # nothing was spooled (an outage at start that no call saw)
+        dropped = (f"; {episode.dropped} write(s) dropped while the spool was full"
+                   if episode.dropped else "")
+        log.warning("CDR spool %s drained: %d spooled write(s) replayed in order to the "
+                    "CDR database %s, %.0f s after spooling started%s", self.spool.path,
+                    episode.replayed, self.path, time.monotonic() - episode.started, dropped)
+
     def get(self, call_uuid: str) -> CallRecord | None:
-        rows = self._select("WHERE call_uuid = ?", (call_uuid,))
-        return rows[0] if rows else None
+        """The call's record as the database will hold it once the spool is replayed: the
+        database's row with this node's spooled writes for the call merged over it as the
+        upsert merges them. With the database unreachable, the spooled writes alone (if the
+        call has any; else DatabaseUnreachable): the BIC result of a call placed during an
+        outage still gets the diagnosis its hangup wrote."""
+        pending = self.spool.writes_for(call_uuid) if self.spool is not None and \
+            len(self.spool) else []
+        try:
+            rows = self._select("WHERE call_uuid = ?", (call_uuid,))
+        except DatabaseUnreachable:
+            if not pending:
+                raise
+            rows = []
+        if not pending:
+            return rows[0] if rows else None
+        values: dict[str, object] = (dataclasses.asdict(rows[0]) if rows else
+                                     {name: None for name in FIELDS})
+        if rows and values["state"] == "active":
+            values["state"] = None
+        for write in pending:
+            for name in FIELDS:
+                if name == "node":
+                    values[name] = values[name] or write.params.get(name)
+                elif write.params.get(name) is not None:
+                    values[name] = write.params[name]
+        values["call_uuid"] = call_uuid
+        if values["media_timeout"] is not None:
+            values["media_timeout"] = bool(values["media_timeout"])
+        values["state"] = values["state"] or "active"
+        return CallRecord(**values)  # type: ignore[arg-type]
 
     def find(self, call: str) -> list[CallRecord]:
         """Records whose FreeSWITCH UUID, wacid or SIP Call-ID is ``call`` (newest first)."""

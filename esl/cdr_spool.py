@@ -91,6 +91,12 @@ class CdrSpool:
         return [SpooledWrite(int(seq), call_uuid, json.loads(params))
                 for seq, call_uuid, params in rows]
 
+    def writes_for(self, call_uuid: str) -> list[SpooledWrite]:
+        """One call's writes, in the order they were made."""
+        rows = self._db.execute("SELECT seq, call_uuid, params FROM cdr_write WHERE "
+                                "call_uuid = ? ORDER BY seq", (call_uuid,)).rows
+        return [SpooledWrite(int(seq), uuid, json.loads(params)) for seq, uuid, params in rows]
+
     def remove_through(self, seq: int) -> None:
         """Forget the writes up to ``seq``: the database committed them."""
         removed = self._db.execute("DELETE FROM cdr_write WHERE seq <= ?", (seq,)).rowcount

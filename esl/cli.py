@@ -27,6 +27,7 @@ from esl.cdr_export import to_csv, to_json
 from esl.cdr_spool import CdrSpoolError
 from esl.client import connect_inbound
 from esl.controller import Controller
+from esl.database import DatabaseRefused, DatabaseUnreachable
 from esl.edge_log import EdgeLogError
 from esl.errors import EslError
 from esl.event import Event
@@ -89,6 +90,10 @@ async def _run(settings: ControllerSettings) -> None:
         controller = Controller(settings)
     except CdrSpoolError as exc:
         raise _fail("esl.cdr_spool", exc, 1) from exc
+    except DatabaseRefused as exc:  # it answered, and no: waiting would not help
+        raise _fail("CDR database ([esl] cdr_db) refused", f"{exc} (a configuration that "
+                    "cannot work as it is: put the URL or the server right and start wa-esl "
+                    "again; an unreachable database would not stop it)", 1) from exc
     except (sqlite3.Error, OSError) as exc:
         raise _fail(f"CDR database {settings.cdr_db}", exc, 1) from exc
     stop = asyncio.Event()
@@ -160,7 +165,7 @@ async def _originate(settings: ControllerSettings, request: BicRequest,
         return await _place(settings, request, timeout, None)
     verdict = await _check(settings, request)
     if verdict is not None and not verdict.allowed:
-        store = CdrStore(settings.cdr_db, node=settings.node)
+        store = CdrStore(settings.cdr_db, node=settings.node, defer=True)
         try:
             return refused_result(request, verdict, store)
         finally:
@@ -174,7 +179,8 @@ async def _check(settings: ControllerSettings, request: BicRequest) -> Verdict |
     if settings.number(request.business_number) is None:
         raise BicRequestError(
             f"business number {request.business_number} is not configured in [esl.numbers]")
-    store = CdrStore(settings.cdr_db, node=settings.node)
+    # deferred: with the database unreachable pre-flight refuses (cdr_db_unreachable)
+    store = CdrStore(settings.cdr_db, node=settings.node, defer=True)
     try:
         async with preflight_for(settings, store) as preflight:
             verdict = (await preflight.check(request.business_number, request.user)
@@ -225,12 +231,18 @@ async def _place(settings: ControllerSettings, request: BicRequest, timeout: flo
     )
     try:
         await connection.command("event json CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB")
-        store = CdrStore(settings.cdr_db, node=settings.node)
+        # deferred: a --force call goes out with the database unreachable; the controller's
+        # inbound connection spools its CDR, and the result says why from the cause alone
+        store = CdrStore(settings.cdr_db, node=settings.node, defer=True)
         try:
 
             def record(event: Event) -> None:
                 if event.name == "CHANNEL_HANGUP_COMPLETE" and is_whatsapp_call(event):
-                    store.upsert(record_from_hangup(event))
+                    try:
+                        store.upsert(record_from_hangup(event))
+                    except DatabaseUnreachable as exc:
+                        errors.print(f"[yellow]CDR not written here:[/yellow] {escape(str(exc))}"
+                                     " (wa-esl's own connection spools it)")
 
             connection.on_event(record)
             return await place_bic(connection, request, settings, store, timeout=timeout,
@@ -241,7 +253,10 @@ async def _place(settings: ControllerSettings, request: BicRequest, timeout: flo
         await connection.close()
 
 
-def _store(config: Path | None, db: str | None) -> CdrStore:
+def _store(config: Path | None, db: str | None, *, fail: bool = True) -> CdrStore:
+    """The CDR store of ``--db`` or the config; a database that cannot be opened ends the
+    command with its message (``fail=False``: DatabaseUnreachable is raised instead, for a
+    command that can do without it)."""
     location: Path | PostgresUrl
     if db is not None:
         try:
@@ -256,6 +271,10 @@ def _store(config: Path | None, db: str | None) -> CdrStore:
         raise _fail("cdr", f"no CDR database at {location}", 2)
     try:
         return CdrStore(location)
+    except DatabaseUnreachable as exc:
+        if not fail and not isinstance(exc, DatabaseRefused):
+            raise
+        raise _fail("CDR database", exc, 2) from exc
     except (sqlite3.Error, OSError) as exc:  # a PostgreSQL fault names the URL (no password)
         label = "CDR database" if isinstance(location, PostgresUrl) else f"CDR database {location}"
         raise _fail(label, exc, 2) from exc
@@ -335,7 +354,13 @@ def call_show(
     """Did the INVITE reach the edge, what was answered, did media flow: one call's story."""
     settings = _settings(config) if config is not None else None
     logs = tuple(edge_log or ([settings.edge_log] if settings and settings.edge_log else []))
-    store = _store(config, db) if (db is not None or config is not None) else None
+    store = None
+    if db is not None or config is not None:
+        try:
+            store = _store(config, db, fail=not logs)
+        except DatabaseUnreachable as exc:  # the edge log alone still tells part of the story
+            errors.print(f"[yellow]CDR database unreachable, the edge log alone:[/yellow] "
+                         f"{escape(str(exc))}")
     try:
         report = build_report(call, store, logs,
                               duration_tolerance_s=duration_tolerance(config) if config else 6,

@@ -25,7 +25,7 @@ from esl.bic import BicRequest, BicResult, originate_command, place_bic, refused
 from esl.cdr import CdrStore, is_whatsapp_call, record_from_hangup
 from esl.cdr_spool import CdrSpool
 from esl.client import EslConnection, connect_inbound, serve_outbound
-from esl.database import DatabaseUnreachable
+from esl.database import DatabaseRefused, DatabaseUnreachable
 from esl.errors import ConnectionClosed, EslError
 from esl.event import Event
 from esl.metrics import LatencySamples
@@ -64,6 +64,7 @@ class Controller:
         self._inbound_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._heartbeat_failing = False
+        self._heartbeat_refused = False
         self._replay_refused = False
         self._reconcile_pending = False
         self._stopping = False
@@ -191,14 +192,23 @@ class Controller:
             self.store.heartbeat(esl_up=self.inbound_ready.is_set())
         except sqlite3.Error as exc:  # PostgreSQL faults too (esl.database.DatabaseError)
             self.metrics.heartbeat_failures.inc()
-            if not self._heartbeat_failing:
-                log.warning("node %s: cannot write the heartbeat to the CDR database %s: %s",
-                            self.settings.node, self.settings.cdr_db, exc)
+            refused = isinstance(exc, DatabaseRefused)
+            if not self._heartbeat_failing or (refused and not self._heartbeat_refused):
+                # refused: it answers, and not to this configuration; the calls go on (their
+                # CDR writes kept in the spool) until the server or [esl] cdr_db is put right
+                log.log(logging.ERROR if refused else logging.WARNING,
+                        "node %s: cannot write the heartbeat to the CDR database %s: %s%s",
+                        self.settings.node, self.settings.cdr_db, exc,
+                        " (refused: CDR writes stay in the spool until the server or [esl] "
+                        "cdr_db is put right; wa-esl restarted with it replays them)"
+                        if refused else "")
             self._heartbeat_failing = True
+            self._heartbeat_refused = refused
             return
         if self._heartbeat_failing:
             log.info("node %s: heartbeat written again", self.settings.node)
         self._heartbeat_failing = False
+        self._heartbeat_refused = False
 
     def close_lost_calls(self) -> None:
         """Close the active calls of media nodes whose heartbeat stopped (state 'lost')."""

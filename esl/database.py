@@ -17,12 +17,21 @@ idempotent upsert or a read, so running it again is safe.
 Messages never carry the URL's password: :class:`DatabaseError` is scrubbed, and a
 :class:`~siteconfig.database_url.PostgresUrl` prints without it. ``DatabaseError`` derives from
 ``sqlite3.Error`` so every handler written for the SQLite store catches PostgreSQL faults too;
-:class:`DatabaseUnreachable`, its subclass, marks the faults a later retry can cure.
+:class:`DatabaseUnreachable`, its subclass, marks the faults a later retry can cure, and
+:class:`DatabaseRefused`, its own subclass, a connection PostgreSQL refused for this
+configuration (password, role, database): an outage to a running node, fatal at start.
+
+Opened with ``defer=True`` (wa-esl's stores), an unreachable PostgreSQL does not fail the
+open: the schema statements the store asks for are kept and run, in order, before the first
+statement that finds the database answering, so a media node starts and takes calls during a
+database outage (its CDR writes spooled, esl/cdr_spool.py) and its tables are created or
+checked as soon as the database is back, before anything else is written to them.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import sqlite3
 import time
@@ -33,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from siteconfig.database_url import PostgresUrl, redact_url, scrub
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5_000
 """How long a SQLite write waits for another process's lock before it fails."""
@@ -60,6 +71,32 @@ class DatabaseUnreachable(DatabaseError):
     statement may succeed later unchanged, so a CDR write that failed so is kept and tried
     again (esl/cdr_spool.py); any other DatabaseError (a refused SQL or value) is a bug to
     report, not to retry."""
+
+
+class DatabaseRefused(DatabaseUnreachable):
+    """PostgreSQL answered and refused the connection this URL asks for: authentication
+    failed (or no password given), no such role or database, no ``pg_hba.conf`` entry, a
+    role without LOGIN or CONNECT, SSL required and not offered, a connection option libpq
+    rejects; or, for a store opened with ``defer=True``, the deferred schema statements were
+    refused (no CREATE privilege). A configuration that cannot work as it is, not an outage:
+    at start it is fatal (wa-esl exits saying so). It derives from DatabaseUnreachable for a
+    node already running: the password changed on the server under it is cured on the server
+    or by a restart with the right one, and the CDR writes meanwhile are kept in the spool."""
+
+
+REFUSED_CONNECTION = re.compile(
+    r"authentication failed for user|no password supplied|no pg_hba\.conf entry|"
+    r"pg_hba\.conf rejects connection|role \S+ does not exist|database \S+ does not exist|"
+    r"is not permitted to log in|permission denied for database|"
+    r"server does not support SSL, but SSL was required|invalid \S+ value|"
+    r"invalid connection option")
+"""libpq's words (English) for a connection refused for its configuration. psycopg gives no
+SQLSTATE for a failed connection (checked with psycopg 3.3 and libpq 18: ``sqlstate`` None,
+the server's code stays inside libpq), so the text is all there is. Anything else, such as
+a connection refused or timed out, a host name that does not resolve (DNS may be the part
+that is down), "the database system is starting up", "too many clients", is an outage; a
+server whose messages are not in English makes a refusal look like one (wa-esl then starts,
+warns with the server's words and spools)."""
 
 
 def first_line(error: Exception) -> str:
@@ -100,6 +137,12 @@ class Database:
 
     def has_table(self, table: str) -> bool:
         raise NotImplementedError
+
+    @property
+    def unreachable_at_open(self) -> str | None:
+        """Why the database could not be reached when opened with ``defer=True`` (its schema
+        statements still wait for it); None once they have run, or when it answered."""
+        return None
 
     def close(self) -> None:
         raise NotImplementedError
@@ -181,7 +224,8 @@ class PostgresDatabase(Database):
 
     postgres = True
 
-    def __init__(self, url: PostgresUrl, *, application: str = "wa-esl") -> None:
+    def __init__(self, url: PostgresUrl, *, application: str = "wa-esl",
+                 defer: bool = False) -> None:
         import psycopg  # only sites with a PostgreSQL CDR database load the driver
 
         self._psycopg = psycopg
@@ -192,12 +236,30 @@ class PostgresDatabase(Database):
         self._in_transaction = False
         self._retry_at = 0.0
         self._last_failure = ""
-        self._db = self._connect()
+        self._last_refused = False
+        self._db: Any = None
+        self._deferred: list[tuple[str, Any]] | None = None
+        """Schema statements waiting for the database (``defer=True``, unreachable at open)."""
+        self._preparing = False
+        try:
+            self._db = self._connect()
+        except DatabaseRefused:
+            raise  # a configuration that cannot work: no use waiting for it
+        except DatabaseUnreachable:
+            if not defer:
+                raise
+            self._deferred = []
+
+    @property
+    def unreachable_at_open(self) -> str | None:
+        return self._last_failure if self._deferred is not None else None
 
     def _connect(self) -> Any:
         if time.monotonic() < self._retry_at:
-            raise DatabaseUnreachable(f"{redact_url(self._url)}: unreachable ({self._last_failure}); "
-                                f"next try within {PG_RETRY_AFTER_S:.0f} s")
+            kind = DatabaseRefused if self._last_refused else DatabaseUnreachable
+            raise kind(f"{redact_url(self._url)}: "
+                       f"{'refused' if self._last_refused else 'unreachable'} "
+                       f"({self._last_failure}); next try within {PG_RETRY_AFTER_S:.0f} s")
         try:
             return self._psycopg.connect(
                 self._url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S,
@@ -207,6 +269,11 @@ class PostgresDatabase(Database):
         except self._psycopg.Error as error:
             self._retry_at = time.monotonic() + PG_RETRY_AFTER_S
             self._last_failure = scrub(self._url, first_line(error))
+            self._last_refused = bool(REFUSED_CONNECTION.search(str(error))) or not isinstance(
+                error, self._psycopg.OperationalError)
+            if self._last_refused:
+                raise DatabaseRefused(f"{redact_url(self._url)}: "
+                                      f"{scrub(self._url, str(error).strip())}") from None
             raise self._error(error) from None
 
     def _error(self, error: Exception) -> DatabaseError:
@@ -214,11 +281,35 @@ class PostgresDatabase(Database):
         kind = DatabaseUnreachable if isinstance(error, transient) else DatabaseError
         return kind(f"{redact_url(self._url)}: {scrub(self._url, str(error).strip())}")
 
+    def _open(self) -> None:
+        """Connected, and the deferred schema statements run (before any other statement)."""
+        if self._in_transaction:
+            return
+        if self._db is None or self._db.closed:
+            self._db = self._connect()
+        if self._deferred is None or self._preparing:
+            return
+        self._preparing = True
+        try:
+            for kind, argument in self._deferred:
+                if kind == "schema":
+                    self.create_schema(argument)
+                else:
+                    self.add_columns(*argument)
+        except DatabaseUnreachable:
+            raise  # all idempotent: run again, whole, at the next statement
+        except DatabaseError as error:
+            raise DatabaseRefused(f"cannot create or check the tables: {error}") from None
+        finally:
+            self._preparing = False
+        self._deferred = None
+        log.info("CDR database %s answers: its tables are created or checked",
+                 redact_url(self._url))
+
     def execute(self, sql: str, params: Params = ()) -> Result:
         query = postgres_sql(sql)
         for attempt in (1, 2):
-            if self._db.closed and not self._in_transaction:
-                self._db = self._connect()
+            self._open()
             try:
                 with self._db.cursor() as cursor:
                     cursor.execute(query, params or None)
@@ -233,8 +324,7 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        if self._db.closed:
-            self._db = self._connect()
+        self._open()
         try:
             with self._db.transaction():
                 self._in_transaction = True
@@ -246,6 +336,9 @@ class PostgresDatabase(Database):
             raise self._error(error) from None
 
     def create_schema(self, ddl: str) -> None:
+        if self._deferred is not None and not self._preparing:
+            self._deferred.append(("schema", ddl))
+            return
         with self.transaction():
             self.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
             for statement in ddl.split(";"):
@@ -253,6 +346,9 @@ class PostgresDatabase(Database):
                     self.execute(statement)
 
     def add_columns(self, table: str, columns: Sequence[tuple[str, str]]) -> None:
+        if self._deferred is not None and not self._preparing:
+            self._deferred.append(("columns", (table, columns)))
+            return
         with self.transaction():
             self.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
             for name, kind in columns:
@@ -262,13 +358,18 @@ class PostgresDatabase(Database):
         return self.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).rows[0][0] is True
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
 
 def open_database(location: Location, *, application: str = "wa-esl",
-                  read_only: bool = False) -> Database:
+                  read_only: bool = False, defer: bool = False) -> Database:
     """The database at ``location`` (a SQLite path or a PostgreSQL URL); raises DatabaseError
-    (or ``sqlite3.Error`` / ``OSError`` for a SQLite file that cannot be opened)."""
+    (or ``sqlite3.Error`` / ``OSError`` for a SQLite file that cannot be opened).
+
+    ``defer``: a PostgreSQL database unreachable now is opened all the same (its schema
+    statements wait for it, see :class:`PostgresDatabase`); DatabaseRefused is still raised.
+    """
     if isinstance(location, PostgresUrl):
-        return PostgresDatabase(location, application=application)
+        return PostgresDatabase(location, application=application, defer=defer)
     return SqliteDatabase(Path(location), read_only=read_only)

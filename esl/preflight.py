@@ -30,6 +30,7 @@ from typing import Protocol
 
 from esl.call_permissions import STATUSES, CallPermission, CallPermissionStore
 from esl.cdr import CdrStore
+from esl.database import DatabaseUnreachable, first_line
 from esl.unanswered_streak import unanswered_streak
 from graphapi.errors import EndpointRefused, GraphError, RateLimitError
 from graphapi.permissions import START_CALL, PermissionAnswer, user_query
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 REASONS = (
     "no_permission", "permission_pending", "permission_rejected", "permission_expired",
     "limit_reached", "cannot_start_call", "unanswered_streak", "graph_rate_limited",
-    "graph_unavailable", "endpoint_refused",
+    "graph_unavailable", "endpoint_refused", "cdr_db_unreachable",
 )
 """Every reason pre-flight refuses with (the metrics' label values: a closed set)."""
 RATE_LIMIT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
@@ -235,10 +236,18 @@ class Preflight:
         config = self.settings.preflight
         now = int(self._clock())
         wa_id = user_wa_id(user)
-        stored = self.permissions.current(business_number, wa_id)
-        granted_at = (stored.recorded_at if stored is not None and stored.source == "webhook"
-                      and stored.status == "granted" else None)
-        streak = unanswered_streak(self.cdrs, business_number, user, since=granted_at)
+        try:
+            stored = self.permissions.current(business_number, wa_id)
+            granted_at = (stored.recorded_at if stored is not None and stored.source == "webhook"
+                          and stored.status == "granted" else None)
+            streak = unanswered_streak(self.cdrs, business_number, user, since=granted_at)
+        except DatabaseUnreachable as error:
+            # Neither the stored permission nor the unanswered streak can be read: a call
+            # placed blind could be one Meta counts against the business (a revoked or
+            # missing permission, a streak at its limit), so refuse until the database answers
+            return Verdict(False, "cdr_db_unreachable", (
+                f"the CDR database cannot be read for the stored permission and the unanswered "
+                f"streak ({first_line(error)}); try again once it answers, or --force"))
         warnings: list[str] = []
         if streak.count >= config.streak_refuse:
             return Verdict(False, "unanswered_streak", (

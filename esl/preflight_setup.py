@@ -32,7 +32,7 @@ async def preflight_for(settings: ControllerSettings, cdrs: CdrStore, *,
     if not config.enabled:
         yield None
         return
-    permissions = CallPermissionStore(settings.cdr_db)
+    permissions = CallPermissionStore(settings.cdr_db, defer=cdrs.defers)
     try:
         async with _graph(settings) as (client, why):
             lookup = (PacedLookup(client.call_permissions, rate=config.graph_rate,

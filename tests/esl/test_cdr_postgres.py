@@ -425,17 +425,6 @@ def test_an_unreachable_database_is_named_without_its_password() -> None:
     assert SECRET not in result.output
 
 
-def test_wa_esl_run_on_an_unreachable_database_fails_without_its_password(tmp_path: Path) -> None:
-    url = f"postgresql://wasip:{SECRET}@127.0.0.1:{free_port()}/wa"
-    config = tmp_path / "esl.toml"
-    config.write_text(f'cdr_db = "{url}"\nnode = "media1"\n'
-                      f'cdr_spool = "{tmp_path / "cdr-spool.sqlite3"}"\n', encoding="utf-8")
-    result = CliRunner().invoke(app, ["run", "--config", str(config)])
-    assert result.exit_code == 1
-    assert "CDR database postgresql://wasip:***@127.0.0.1" in result.output
-    assert SECRET not in result.output
-
-
 async def test_postgres_stopped_under_a_running_controller_is_logged_without_its_password(
     standin: FreeSwitchStandin, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

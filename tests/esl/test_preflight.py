@@ -226,7 +226,7 @@ def test_the_webhook_grant_wins_over_a_lagging_graph(stores: Any) -> None:
 
 
 def test_every_reason_is_reachable_and_named() -> None:
-    assert len(set(REASONS)) == len(REASONS) == 10
+    assert len(set(REASONS)) == len(REASONS) == 11
 
 
 def test_permission_token_is_safe_for_an_originate_and_read_back() -> None:

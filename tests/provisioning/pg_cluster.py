@@ -47,6 +47,18 @@ class PgCluster:
                                   " -c fsync=off", "start"]),
                        check=True, capture_output=True, timeout=60)
 
+    def require_password(self, password: str) -> None:
+        """From now on the role logs in with ``password`` (scram-sha-256), as a site's would."""
+        subprocess.run(_as_owner([str(self.binaries / "psql"), "-h", "127.0.0.1", "-p",
+                                  str(self.port), "-U", DB_USER, "-d", "wa", "-c",
+                                  f"ALTER ROLE {DB_USER} PASSWORD '{password}'"]),
+                       check=True, capture_output=True, timeout=30)
+        hba = self.folder / "data" / "pg_hba.conf"
+        subprocess.run(_as_owner(["sh", "-c", "echo 'host all all 127.0.0.1/32 scram-sha-256' "
+                                  f"> {hba}"]), check=True, timeout=30)
+        self.stop()  # a restart, not a reload: the new rule is in force once start() returns
+        self.start()
+
     def stop(self, *, check: bool = True) -> None:
         """Stopped at once (`-m immediate`): the database gone as a crash or a cut would take it."""
         subprocess.run(_as_owner([str(self.binaries / "pg_ctl"), "-D", str(self.folder / "data"),
