@@ -184,28 +184,20 @@ def _builtin_sha256() -> Callable[..., Any]:
 
 
 _SHA256 = _builtin_sha256()
-_BLOCK = 64  # SHA-256's block size, HMAC's key pad length (RFC 2104)
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 @functools.lru_cache(maxsize=16)
-def _pads(secret: bytes) -> tuple[Any, Any]:
-    """SHA-256 states after HMAC's inner and outer key pads (RFC 2104), once per secret; the
-    states are copied for each MAC, never updated themselves."""
-    key = _SHA256(secret).digest() if len(secret) > _BLOCK else secret
-    key = key.ljust(_BLOCK, b"\0")
-    return _SHA256(key.translate(_IPAD)), _SHA256(key.translate(_OPAD))
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """The standard library's HMAC keyed once per secret on `_SHA256` (its inner and outer pads
+    hashed here); each MAC works on a copy, this one is never updated."""
+    return hmac.new(secret, digestmod=_SHA256)
 
 
 def _hmac_sha256(secret: bytes, message: bytes) -> bytes:
     """HMAC-SHA256 of `message` (the bytes hmac.digest(secret, message, "sha256") gives)."""
-    inner_pad, outer_pad = _pads(secret)
-    inner = inner_pad.copy()
-    inner.update(message)
-    outer = outer_pad.copy()
-    outer.update(inner.digest())
-    return outer.digest()  # type: ignore[no-any-return]
+    mac = _keyed(secret).copy()
+    mac.update(message)
+    return mac.digest()
 
 
 def _mac(secret: bytes, key_id: str, direction: str, call_id: str, tag: str, hop: str) -> str:
