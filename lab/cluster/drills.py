@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from esl.database import PG_RETRY_AFTER_S
 from lab.cluster.business_node import BUSINESS_TONE_HZ
 from lab.cluster.edge_node import INTERNAL_PORT, NG_LISTEN, PROBE_INTERVAL_S
-from lab.cluster.freeswitch_node import HEARTBEAT_S, NODE_LOST_AFTER_S, FreeswitchMediaNode
+from lab.cluster.freeswitch_node import (
+    ESL_PASSWORD,
+    HEARTBEAT_S,
+    NODE_LOST_AFTER_S,
+    FreeswitchMediaNode,
+)
 from lab.cluster.media_failover import MEDIA_ADDRESSES, REDIS_DBS, take_over
 from lab.cluster.media_gaps import GAP_S, Arrivals
 from lab.cluster.meta import META_TONE_HZ, MetaCall, mac_key_id
@@ -32,6 +37,7 @@ from lab.site_toml import write_site_toml
 from provisioning.in_dialog_keys import rotate_key_file
 from provisioning.kamailio_rpc import RpcError, call
 from provisioning.rtpengine_ng import NgError, call_ids
+from siteconfig.database_url import PostgresUrl, url_secrets
 
 NEW_CALL_BUDGET_S = 20.0
 HOLD_S = 1.5
@@ -53,6 +59,9 @@ YOUNG_KEYS_WITHIN_S = 2.0  # a DTLS call's keys in Redis after its answer (endpo
 LOST_CLOSED_WITHIN_S = NODE_LOST_AFTER_S + HEARTBEAT_S
 LOST_POLL_S = 0.2
 CDR_BACK_WITHIN_S = PG_RETRY_AFTER_S + HEARTBEAT_S + 3.0  # PostgreSQL started again
+RESTARTED = "media1"  # the node whose wa-esl the PostgreSQL drill restarts while it is down
+WA_ESL_EXIT_WITHIN_S = 10.0  # its SIGTERM: calls' tasks cancelled, the spool closed
+RESTART_CALLS = 4  # whole calls at most until one is on it (the dispatcher spreads them)
 
 
 @dataclass
@@ -284,12 +293,11 @@ def _sync(site: ClusterSite) -> subprocess.CompletedProcess[str]:
 def postgres_stopped(site: ClusterSite) -> DrillReport:
     """The site's one PostgreSQL stopped: calls go on from the edges' in-memory credentials;
     FreeSWITCH media nodes keep their CDR writes in their spool and replay them once it is
-    back."""
+    back, media1's after its wa-esl was restarted while it was down."""
     report = DrillReport("PostgreSQL stopped")
     assert site.postgres is not None
     before = {role: _ha1(site, role) for role in EDGES}
-    logged = {role: media.wa_esl.log_size() for role, media in _freeswitch_nodes(site)
-              if media.wa_esl is not None}
+    logged = {role: media.wa_esl_mark() for role, media in _freeswitch_nodes(site)}
     site.postgres.stop()
     fault_at = time.monotonic()
     while_down = _new_calls_until_good(site, report, fault_at, extra_good=2)
@@ -306,15 +314,18 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
     report.lost += 0 if last.good else 1
     report.calls.append(_with_node(site, last))
     report.check("a call after the failed sync is good", last.good)
+    after_restart = _wa_esl_restarted_while_down(site, report, while_down)
     site.postgres.start()
     back_at = time.monotonic()
+    if after_restart is not None:
+        _replayed_after_restart(site, report, after_restart, back_at)
     for role, media in _freeswitch_nodes(site):
         # the next drill's calls need their CDRs written: wa-esl's first heartbeat after its
         # connection's retry delay says it writes again
         assert media.wa_esl is not None
         try:
             media.wa_esl.wait_for_line(r"heartbeat written again", CDR_BACK_WITHIN_S,
-                                       start=logged.get(role, 0))
+                                       start=media.wa_esl_offset(logged[role]))
             writes = f"after {time.monotonic() - back_at:.1f} s"
         except LabError as error:
             writes = f"not within {CDR_BACK_WITHIN_S:.0f} s ({error})"
@@ -324,8 +335,97 @@ def postgres_stopped(site: ClusterSite) -> DrillReport:
     return report
 
 
+@dataclass
+class _AfterRestart:
+    """media1's wa-esl restarted while PostgreSQL was down, and the call it took then."""
+
+    media: FreeswitchMediaNode
+    mark: tuple[int, int]  # its new run's log, from its start
+    meta_call: MetaCall | None
+
+
+def _wa_esl_restarted_while_down(site: ClusterSite, report: DrillReport,
+                                 while_down: list[MetaCall]) -> _AfterRestart | None:
+    """FreeSWITCH nodes only: media1's wa-esl restarted while PostgreSQL is down (SIGTERM, its
+    exit, started again as the lab starts it: it must start without its database, d0d7d31),
+    then calls until one is on media1 (answered, tone heard, BYE), within a budget. The calls
+    join `while_down`, whose CDRs the database must hold once it is back."""
+    nodes = dict(_freeswitch_nodes(site))
+    if RESTARTED not in nodes:
+        return None  # the plain side: no wa-esl to restart
+    media = nodes[RESTARTED]
+    try:
+        code, up_s = media.restart_wa_esl(WA_ESL_EXIT_WITHIN_S)
+        restarted = f"exit {code} at SIGTERM, up again (ESL connection) {up_s:.2f} s after it"
+        ok = code == 0
+    except LabError as error:
+        restarted, ok = f"not up again: {' '.join(str(error).split())[:200]}", False
+    report.shown.append(f"{RESTARTED}'s wa-esl restarted while PostgreSQL is down: {restarted}")
+    report.check(f"{RESTARTED}'s wa-esl restarts while PostgreSQL is down ({restarted})", ok)
+    assert media.wa_esl is not None
+    mark = (len(media.wa_esl_runs) - 1, 0)
+    if not ok:
+        return _AfterRestart(media, mark, None)
+    on_node = None
+    started = time.monotonic()
+    for _ in range(RESTART_CALLS):
+        if time.monotonic() - started > NEW_CALL_BUDGET_S:
+            break
+        meta_call = site.whole_call(HOLD_S)
+        report.placed += 1
+        while_down.append(meta_call)
+        good = meta_call.good and _business_got_bye(site, meta_call)
+        report.lost += 0 if good else 1
+        report.calls.append(_with_node(site, meta_call) + " (after the wa-esl restart)")
+        if site.business_saw(meta_call.wacid, "invite") == RESTARTED:
+            on_node = meta_call
+            break
+    report.check(f"a call on {RESTARTED} after its wa-esl restart is answered, the tone heard, "
+                 f"BYE 200 ({on_node.line() if on_node else 'none reached it'})",
+                 on_node is not None and on_node.good and _business_got_bye(site, on_node))
+    return _AfterRestart(media, mark, on_node)
+
+
+def _replayed_after_restart(site: ClusterSite, report: DrillReport, after: _AfterRestart,
+                            back_at: float) -> None:
+    """PostgreSQL back (at `back_at`): the restarted wa-esl's spool replayed, the call it took
+    while the database was down in it with invite, answer and end; its start-while-unreachable
+    WARNING once, no traceback, no password in its log."""
+    media, wa_esl = after.media, after.media.wa_esl
+    assert wa_esl is not None
+    try:
+        drained = wa_esl.wait_for_line(r"CDR spool \S+ drained: .*", CDR_BACK_WITHIN_S)[0]
+        replay = f"replayed {time.monotonic() - back_at:.2f} s after PostgreSQL's start"
+    except LabError as error:
+        drained, replay = "", f"not replayed within {CDR_BACK_WITHIN_S:.0f} s ({error})"
+    report.shown.append(f"{RESTARTED}'s wa-esl spool {replay}")
+    if after.meta_call is not None:
+        wacid = after.meta_call.wacid
+        ended = _ended_cdrs(media, {wacid}, CDR_BACK_WITHIN_S)
+        record = media.records({wacid}).get(wacid) if ended else None
+        has_all = record is not None and bool(record.invite_at and record.answer_at
+                                              and record.end_at)
+        report.check(f"{RESTARTED}: the CDR of the call after the restart ({wacid}) is in "
+                     f"PostgreSQL with invite, answer and end times; spool {replay} "
+                     f"({drained.split(': ', 1)[-1][:120]})", has_all)
+    text = media.wa_esl_text(after.mark)
+    starts = text.count("unreachable at start")
+    tracebacks = text.count("Traceback")
+    report.check(f"{RESTARTED}'s restarted wa-esl says it started without its database in one "
+                 f"WARNING ({starts}), no traceback ({tracebacks})",
+                 starts == 1 and tracebacks == 0
+                 and "WARNING" in next((line for line in text.splitlines()
+                                        if "unreachable at start" in line), ""))
+    cdr_db = media.config.esl.cdr_db
+    secrets = [ESL_PASSWORD, *(url_secrets(cdr_db.secret_url)
+                               if isinstance(cdr_db, PostgresUrl) else [])]
+    shown = [secret for secret in secrets if secret in text]
+    report.check(f"no password in {RESTARTED}'s restarted wa-esl log ({len(secrets)} looked for: "
+                 f"{len(shown)} found)", not shown)
+
+
 def _cdrs_spooled_while_down(site: ClusterSite, report: DrillReport, while_down: list[MetaCall],
-                             logged: dict[str, int]) -> None:
+                             logged: dict[str, tuple[int, int]]) -> None:
     """Each FreeSWITCH node kept the CDR writes of its calls while PostgreSQL was down in its
     spool ([esl] cdr_spool) and replayed them once it answered: the calls' CDRs are in the
     database, ended; no handler died on a failed write; one WARNING as spooling started, one as
@@ -342,7 +442,8 @@ def _cdrs_spooled_while_down(site: ClusterSite, report: DrillReport, while_down:
             try:
                 drained = media.wa_esl.wait_for_line(r"CDR spool \S+ drained: .*",
                                                      CDR_BACK_WITHIN_S,
-                                                     start=logged.get(role, 0))[0]
+                                                     start=media.wa_esl_offset(
+                                                         logged[role]))[0]
             except LabError as error:
                 drained = f"not drained within {CDR_BACK_WITHIN_S:.0f} s ({error})"
             ended = _ended_cdrs(media, wacids, CDR_BACK_WITHIN_S)
@@ -350,7 +451,7 @@ def _cdrs_spooled_while_down(site: ClusterSite, report: DrillReport, while_down:
                          f"was down are in it once it is back ({len(ended)} ended with answer "
                          f"and end times; {drained.split(': ', 1)[-1][:160]})",
                          ended == wacids)
-        since = media.wa_esl.text()[logged.get(role, 0):]
+        since = media.wa_esl_text(logged[role])
         calls, hangups = since.count("call handler failed"), since.count("event handler failed")
         report.check(f"{role}'s wa-esl handles the calls placed while PostgreSQL is down without a "
                      f"traceback ({calls} call handler and {hangups} event handler tracebacks)",

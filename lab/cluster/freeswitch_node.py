@@ -17,8 +17,11 @@ reached its RTP port and when, from a packet capture in its namespace (lab/clust
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,9 @@ from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing
 from siteconfig.model import SiteConfig
 
 ESL_PASSWORD = "lab-Cluster-Esl-7"
+# in the nodes' [esl] cdr_db URL as a site's would hold one; the lab's PostgreSQL trusts the
+# site's segment, so it is never asked for: there so the drills can check no log shows it
+CDR_DB_PASSWORD = "lab-Cluster-Cdr-8"
 NODE_LOST_AFTER_S = 6  # wa-esl's minimum is 3; a heartbeat every 2 s
 HEARTBEAT_S = NODE_LOST_AFTER_S / 3
 TONE = f"tone_stream://%(1000,0,{BUSINESS_TONE_HZ:g});loops=-1"
@@ -70,7 +76,8 @@ def media_node_overrides(node: Node, edges: list[Node], store_url: str,
         "esl": {
             "freeswitch": {"host": "127.0.0.1", "port": 8021, "password": ESL_PASSWORD},
             "listen": {"host": "127.0.0.1", "port": 8084},
-            "cdr_db": store_url, "cdr_spool": str(folder / "cdr-spool.sqlite3"),
+            "cdr_db": store_url.replace("@", f":{CDR_DB_PASSWORD}@", 1),
+            "cdr_spool": str(folder / "cdr-spool.sqlite3"),
             "node": node.role, "node_lost_after_s": NODE_LOST_AFTER_S,
             "reconnect": {"initial_s": 0.1, "max_s": 1.0},
             "routes": [{"name": "cluster-tone", "target": {"action": "ivr",
@@ -103,6 +110,7 @@ class FreeswitchMediaNode:
         self.config_file = folder / "site.toml"
         self.freeswitch = _NamespacedFreeswitch(node, folder / "freeswitch", self.config, dtls_pem)
         self.wa_esl: WaEsl | None = None
+        self.wa_esl_runs: list[WaEsl] = []  # every wa-esl this node ran, in order
         self.starts = 0
         self.capture = RtpCapture(node, BUSINESS_PORT)  # for the node's life, restarts too
 
@@ -117,11 +125,45 @@ class FreeswitchMediaNode:
         self.freeswitch.start()
         for command in TRACE_COMMANDS:
             self.freeswitch.api(command)
-        self.wa_esl = WaEsl(self.config_file, self.folder / f"wa-esl-{self.starts}.log")
+        self._start_wa_esl()
+        return self
+
+    def _start_wa_esl(self) -> WaEsl:
+        """`wa-esl run` in the node's namespace, a log of its own per run; ready on return."""
+        runs = len(self.wa_esl_runs) + 1
+        self.wa_esl = WaEsl(self.config_file, self.folder / f"wa-esl-{self.starts}-{runs}.log")
         self.wa_esl.argv = self.node.argv(*self.wa_esl.argv)
+        self.wa_esl_runs.append(self.wa_esl)
         self.wa_esl.start()
         self.wa_esl.wait_ready()
-        return self
+        return self.wa_esl
+
+    def restart_wa_esl(self, timeout_s: float) -> tuple[int, float]:
+        """wa-esl alone restarted, FreeSWITCH left running, as systemd restarts its unit:
+        SIGTERM, its exit waited for (`timeout_s`), then started again as `start` starts it.
+        Its exit code and the seconds from the SIGTERM until the new one is ready."""
+        assert self.wa_esl is not None and self.wa_esl.pid is not None
+        began = time.monotonic()
+        os.killpg(self.wa_esl.pid, signal.SIGTERM)
+        code = self.wa_esl.wait(timeout_s)
+        self._start_wa_esl()
+        return code, time.monotonic() - began
+
+    def wa_esl_text(self, mark: tuple[int, int]) -> str:
+        """What wa-esl logged since `mark` (`wa_esl_mark()`), over its restarts."""
+        run, offset = mark
+        texts = [wa_esl.text() for wa_esl in self.wa_esl_runs[run:]]
+        return texts[0][offset:] + "".join(texts[1:]) if texts else ""
+
+    def wa_esl_mark(self) -> tuple[int, int]:
+        """Where wa-esl's log is now: its run and the offset in that run's log."""
+        assert self.wa_esl is not None
+        return len(self.wa_esl_runs) - 1, self.wa_esl.log_size()
+
+    def wa_esl_offset(self, mark: tuple[int, int]) -> int:
+        """`mark`'s offset in the current run's log (0: the run started after the mark)."""
+        run, offset = mark
+        return offset if run == len(self.wa_esl_runs) - 1 else 0
 
     def stop(self) -> None:
         if self.wa_esl is not None:
