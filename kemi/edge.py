@@ -99,6 +99,14 @@ META_SOCKET = "meta"  # kamailio.cfg: the socket Meta's requests arrive on
 DMQ_SOCKET = "dmq"  # kamailio.cfg, [cluster]: the edges' DMQ socket (provisioning/render.py)
 
 
+def _normalised_address(text: str) -> str | None:
+    """An address as dmq_request compares it (ip_address's compressed form), None if none."""
+    try:
+        return ipaddress.ip_address(text.strip("[]")).compressed
+    except ValueError:
+        return None
+
+
 class RequestFacts(NamedTuple):
     """What the request route asks of every request, read from KSR once when it enters
     (a NamedTuple: built twice per request, a third of a frozen dataclass's cost).
@@ -138,6 +146,11 @@ class WhatsAppEdge:
         # clears it on exit, so no fact of one request is seen by the next or by a reply or
         # failure route.
         self.request = NO_REQUEST
+        # [cluster]: the peers' DMQ sockets, and those whose address text is already the one
+        # ip_address() normalises it to (a source written so needs no parsing; dmq_request).
+        self.dmq_peers = settings.cluster.dmq_peers
+        self.dmq_peer_texts = frozenset(peer for peer in self.dmq_peers
+                                        if _normalised_address(peer[0]) == peer[0])
         self.meta_source_allowed = source_check(settings.allowed_sources, SOURCE_CACHE_SIZE)
         self.drops = DropSummary()
         # KSR has xhttp_prom only when metrics.edge_listen loads it (kamailio.cfg).
@@ -276,11 +289,13 @@ class WhatsAppEdge:
         return RequestFacts(method, kind, source, from_meta, message)
 
     def route_request(self) -> None:
-        source = str(KSR.kx.get_srcip())
-        if self.settings.cluster.enabled and KSR.kx.get_rcv_sock_name() == DMQ_SOCKET:
-            self.request = RequestFacts("", "", source, False)
-            self.dmq_request(source)
+        # KDMQ first ([cluster]: each call's three replicated writes, the nonce's nc, the
+        # answered call and its removal, reach every other edge): one KSR call tells it, and
+        # nothing of the screening below is done for it (bench/README "bench-edge-site").
+        if self.dmq_peers and KSR.kx.get_rcv_sock_name() == DMQ_SOCKET:
+            self.dmq_request()
             return
+        source = str(KSR.kx.get_srcip())
         self.request = RequestFacts("", "", source, self.from_meta())
         if not self.source_admitted():
             return
@@ -318,16 +333,21 @@ class WhatsAppEdge:
             return
         self.user_initiated_call()
 
-    def dmq_request(self, source: str) -> None:
+    def dmq_request(self) -> None:
         """The DMQ socket ([cluster]): KDMQ from a peer edge's socket goes to dmq (the htable
         replication of lockouts and nonces); anything else is dropped unanswered. dmq itself
-        would take a KDMQ from anyone, and a node that announces itself joins the bus."""
-        try:
-            peer = (ipaddress.ip_address(source.strip("[]")).compressed,
-                    int(KSR.kx.get_srcport()))
-        except ValueError:
-            peer = (source, 0)
-        if peer not in self.settings.cluster.dmq_peers or KSR.kx.get_method() != "KDMQ":
+        would take a KDMQ from anyone, and a node that announces itself joins the bus.
+
+        A peer's address as Kamailio writes it is looked up as is (`dmq_peer_texts`, the peers
+        already in the form ip_address() gives); any other form is normalised as before."""
+        source = str(KSR.kx.get_srcip())
+        port = int(KSR.kx.get_srcport())
+        peer = (source, port)
+        if peer not in self.dmq_peer_texts:
+            normalised = _normalised_address(source)
+            peer = (normalised, port) if normalised is not None else (source, 0)
+        if peer not in self.dmq_peers or KSR.kx.get_method() != "KDMQ":
+            self.request = RequestFacts("", "", source, False)
             self._count_drop(Drop.NOT_A_PEER)
             KSR.set_drop()
             return

@@ -61,6 +61,33 @@ def test_kdmq_from_the_peer_socket_goes_to_dmq_and_nothing_else(
     assert ksr.count("set_drop") == 0
 
 
+def test_a_peers_kdmq_costs_five_ksr_calls_before_dmq(router: Callable[[bool], Route]) -> None:
+    """Three KDMQ a call reach each edge of a site ([cluster]): the socket, the peer check and
+    dmq, nothing of the request route's screening."""
+    ksr = router(True)(dmq_results())
+    assert [name for name, _ in ksr.calls] == [
+        "kx.get_rcv_sock_name", "kx.get_srcip", "kx.get_srcport", "kx.get_method",
+        "dmq.handle_message"]
+
+
+@pytest.mark.parametrize("source", ["2001:db8::2", "[2001:db8::2]", "2001:DB8:0:0:0:0:0:2"])
+def test_a_peer_is_known_in_any_form_of_its_address(
+        settings: EdgeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        source: str) -> None:
+    """The peer's address as written (the fast lookup) or in another form (normalised)."""
+    keys_path = tmp_path / "in-dialog-keys.json"
+    keys_path.write_text(new_key_file(None, "k1", 60), encoding="utf-8")
+    keys_path.chmod(0o600)
+    peer = ("2001:db8::2", 5090)
+    edge = edge_module.WhatsAppEdge(
+        replace(settings, cluster=ClusterSettings(frozenset({peer}), NONCE_TABLE)),
+        KeyWatch(keys_path))
+    ksr = FakeKsr(dmq_results(source=source, port=peer[1]))
+    install_ksr(monkeypatch, ksr)
+    assert edge.ksr_request_route(None) == edge_module.DONE
+    assert ksr.count("dmq.handle_message") == 1 and ksr.count("set_drop") == 0
+
+
 @pytest.mark.parametrize("results", [
     dmq_results(source="10.0.0.9"),  # not a peer
     dmq_results(port=40000),  # the peer's address, another port than its DMQ socket's
