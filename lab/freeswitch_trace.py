@@ -21,8 +21,9 @@ from pathlib import Path
 
 from lab.sipp import TracedMessage
 
-_HEAD = re.compile(r"^(?P<way>send|recv) (?P<size>\d+) bytes (?:to|from) \S+ at "
+_HEAD = re.compile(r"^(?P<way>send|recv) (?P<size>\d+) bytes (?:to|from) (?P<peer>\S+) at "
                    r"(?P<time>\d\d:\d\d:\d\d\.\d+):$")
+_PEER = re.compile(r"^\w+/\[(?P<host>[^\]]+)\]:(?P<port>\d+)$")  # udp/[127.0.0.1]:53457
 _RULE = re.compile(r"^-{20,}$")
 TRACE_COMMANDS = ("sofia tracelevel info", "sofia profile wa-edge siptrace on")
 """Event Socket API commands that make FreeSWITCH log its SIP messages (lab only)."""
@@ -49,8 +50,17 @@ def read_freeswitch_trace(log: Path, start: int = 0) -> list[TracedMessage]:
             body.append(lines[index])
             taken += len(lines[index].encode()) + 2
             index += 1
-        found.append(TracedMessage(head["time"], head["way"] == "send", "\r\n".join(body)))
+        peer = _PEER.match(head["peer"])
+        found.append(TracedMessage(head["time"], head["way"] == "send", "\r\n".join(body),
+                                   f"{peer['host']}:{peer['port']}" if peer else head["peer"]))
     return found
+
+
+def header(message: TracedMessage, name: str) -> str:
+    """The first `name` header's value in a traced message ("" when it has none)."""
+    found = re.search(rf"^{re.escape(name)}: *([^\r\n]*)", message.text,
+                      re.MULTILINE | re.IGNORECASE)
+    return found[1].strip() if found else ""
 
 
 def call_id(message: TracedMessage) -> str:

@@ -19,6 +19,7 @@ class TracedMessage:
     time: str
     sent: bool
     text: str
+    peer: str = ""  # HOST:PORT of the other side, where the trace says (FreeSWITCH's does)
 
     @property
     def first_line(self) -> str:

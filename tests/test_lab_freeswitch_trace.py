@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.freeswitch_trace import dialog_over, executed, messages_of_call, read_freeswitch_trace
+from lab.freeswitch_trace import (
+    dialog_over,
+    executed,
+    header,
+    messages_of_call,
+    read_freeswitch_trace,
+)
 from lab.sdp_summary import describe_sdp, sdp_body
 from lab.sipp import TracedMessage
 
@@ -46,6 +52,17 @@ def test_messages_are_cut_by_their_byte_count_even_with_log_lines_right_after(tm
     assert len(call) == 2 and dialog_over(call) and not dialog_over(call[:1])
     # from an offset: only what was written after it
     assert read_freeswitch_trace(log, log.stat().st_size) == []
+
+
+def test_each_message_keeps_its_peer_and_its_headers_read_by_name(tmp_path: Path) -> None:
+    """The cluster lab tells which edge a BYE came from by the peer sofia names."""
+    log = tmp_path / "freeswitch.log"
+    log.write_text(traced("recv", INVITE, "09:49:15.078969").replace(
+        "udp/[127.0.0.1]:5060", "udp/[198.18.20.12]:5060") + "\n")
+    (message,) = read_freeswitch_trace(log)
+    assert message.peer == "198.18.20.12:5060"
+    assert header(message, "call-id") == "abc" and header(message, "CSeq") == "2 INVITE"
+    assert header(message, "X-WA-Meta-Wacid") == "" and header(message, "C.eq") == ""
 
 
 def test_refusal_acked_ends_the_dialog() -> None:

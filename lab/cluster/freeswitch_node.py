@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,9 @@ from lab.cluster.rtp_capture import RtpCapture
 from lab.cluster.topology import Node, inside
 from lab.edge import merge
 from lab.freeswitch import FreeswitchLab
-from lab.freeswitch_trace import TRACE_COMMANDS
+from lab.freeswitch_trace import TRACE_COMMANDS, header, read_freeswitch_trace
 from lab.processes import LabError
+from lab.sipp import TracedMessage
 from lab.site_toml import write_site_toml
 from provisioning.freeswitch_binary import freeswitch_binary, freeswitch_missing
 from siteconfig.model import SiteConfig
@@ -49,8 +49,6 @@ HEARTBEAT_S = NODE_LOST_AFTER_S / 3
 TONE = f"tone_stream://%(1000,0,{BUSINESS_TONE_HZ:g});loops=-1"
 _AUDIO_PORT = re.compile(r"^m=audio (\d+) ", re.MULTILINE)
 _OPUS_PT = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.MULTILINE | re.IGNORECASE)
-_HEAD = re.compile(r"^(?P<way>send|recv) (?P<size>\d+) bytes (?:to|from) \w+/\[(?P<host>[^\]]+)\]"
-                   r":(?P<port>\d+) at \S+:$", re.MULTILINE)
 
 
 def freeswitch_choice() -> tuple[str | None, str]:
@@ -83,19 +81,6 @@ def media_node_overrides(node: Node, edges: list[Node], store_url: str,
             "routes": [{"name": "cluster-tone", "target": {"action": "ivr",
                                                            "destination": f"playback {TONE}"}}]},
     }
-
-
-@dataclass(frozen=True)
-class SipSeen:
-    """One SIP message in FreeSWITCH's trace: received or sent, the peer, the text."""
-
-    received: bool
-    peer: str
-    text: str
-
-    def header(self, name: str) -> str:
-        found = re.search(rf"^{name}: *([^\r\n]*)", self.text, re.MULTILINE | re.IGNORECASE)
-        return found[1].strip() if found else ""
 
 
 class FreeswitchMediaNode:
@@ -185,29 +170,9 @@ class FreeswitchMediaNode:
 
     # ---- what the node saw ----------------------------------------------------------------
 
-    def messages(self) -> list[SipSeen]:
-        """Every SIP message in FreeSWITCH's trace, every start of it (one log, appended):
-        lab/freeswitch_trace.py's reading, keeping the peer's address (the BYE's source)."""
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return []
-        found = []
-        for head in _HEAD.finditer(text):
-            rule_end = text.find("\n", head.end() + 1)
-            if rule_end < 0 or not text.startswith("---", head.end() + 1):
-                continue
-            # the byte count has each line with its CRLF; the log's lines end in LF: the
-            # message fits in `size` characters from here
-            size, taken, lines = int(head["size"]), 0, []
-            for line in text[rule_end + 1:rule_end + 1 + size].split("\n"):
-                if taken >= size:
-                    break
-                lines.append(line)
-                taken += len(line.encode()) + 2
-            found.append(SipSeen(head["way"] == "recv", f"{head['host']}:{head['port']}",
-                                 "\r\n".join(lines)))
-        return found
+    def messages(self) -> list[TracedMessage]:
+        """Every SIP message in FreeSWITCH's trace, every start of it (one log, appended)."""
+        return read_freeswitch_trace(self.log)
 
     def saw(self, wacid: str, answered_at: float | None = None) -> dict[str, dict[str, Any]]:
         """The node's view of one call, as the plain side logs it: {"invite": {...}} once its
@@ -215,16 +180,16 @@ class FreeswitchMediaNode:
         `arrivals` of Meta's audio at FreeSWITCH's port when `answered_at` (Meta's answer,
         monotonic) says from when."""
         messages = self.messages()
-        invite = next((m for m in messages if m.received
+        invite = next((m for m in messages if not m.sent
                        and m.text.startswith("INVITE ")
-                       and m.header("X-WA-Meta-Wacid") == wacid), None)
+                       and header(m, "X-WA-Meta-Wacid") == wacid), None)
         if invite is None:
             return {}
-        call_id = invite.header("Call-ID")
+        call_id = header(invite, "Call-ID")
         seen: dict[str, dict[str, Any]] = {
             "invite": {"wacid": wacid, "call_id": call_id, "source": invite.peer}}
-        bye = next((m for m in messages if m.received and m.text.startswith("BYE ")
-                    and m.header("Call-ID") == call_id), None)
+        bye = next((m for m in messages if not m.sent and m.text.startswith("BYE ")
+                    and header(m, "Call-ID") == call_id), None)
         if bye is not None:
             seen["bye"] = {"wacid": wacid, "call_id": call_id, "source": bye.peer}
             media = self.media_port(messages, call_id)
@@ -237,18 +202,18 @@ class FreeswitchMediaNode:
     def heard_hz(self, wacid: str, answered_at: float) -> float | None:
         """The tone of Meta's audio at FreeSWITCH's port for the call (None: none heard)."""
         messages = self.messages()
-        invite = next((m for m in messages if m.received and m.text.startswith("INVITE ")
-                       and m.header("X-WA-Meta-Wacid") == wacid), None)
-        media = self.media_port(messages, invite.header("Call-ID")) if invite else None
+        invite = next((m for m in messages if not m.sent and m.text.startswith("INVITE ")
+                       and header(m, "X-WA-Meta-Wacid") == wacid), None)
+        media = self.media_port(messages, header(invite, "Call-ID")) if invite else None
         return self.capture.heard_hz(*media, answered_at) if media is not None else None
 
     @staticmethod
-    def media_port(messages: list[SipSeen], call_id: str) -> tuple[int, int] | None:
+    def media_port(messages: list[TracedMessage], call_id: str) -> tuple[int, int] | None:
         """FreeSWITCH's RTP port and Opus payload type for the call: its answer's SDP."""
         for message in messages:
-            if (not message.received and message.text.startswith("SIP/2.0 200 ")
-                    and message.header("Call-ID") == call_id
-                    and "INVITE" in message.header("CSeq")):
+            if (message.sent and message.text.startswith("SIP/2.0 200 ")
+                    and header(message, "Call-ID") == call_id
+                    and "INVITE" in header(message, "CSeq")):
                 port, opus = _AUDIO_PORT.search(message.text), _OPUS_PT.search(message.text)
                 if port and opus:
                     return int(port[1]), int(opus[1])
