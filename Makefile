@@ -39,7 +39,7 @@ typecheck: python-deps
 	$(VENV)/bin/mypy
 
 bench-esl: python-deps
-	$(VENV)/bin/python bench/esl/run.py
+	$(VENV)/bin/python -m bench.esl.run
 
 bench-sync: python-deps
 	$(VENV)/bin/python bench/sync/run.py

@@ -1,7 +1,8 @@
 """One Kamailio of the bench: started in the foreground, observed, stopped by its own pid.
 
-CPU is read from /proc/<pid>/stat of the main process and every child it forked (utime +
-stime), so "CPU per call" counts every worker, timer and TCP process, not only the busiest.
+CPU is the kernel's CPU clock of the main process and of every child it forked
+(bench.media.cpu.process_cpu_s, nanoseconds, not /proc's 10 ms ticks), so "CPU per call" counts
+every worker, timer and TCP process, not only the busiest.
 Memory comes from Kamailio's own accounting over JSON-RPC: `core.shmmem` (shared) and
 `pkg.stats` (private, summed over processes).
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.media.cpu import process_cpu_s
 from lab.processes import LabError, ManagedProcess
 from lab.tls_front import start_haproxy
 from provisioning.kamailio_binary import kamailio_binary
@@ -21,7 +23,6 @@ from provisioning.kamailio_rpc import RpcError, call
 
 from .setups import Setup
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SHM_MB = 256  # enough for the transactions a 5 s wait timer keeps at a few thousand calls/s
 PKG_MB = 16
 
@@ -51,11 +52,11 @@ def children_of(parent: int) -> list[int]:
 
 
 def cpu_seconds_of(pid: int) -> float:
-    """User + system CPU of one process (0 when it is gone)."""
-    fields = _stat_fields(pid)
-    if fields is None:
+    """CPU seconds of one process (0 when it is gone)."""
+    try:
+        return process_cpu_s(pid)
+    except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
 
 
 class Kamailio:

@@ -42,16 +42,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from esl.controller import Controller
+from esl.gctune import tune_gc
+from lab.esl_standin import FreeSwitchStandin, UicCall, UicHandle
+from siteconfig.controller import ControllerSettings
+
+from .real_switch import AnswerClock, run_real_switch
+
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from real_switch import AnswerClock, run_real_switch  # noqa: E402  (beside this file)
-
-from esl.controller import Controller  # noqa: E402
-from esl.gctune import tune_gc  # noqa: E402
-from lab.esl_standin import FreeSwitchStandin, UicCall, UicHandle  # noqa: E402
-from siteconfig.controller import ControllerSettings  # noqa: E402
 
 PASSWORD = "bench-password"
 BUSINESS_NUMBER = "+15550100001"
@@ -174,7 +172,8 @@ async def run_phase(args: argparse.Namespace, rate: float) -> dict[str, float] |
     child = subprocess.Popen(
         [
             sys.executable,
-            __file__,
+            "-m",
+            "bench.esl.run",
             "--role",
             "standin",
             "--calls",
@@ -188,6 +187,7 @@ async def run_phase(args: argparse.Namespace, rate: float) -> dict[str, float] |
             "--rate",
             str(rate),
         ],
+        cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -68,7 +68,7 @@ from lab.rtpengine_section import (
 from provisioning.rtpengine_ng import NgError
 from siteconfig.listen_address import parse_listen_address
 
-from ..cpu import CpuSample, CpuUse, threads_cpu_s
+from ..cpu import CpuSample, CpuUse, process_cpu_s
 from ..ramp import ramp
 from .business import BusinessParty
 from .ng import Ng, ng_options
@@ -356,9 +356,9 @@ class Bench:
 
     async def idle(self, seconds: float = 2.0) -> float:
         """rtpengine's CPU with no call (its timers), taken off the per-call figures."""
-        before, started = threads_cpu_s(self.pid), time.monotonic()
+        before, started = process_cpu_s(self.pid), time.monotonic()
         await asyncio.sleep(seconds)
-        self.idle_cores = (threads_cpu_s(self.pid) - before) / (time.monotonic() - started)
+        self.idle_cores = (process_cpu_s(self.pid) - before) / (time.monotonic() - started)
         return self.idle_cores
 
     def _meta_peer(self, scenario: Scenario, lean: bool) -> MediaPeer:
@@ -469,13 +469,13 @@ class Bench:
             await asyncio.sleep(0.05)
         step = self.new_step(scenario.name, calls, time.monotonic() - started)
         await asyncio.sleep(SETTLE_S)
-        before, rtpengine_before = CpuSample.take(self.pid), threads_cpu_s(self.pid)
+        before, rtpengine_before = CpuSample.take(self.pid), process_cpu_s(self.pid)
         self.window_opens()
         window_started = time.monotonic()
         await asyncio.sleep(self.measure_s)
         wall_s = time.monotonic() - window_started
         step.cpu = CpuUse.between(before, CpuSample.take(self.pid), wall_s)
-        step.rtpengine_cores = (threads_cpu_s(self.pid) - rtpengine_before) / wall_s
+        step.rtpengine_cores = (process_cpu_s(self.pid) - rtpengine_before) / wall_s
         self.window_closes(step, wall_s)
         self.hang_up.set()
         results = await asyncio.gather(*tasks)

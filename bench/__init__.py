@@ -1,0 +1,1 @@
+"""Benchmarks: each a `make bench-NAME` target whose last line is `RESULT key=value ...`."""
