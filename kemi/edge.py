@@ -10,8 +10,6 @@ worker, and a request without a reply is retransmitted by Meta for 32 seconds.
 from __future__ import annotations
 
 import ipaddress
-import os
-import socket
 import sys
 import time
 import traceback
@@ -59,17 +57,19 @@ from kemi.digest_credentials import (
 )
 from kemi.drop_summary import Drop, DropSummary
 from kemi.media_anchor import MediaAnchor
-from kemi.media_loss import TABLE as CALLS_TABLE
 from kemi.media_loss import (
+    FORGET_PEER,
     answered_call,
     bye_toward_meta,
     decode,
+    forget_key,
     lost_with_node,
     meta_side,
     meta_side_value,
     node_key,
     record_key,
 )
+from kemi.media_loss import TABLE as CALLS_TABLE
 from kemi.metrics import SOCKET_NAME as METRICS_SOCKET
 from kemi.metrics import EdgeMetrics, serve_http
 from kemi.peer_certificate import peer_certificate_names
@@ -350,6 +350,9 @@ class WhatsAppEdge:
             self.request = RequestFacts("", "", source, False)
             self._count_drop(Drop.NOT_A_PEER)
             KSR.set_drop()
+            return
+        if KSR.kx.get_ruser() == FORGET_PEER:
+            self.forget_for_peer()  # ours, not a dmq peer's: dmq would answer it 404
             return
         KSR.dmq.handle_message()
 
@@ -650,7 +653,7 @@ class WhatsAppEdge:
         contact, routes, source, sock = meta_side(KSR.pv.get(META_SIDE_AVP))
         record = answered_call(
             call_id, contact, routes, str(KSR.hdr.get("From") or ""),
-            str(KSR.hdr.get("To") or ""), cseq, source, sock, edge_identity(), time.time())
+            str(KSR.hdr.get("To") or ""), cseq, source, sock, time.time())
         if record is None:
             KSR.warn(f"wa-edge: UIC call-id={call_id[:100]} answered but not recorded for a "
                      "node loss (a field a BYE toward Meta needs is missing)\n")
@@ -659,16 +662,34 @@ class WhatsAppEdge:
             f"{KSR.pv.get('$si')}:{KSR.pv.get('$sp')}", call_id), record.encode())
 
     def forget_call(self, node: str) -> None:
+        """A BYE: the call's node-loss record removed. With [cluster] the record is on the edge
+        that relayed the 200 only (kemi/media_loss.py: wa_calls is not replicated); a BYE of a
+        user-initiated call that finds none here tells the peers (one KDMQ), so the edge holding
+        it sends no BYE for a call already ended. A business-initiated call has no record."""
         try:
             key = record_key(node, str(KSR.kx.get_callid()))
         except ValueError:
             return
+        if not self.settings.cluster.enabled \
+                or isinstance(KSR.htable.sht_get(CALLS_TABLE, key), str):
+            KSR.htable.sht_rm(CALLS_TABLE, key)
+        elif token_direction(route_token(str(KSR.hdr.get("Route") or "")) or "") == "u":
+            KSR.dmq.bcast_message(FORGET_PEER, key, "text/plain")
+
+    def forget_for_peer(self) -> None:
+        """A peer edge's FORGET_PEER message: the record it names removed, if this edge has it."""
+        key = forget_key(str(KSR.pv.get("$rb") or ""))
+        if key is None:
+            self._reply(400, "Bad Request - not a call record key")
+            return
         KSR.htable.sht_rm(CALLS_TABLE, key)
+        self._reply(200, "OK")
 
     def node_lost(self, node_uri: str) -> None:
         """BYE (with a Reason) toward Meta for each call of `node_uri` this edge relayed the 200
-        of, and those records removed (another edge's are left to it). Records are collected
-        first (the iterator holds the table's lock), at most MAX_LOST_CALLS per event."""
+        of (its own table's records: each edge ends its own calls), and those records removed.
+        Records are collected first (the iterator holds the table's lock), at most
+        MAX_LOST_CALLS per event."""
         prefix = node_key(node_uri) + "|"
         found: list[tuple[str, str]] = []
         KSR.htable.sht_iterator_start("wa_lost", CALLS_TABLE)
@@ -679,13 +700,9 @@ class WhatsAppEdge:
                     found.append((key, str(KSR.pv.get("$shtitval(wa_lost)") or "")))
         finally:
             KSR.htable.sht_iterator_end("wa_lost")
-        me, sent, kept, now = edge_identity(), 0, 0, time.time()
+        sent, kept, now = 0, 0, time.time()
         for key, value in found:
             record = decode(value)
-            if record is not None and record.owner != me:
-                # another edge's call: its own probe fires too, and it sends the BYE; removing
-                # the record here (replicated) could remove it there before its probe fails
-                continue
             if record is not None and not lost_with_node(record, now,
                                                          self.settings.probe_timeout_s):
                 kept += 1  # answered after the failed probe was sent: the node outlived it
@@ -1180,12 +1197,6 @@ class WhatsAppEdge:
 
 
 MAX_LOST_CALLS = 10000  # BYEs one dst-down event sends at most (the rest expire)
-
-
-def edge_identity() -> str:
-    """This edge among the site's (the owner of the calls it relayed): host name and the pid of
-    Kamailio's main process, the parent of every Kamailio process of this edge."""
-    return f"{socket.gethostname()}/{os.getppid()}"
 
 
 def create_edge(settings_path: str) -> WhatsAppEdge:

@@ -8,12 +8,21 @@ node's own BYE never comes, rtpengine's timeout has no SIP side, Meta would keep
 its own media timeout. So on the 200 OK the edge writes one small htable entry (wa_calls, key
 `node|Call-ID`, expiring after the longest call, removed on the call's BYE), holding only what a
 BYE from the business side toward Meta needs; the dispatcher's dst-down event walks the table
-for that node. With [cluster] the table is replicated over DMQ (a BYE through the other edge
-removes the entry everywhere), and only the edge that relayed the 200 (`owner`) sends the BYE,
-so Meta gets one BYE per call without the edges agreeing on anything at the fault. A call the
-node answered after the failed probe was sent is not ended (lost_with_node): in the cluster lab a
-restarted node was marked down again by a probe sent while it was dead, which without this
-check ended the calls it had just taken.
+for that node. The table is this edge's own, never replicated, even with [cluster]: the edge
+that relayed the 200 is the one that sends the BYE (one BYE per call, without the edges agreeing
+on anything at the fault), and a copy on a peer would cost two DMQ messages of every call (the
+set at the 200, the removal at the BYE: two of the three a cluster call cost, bench/README.md)
+for a record the peer never uses. What the peers need is the rare removal: a BYE of a
+user-initiated call that reaches another edge (after an edge loss, or when Meta's resolver
+picks the other address) finds no record there, and that edge broadcasts the key to its peers
+(one KDMQ to FORGET_PEER, `forget_key` checks it on the way in); the edge that has the record
+removes it. An edge killed or restarted loses its records, and the BYEs a node loss would
+have sent for them: no loss against a replicated table, whose peer copies were never sent by
+the peers (one BYE per call) nor by the restarted edge (another process).
+
+A call the node answered after the failed probe was sent is not ended (lost_with_node): in the
+cluster lab a restarted node was marked down again by a probe sent while it was dead, which
+without this check ended the calls it had just taken.
 
 The BYE is a request of the callee's side of the dialog: From is the 200's To (the business's
 tag), To the 200's From (Meta's tag), the Request-URI Meta's Contact, the route set Meta's own
@@ -35,6 +44,8 @@ from kemi.decisions import next_hop_address
 TABLE = "wa_calls"
 REASON = 'SIP;cause=502;text="business media node lost"'
 MAX_FIELD = 2048  # a value longer than this is not Meta's: no record rather than a huge one
+FORGET_PEER = "wa_calls_forget"  # the DMQ peer name (R-URI user) of a peer edge's removal
+MAX_KEY = 300 + MAX_FIELD  # node_key (an address and a port) + "|" + a Call-ID
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,6 @@ class CallRecord:
     cseq: int
     meta_source: str  # sip:IP:PORT;transport=... where Meta's INVITE came from
     socket: str  # proto:IP:PORT, the edge socket Meta's INVITE reached
-    owner: str  # the edge that relayed the 200: only it sends the BYE
     answered_at: float = 0.0  # time.time() of the 200
 
     def encode(self) -> str:
@@ -71,12 +81,22 @@ def record_key(node: str, call_id: str) -> str:
     return f"{node_key(node)}|{call_id}"
 
 
+def forget_key(body: str) -> str | None:
+    """The record key a peer edge's FORGET_PEER message names, None unless it is one
+    (`host:port|Call-ID`, no longer than a record's key can be, no line break)."""
+    node, bar, call_id = body.partition("|")
+    if not bar or not node or not call_id or len(body) > MAX_KEY or "\n" in body \
+            or "\r" in body or ":" not in node:
+        return None
+    return body
+
+
 def answered_call(call_id: str, meta_contact: str, meta_routes: str, reply_from: str,
                   reply_to: str, invite_cseq: str, meta_source: str, socket: str,
-                  owner: str, answered_at: float = 0.0) -> CallRecord | None:
+                  answered_at: float = 0.0) -> CallRecord | None:
     """The record of a call the business answered (the 200's From/To, the INVITE's CSeq
     header value); None when something a BYE needs is missing or too long."""
-    fields = (call_id, meta_contact, reply_from, reply_to, meta_source, socket, owner)
+    fields = (call_id, meta_contact, reply_from, reply_to, meta_source, socket)
     if not all(fields) or any(len(f) > MAX_FIELD for f in (*fields, meta_routes)):
         return None
     if ";tag=" not in reply_to.lower() or ";tag=" not in reply_from.lower():
@@ -86,7 +106,7 @@ def answered_call(call_id: str, meta_contact: str, meta_routes: str, reply_from:
         return None
     return CallRecord(call_id, meta_contact, meta_routes, callee_from=reply_to,
                       callee_to=reply_from, cseq=int(number) + 1, meta_source=meta_source,
-                      socket=socket, owner=owner, answered_at=answered_at)
+                      socket=socket, answered_at=answered_at)
 
 
 def meta_side_value(contact: str, routes: str, source: str, socket: str) -> str:

@@ -20,28 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
-import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from lab.edge import LAB_PASSWORD, EdgeLab, EdgePorts
+from lab.edge import LAB_PASSWORD, EdgeLab
 from lab.meta_standin import META_HOST, WHATSAPP_USER, MetaStandin
-from lab.processes import free_port
 from provisioning.kamailio_rpc import call as call_rpc
 from tests.conftest import edge_overrides
 from tests.security.sip_wire import MetaTls, UdpPeer, header_values
-from tests.test_edge_cluster import wait_for_dmq_peer
+from tests.two_edge_site import NUMBER, two_edge_site
 
-NUMBER = "+15550100001"
 FS_CSEQ = 101  # FreeSWITCH's INVITE CSeq (sofia starts anywhere; SIPp's 1 would hide a shift by one)
-# every edge's Record-Route address toward Meta ([cluster]: the site's one name, resolving to
-# every edge; Kamailio resolves it at start, so here an address: A's, which B takes as its own)
-SITE_NAME = "127.0.0.1"
 
 
 def standin_for(edge: EdgeLab, folder: Path) -> MetaStandin:
@@ -72,36 +64,11 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EdgeLab, 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[tuple[EdgeLab, EdgeLab, MetaStandin]]:
-    """Two edges of one site: A on 127.0.0.1, B on 127.0.0.2, the same ports, key file, nonce
-    secret and advertised name; one Meta stand-in; FreeSWITCH's nodes in both dispatchers."""
+    """Two edges of one site (tests/two_edge_site.py) and one Meta stand-in, A's."""
     folder = tmp_path_factory.mktemp("bic-site")
-    secret = folder / "nonce.secret"
-    secret.write_text("0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f\n", encoding="utf-8")
-    secret.chmod(0o600)
-    dmq = [f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
-           f"127.0.0.2:{free_port(socket.SOCK_DGRAM, '127.0.0.2')}"]
-    ports_a = EdgePorts()
-    ports_b = replace(ports_a, meta_client=free_port(), metrics=free_port())
-
-    def overrides(host: str, this_edge: str, ports: EdgePorts, **more: Any) -> dict[str, Any]:
-        return edge_overrides(
-            cluster={"edges": dmq, "this_edge": this_edge, "nonce_secret_file": str(secret)},
-            listen={"tls": f"{host}:{ports.tls}", "internal": f"{host}:{ports.internal}",
-                    "front_backend": f"{host}:{ports.front_backend}",
-                    "outbound_tls": f"{host}:{ports.outbound_tls}", "advertise": SITE_NAME},
-            edge={"in_dialog_key_file": str(folder / "in-dialog-keys.json")}, **more)
-
-    edge_a = EdgeLab(folder / "a", overrides("127.0.0.1", dmq[0], ports_a),
-                     passwords={NUMBER: LAB_PASSWORD}, ports=ports_a)
-    # B trusts the stand-in's certificate, issued by A's test CA
-    edge_b = EdgeLab(folder / "b", overrides("127.0.0.2", dmq[1], ports_b,
-                                             tls={"ca_list": str(edge_a.ca.certificate)}),
-                     passwords={NUMBER: LAB_PASSWORD}, ports=ports_b)
-    with edge_a, edge_b:
-        wait_for_dmq_peer(edge_a, dmq[1])
-        wait_for_dmq_peer(edge_b, dmq[0])
-        with running(standin_for(edge_a, folder / "meta")) as standin:
-            yield edge_a, edge_b, standin
+    with two_edge_site(folder) as (edge_a, edge_b), \
+            running(standin_for(edge_a, folder / "meta")) as standin:
+        yield edge_a, edge_b, standin
 
 
 # ---- the parties ------------------------------------------------------------------------------
@@ -234,26 +201,12 @@ def business_bye(bic: BicCall, to: tuple[str, int]) -> tuple[str, str]:
     return bye, next_response(bic.fs, bic.call_id, "BYE")
 
 
-class MetaTlsAt(MetaTls):
-    """Meta's TLS connection to one edge's public socket, at its own address."""
-
-    def __init__(self, edge: EdgeLab) -> None:
-        host = edge.config.listen.tls.rsplit(":", 1)[0]
-        context = ssl.create_default_context(cafile=str(edge.ca.certificate))
-        raw = socket.create_connection((host, edge.ports.tls), timeout=10)
-        self.sock = context.wrap_socket(raw, server_hostname=edge.config.site.sip_domain)
-        self.domain = edge.config.site.sip_domain
-        self.port = int(self.sock.getsockname()[1])
-        self.buffer = b""
-        self.pending = []
-
-
 def meta_request(edge: EdgeLab, bic: BicCall, method: str, cseq: int) -> tuple[str, str]:
     """Meta's in-dialog request straight at `edge`'s TLS port (its edge reconnecting):
     (the request as FreeSWITCH got it, Meta's answer); FreeSWITCH answers 200."""
     invite = bic.meta_invite
     contact = header_values(invite, "Contact")[0].strip("<>")
-    with MetaTlsAt(edge) as tls:
+    with MetaTls(edge, edge.config.listen.tls.rsplit(":", 1)[0]) as tls:
         lines = [
             f"{method} {contact} SIP/2.0",
             f"Via: SIP/2.0/TLS 127.0.0.1:{tls.port};branch=z9hG4bK-{bic.call_id}-m{method}{cseq}"

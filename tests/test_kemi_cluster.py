@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from kemi.dialog_mac import KeyWatch, new_key_file
+from kemi.dialog_mac import KeyWatch, new_key_file, sign
+from kemi.media_loss import FORGET_PEER
+from kemi.media_loss import TABLE as CALLS_TABLE
 from kemi.settings import ClusterSettings, EdgeSettings
-from tests.test_kemi_edge_adapter import FakeKsr, install_ksr, meta_in_dialog, uic_results
+from tests.test_kemi_edge_adapter import NODE, FakeKsr, install_ksr, meta_in_dialog, uic_results
 from tests.test_kemi_edge_adapter import settings as settings  # the adapter tests' fixture
 
 sys.modules.setdefault("KSR", types.ModuleType("KSR"))  # kemi.edge imports it; never called here
@@ -61,13 +63,14 @@ def test_kdmq_from_the_peer_socket_goes_to_dmq_and_nothing_else(
     assert ksr.count("set_drop") == 0
 
 
-def test_a_peers_kdmq_costs_five_ksr_calls_before_dmq(router: Callable[[bool], Route]) -> None:
-    """Three KDMQ a call reach each edge of a site ([cluster]): the socket, the peer check and
-    dmq, nothing of the request route's screening."""
+def test_a_peers_kdmq_costs_six_ksr_calls_before_dmq(router: Callable[[bool], Route]) -> None:
+    """One KDMQ a call reaches each edge of a site ([cluster]: the accepted nc): the socket,
+    the peer check, the peer name (ours or dmq's) and dmq, nothing of the request route's
+    screening."""
     ksr = router(True)(dmq_results())
     assert [name for name, _ in ksr.calls] == [
         "kx.get_rcv_sock_name", "kx.get_srcip", "kx.get_srcport", "kx.get_method",
-        "dmq.handle_message"]
+        "kx.get_ruser", "dmq.handle_message"]
 
 
 @pytest.mark.parametrize("source", ["2001:db8::2", "[2001:db8::2]", "2001:DB8:0:0:0:0:0:2"])
@@ -164,3 +167,85 @@ def test_metas_in_dialog_request_leaves_a_clustered_edge_from_the_internal_socke
     ksr = router(cluster)(meta_in_dialog(keys))
     assert ksr.count("tm.t_relay") == 1
     assert (("$fsn", "internal") in ksr.args("pv.sets")) is cluster
+
+
+# ---- the node-loss records (kemi/media_loss.py): each edge's own, removed across the site ----
+
+RECORD_KEY = "10.0.0.10:5080|1"  # meta_in_dialog's node and Call-ID
+
+
+def bye_results(keys: KeyWatch, recorded: bool, direction: str = "u") -> dict[str, Any]:
+    """Meta's BYE of Call-ID "1" toward NODE; `recorded`: this edge holds the call's record."""
+    token = None if direction == "u" else sign(keys.ring, "b", "1", "fs-tag", "10.0.0.10:5080:udp")
+    base = meta_in_dialog(keys, token)
+    creds = base["htable.sht_get"]
+
+    def sht_get(table: str, key: str) -> object:
+        if table == CALLS_TABLE:
+            return '{"call_id":"1"}' if recorded and key == RECORD_KEY else None
+        return creds(table, key)
+
+    return base | {"htable.sht_get": sht_get}
+
+
+def test_a_bye_through_the_edge_holding_the_record_removes_it_and_tells_no_peer(
+        router: Callable[[bool], Route], tmp_path: Path) -> None:
+    ksr = router(True)(bye_results(KeyWatch(tmp_path / "in-dialog-keys.json"), recorded=True))
+    assert ksr.count("tm.t_relay") == 1
+    assert ksr.args("htable.sht_rm") == [(CALLS_TABLE, RECORD_KEY)]
+    assert ksr.count("dmq.bcast_message") == 0
+
+
+def test_a_bye_through_another_edge_of_the_site_tells_the_peers_to_forget_the_call(
+        router: Callable[[bool], Route], tmp_path: Path) -> None:
+    ksr = router(True)(bye_results(KeyWatch(tmp_path / "in-dialog-keys.json"), recorded=False))
+    assert ksr.count("tm.t_relay") == 1
+    assert ksr.args("dmq.bcast_message") == [(FORGET_PEER, RECORD_KEY, "text/plain")]
+    assert ksr.count("htable.sht_rm") == 0
+
+
+def test_a_business_initiated_calls_bye_has_no_record_to_forget(
+        router: Callable[[bool], Route], tmp_path: Path) -> None:
+    """Its route is signed "b": no record was ever written, so no peer is told anything."""
+    keys = KeyWatch(tmp_path / "in-dialog-keys.json")
+    ksr = router(True)(bye_results(keys, recorded=False, direction="b") | {
+        "pv.get": lambda name: {"$nh(u)": NODE, "$ft": "meta-tag", "$tt": "fs-tag"}.get(name)})
+    assert ksr.count("tm.t_relay") == 1  # the route verified: the BYE went on
+    assert ksr.count("dmq.bcast_message") == 0
+
+
+def test_a_single_edge_removes_the_record_without_looking(
+        router: Callable[[bool], Route], tmp_path: Path) -> None:
+    ksr = router(False)(bye_results(KeyWatch(tmp_path / "in-dialog-keys.json"), recorded=False))
+    assert ksr.args("htable.sht_rm") == [(CALLS_TABLE, RECORD_KEY)]
+    assert not [args for args in ksr.args("htable.sht_get") if args[0] == CALLS_TABLE]
+    assert ksr.count("dmq.bcast_message") == 0
+
+
+def forget_results(body: str) -> dict[str, Any]:
+    return dmq_results() | {"kx.get_ruser": FORGET_PEER, "pv.get": lambda name: (
+        body if name == "$rb" else None)}
+
+
+def test_a_peers_forget_message_removes_the_record_it_names(
+        router: Callable[[bool], Route]) -> None:
+    ksr = router(True)(forget_results(RECORD_KEY))
+    assert ksr.args("htable.sht_rm") == [(CALLS_TABLE, RECORD_KEY)]
+    assert ksr.args("sl.send_reply") == [(200, "OK")]
+    assert ksr.count("dmq.handle_message") == 0
+
+
+@pytest.mark.parametrize("body", ["", "no-bar", "|1", "10.0.0.10:5080|", "node|1",
+                                  "10.0.0.10:5080|1\r\nX: y", "10.0.0.10:5080|" + "x" * 3000])
+def test_a_forget_message_naming_no_record_key_is_refused(
+        router: Callable[[bool], Route], body: str) -> None:
+    ksr = router(True)(forget_results(body))
+    assert ksr.count("htable.sht_rm") == 0
+    assert [status for status, _ in ksr.args("sl.send_reply")] == [400]
+
+
+def test_a_forget_message_from_anyone_but_a_peer_is_dropped(
+        router: Callable[[bool], Route]) -> None:
+    ksr = router(True)(forget_results(RECORD_KEY) | {"kx.get_srcip": "10.0.0.9"})
+    assert ksr.count("htable.sht_rm") == 0 and ksr.count("sl.send_reply") == 0
+    assert ksr.count("set_drop") == 1

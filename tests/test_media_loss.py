@@ -28,7 +28,7 @@ def _record(**changes: str) -> dict[str, Any]:
     fields = {"call_id": "abc@wa.meta.vc", "meta_contact": "sip:meta@203.0.113.5:40123;transport=tls;ob",
               "meta_routes": "", "reply_from": META_FROM, "reply_to": BUSINESS_TO,
               "invite_cseq": "2 INVITE", "meta_source": "sip:203.0.113.5:40123;transport=tcp",
-              "socket": "tcp:127.0.0.1:5062", "owner": "edgea/100"}
+              "socket": "tcp:127.0.0.1:5062"}
     fields.update(changes)
     return fields
 

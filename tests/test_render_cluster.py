@@ -80,6 +80,8 @@ def test_an_edge_of_a_cluster_loads_dmq_on_its_private_socket_only(tmp_path: Pat
         == ["sip:127.0.0.2:5090"]
     assert re.search(r'"wa_authfail=>[^"]*;dmqreplicate=1"', text)
     assert re.search(r'"wa_nonce=>[^"]*autoexpire=40;dmqreplicate=1"', text)
+    # the node-loss records stay on the edge that relayed the 200 (kemi/media_loss.py)
+    assert re.search(r'"wa_calls=>[^"]*"', text) and not re.search(r'"wa_calls=>[^"]*dmq', text)
     assert 'modparam("htable", "enable_dmq", 1)' in text
     assert 'modparam("auth", "nonce_count", 0)' in text  # the edge checks nc from wa_nonce
     assert "wa_dmq_not_peer" in text

@@ -60,11 +60,12 @@ def split_messages(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 class MetaTls:
-    """One TLS connection to the edge's Meta socket: send raw bytes, read answers by Call-ID."""
+    """One TLS connection to the edge's Meta socket: send raw bytes, read answers by Call-ID.
+    `host`: the edge's address (another than 127.0.0.1 for edge B of a two-edge site)."""
 
-    def __init__(self, edge: EdgeLab) -> None:
+    def __init__(self, edge: EdgeLab, host: str = "127.0.0.1") -> None:
         context = ssl.create_default_context(cafile=str(edge.ca.certificate))
-        raw = socket.create_connection(("127.0.0.1", edge.ports.tls), timeout=10)
+        raw = socket.create_connection((host, edge.ports.tls), timeout=10)
         self.sock = context.wrap_socket(raw, server_hostname=edge.config.site.sip_domain)
         self.domain = edge.config.site.sip_domain
         self.port = int(self.sock.getsockname()[1])
