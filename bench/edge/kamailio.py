@@ -109,9 +109,14 @@ class Kamailio:
         self.main_pid = int((self.run_dir / "kamailio.pid").read_text().strip())
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of every Kamailio process so far (children listed anew each time:
-        right after start some may not be forked yet)."""
+        """CPU of every Kamailio process so far (children listed anew each time: right after
+        start some may not be forked yet)."""
         return sum(cpu_seconds_of(pid) for pid in [self.main_pid, *children_of(self.main_pid)])
+
+    def pids(self) -> list[int]:
+        """Every process of this edge: Kamailio's main process, its children, its front."""
+        front = self.front.pid if self.front is not None else None
+        return [self.main_pid, *children_of(self.main_pid), *([front] if front else [])]
 
     def memory(self) -> Memory:
         shm: dict[str, Any] = call(self.setup.rpc_socket, "core.shmmem")

@@ -15,6 +15,9 @@ Kamailio CPU, every edge summed, over its completed calls; the machine's busy sh
 then a ramp until a step fails, loses pace or overloads. The load generator (SIPp: Meta's side
 and FreeSWITCH's) runs on the same cores as the edges: the call rates say what this machine
 does; the CPU per call is what travels to a site with one edge per machine.
+`--edge-cores X` gives every edge (all its processes) X cores of CPU through a cgroup quota
+(bench/edge/cpu_cap.py, root), the load generator outside it: one edge per machine of X cores,
+so the ramp's call rates show what a second edge adds to a site.
 The last line printed is
 ``RESULT one_edge_cps=<x> two_edge_cps=<x> scaling=<x> native_cps=<x> ratio=<x>
 cpu_us_one=<x> cpu_us_two=<x> cpu_us_native=<x> cpu_ratio=<x> failed=<n>`` (one line).
@@ -40,6 +43,7 @@ from lab.processes import LabError, free_port
 from provisioning.kamailio_binary import kamailio_available
 from provisioning.kamailio_rpc import RpcError, call
 
+from .cpu_cap import CpuCap, CpuCapError
 from .kamailio import Kamailio
 from .load import Step, StepResult, run_split_step, split_step
 from .report import SetupReport, median, ratio
@@ -126,16 +130,23 @@ def wait_for_peers(kamailios: list[Kamailio], timeout_s: float = 15) -> None:
 class Running:
     """The Kamailios of a set-up, started together (and peered), stopped together."""
 
-    def __init__(self, site_setup: SiteSetup, folder: Path) -> None:
+    def __init__(self, site_setup: SiteSetup, folder: Path, edge_cores: float | None) -> None:
         self.site_setup = site_setup
         self.folder = folder
+        self.edge_cores = edge_cores
         self.stack = ExitStack()
         self.kamailios: list[Kamailio] = []
 
     def __enter__(self) -> Running:
         try:
             for setup in self.site_setup.setups:
-                self.kamailios.append(self.stack.enter_context(Kamailio(setup, self.folder)))
+                # the cap first: it is removed after its Kamailio stopped (ExitStack's order)
+                cap = (self.stack.enter_context(CpuCap(setup.name, self.edge_cores))
+                       if self.edge_cores else None)
+                kamailio = self.stack.enter_context(Kamailio(setup, self.folder))
+                if cap is not None:
+                    cap.add(kamailio.pids())
+                self.kamailios.append(kamailio)
             if len(self.kamailios) > 1:
                 wait_for_peers(self.kamailios)
         except BaseException:
@@ -169,9 +180,10 @@ class Running:
             self.step(Step(50, plan.warmup_calls, 0, "tcp"), folder / "warmup")
 
 
-def fixed_round(site_setup: SiteSetup, plan: Plan, folder: Path, number: int) -> SiteStepResult:
+def fixed_round(site_setup: SiteSetup, plan: Plan, folder: Path, number: int,
+                edge_cores: float | None) -> SiteStepResult:
     folder = folder / f"round-{number}"
-    with Running(site_setup, folder) as running:
+    with Running(site_setup, folder, edge_cores) as running:
         running.warm_up(plan, folder / site_setup.name)
         result = running.step(Step(plan.fixed_rate, plan.calls(plan.fixed_rate, plan.fixed_seconds),
                                    0, "tcp", trace_messages=True),
@@ -182,8 +194,9 @@ def fixed_round(site_setup: SiteSetup, plan: Plan, folder: Path, number: int) ->
     return result
 
 
-def ramp(site_setup: SiteSetup, plan: Plan, folder: Path, report: SetupReport) -> None:
-    with Running(site_setup, folder) as running:
+def ramp(site_setup: SiteSetup, plan: Plan, folder: Path, report: SetupReport,
+         edge_cores: float | None) -> None:
+    with Running(site_setup, folder, edge_cores) as running:
         running.warm_up(plan, folder / f"{site_setup.name}-ramp")
         for rate in plan.steps:
             time.sleep(plan.settle_s)
@@ -209,22 +222,24 @@ def top_busy(report: SetupReport) -> float:
     return passed[-1].machine_busy if passed else 0.0
 
 
-def summary(one: SetupReport, two: SetupReport, native: SetupReport, plan: Plan) -> list[str]:
+def summary(one: SetupReport, two: SetupReport, native: SetupReport, plan: Plan,
+            edge_cores: float | None = None) -> list[str]:
     cores = os.cpu_count() or 1
     cpu_one, cpu_two, cpu_native = (one.cpu_us_per_call, two.cpu_us_per_call,
                                     native.cpu_us_per_call)
+    budget = (f"each edge capped at {edge_cores:g} cores (cgroup quota), the load generator "
+              "outside the caps" if edge_cores else "shared with the load generator")
     out = [
         f"site call rate, one edge -> two edges: {one.max_cps} -> {two.max_cps} cps "
         f"(x{ratio(two.max_cps, one.max_cps):.2f}); machine busy at the top passed step "
-        f"{100 * top_busy(one):.0f} % / {100 * top_busy(two):.0f} % of {cores} cores, shared "
-        "with the load generator",
+        f"{100 * top_busy(one):.0f} % / {100 * top_busy(two):.0f} % of {cores} cores; {budget}",
         f"site Kamailio CPU per call at {plan.fixed_rate} cps: one edge {cpu_one:.0f} us, "
         f"two edges {cpu_two:.0f} us (x{ratio(cpu_two, cpu_one):.2f}: DMQ replication and two "
         f"sets of processes), native {cpu_native:.0f} us",
         f"KEMI/native, one edge: call rate {ratio(one.max_cps, native.max_cps):.2f}, "
         f"CPU per call {ratio(cpu_one, cpu_native):.2f}",
     ]
-    if cpu_two:
+    if cpu_two and not edge_cores:
         per_core = 1e6 / cpu_two
         out.append(f"one edge per machine (its cores its own, no load generator): about "
                    f"{per_core:.0f} calls/s per core at two edges' CPU per call, so a site "
@@ -258,6 +273,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-manager", choices=("qm", "fm", "tlsf"), default=None,
                         help="Kamailio's memory manager (-x) for every set-up; default: its own "
                         "(qm)")
+    parser.add_argument("--edge-cores", type=float, default=None,
+                        help="every edge's CPU, in cores, through a cgroup quota (root): one "
+                        "edge per machine of that size; default: no cap")
     parser.add_argument("--smoke", action="store_true",
                         help="a few calls per set-up: proves the harness, times nothing")
     parser.add_argument("--tls-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -284,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         single, pair = sites(folder, metrics=True)
         print(f"bench-edge-site: {os.cpu_count()} CPUs, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; workers={args.workers} per "
-              f"edge; memory manager {args.memory_manager or 'default'}; ramp {plan.steps} x "
+              f"edge; memory manager {args.memory_manager or 'default'}; "
+              f"{f'{args.edge_cores:g} cores' if args.edge_cores else 'no CPU cap'} per edge; "
+              f"ramp {plan.steps} x "
               f"{plan.step_seconds:g} s; fixed {plan.fixed_rate} cps "
               f"x {plan.fixed_seconds:g} s; logs in {folder}", flush=True)
         makers = {
@@ -304,13 +324,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench-edge-site: fixed rate, round {number} of {plan.rounds} ...", flush=True)
             for site_setup in setups:
                 reports[site_setup.name].fixed_rounds.append(
-                    fixed_round(site_setup, plan, folder, number))
+                    fixed_round(site_setup, plan, folder, number, args.edge_cores))
         if not args.no_ramp:
             for site_setup in setups:
                 print(f"bench-edge-site: ramp {site_setup.name} ...", flush=True)
-                ramp(site_setup, plan, folder, reports[site_setup.name])
+                ramp(site_setup, plan, folder, reports[site_setup.name], args.edge_cores)
                 time.sleep(2 * plan.settle_s)
-    except (LabError, SetupError) as error:
+    except (LabError, SetupError, CpuCapError) as error:
         print(f"bench-edge-site: {error}", file=sys.stderr)
         return 2
     finally:
@@ -322,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  machine busy during the fixed rounds (median): "
                   f"{100 * busy_share(report):.0f} % of {os.cpu_count()} cores")
     one, two, native = reports["one-edge"], reports["two-edges"], reports["native"]
-    print("\n".join(summary(one, two, native, plan)))
+    print("\n".join(summary(one, two, native, plan, args.edge_cores)))
     failed = sum(report.fixed_failed for report in reports.values())
     print(result_line(one, two, native, failed), flush=True)
     return 1 if failed else 0
