@@ -530,6 +530,8 @@ class WhatsAppEdge:
             return False
         if step:
             self._set_cseq(int(str(KSR.pv.get("$cs"))) + step)
+            if self.request.kind == "PRACK":
+                self._shift_rack(step)
             if self.request.kind != "ACK":  # an ACK has no answer
                 KSR.pv.seti(CSEQ_STEP_AVP, step)
                 KSR.tm.t_on_reply("ksr_onreply_business")
@@ -968,6 +970,15 @@ class WhatsAppEdge:
         KSR.pv.sets("$avp(wa_fs_cseq)", str(cseq))
         KSR.pv.sets("$avp(wa_cseq_route)", sign_cseq_step(
             self.key_ring(), str(KSR.kx.get_callid()), str(KSR.pv.get("$ft") or ""), 1))
+
+    def _shift_rack(self, step: int) -> None:
+        """FreeSWITCH's PRACK acknowledges Meta's reliable provisional (RFC 3262) by the
+        INVITE's CSeq as FreeSWITCH knows it; Meta matches RAck against its own, `step` above.
+        A RAck that is not `RSeq CSeq Method` is left as it came (Meta answers it 481)."""
+        rack = str(KSR.hdr.get("RAck") or "").split()
+        if len(rack) == 3 and rack[0].isdigit() and rack[1].isdigit() and rack[2].isalpha():
+            KSR.textops.subst_hf("RAck", f"/^.*$/{rack[0]} {int(rack[1]) + step} {rack[2]}/",
+                                 "f")
 
     def _set_cseq(self, number: int) -> None:
         """The CSeq number of the message in hand becomes `number` (the method stays)."""

@@ -80,14 +80,17 @@ class WhatsAppUser(UdpPeer):
     INVITE's) is out of order and answered 500 (RFC 3261 12.2.2)."""
 
     remote_cseq = 0
+    invite_cseq = 0  # the last INVITE's, which its ACK repeats (a PRACK may come between)
 
     def judge(self, request: str) -> bool:
         number, method = header_values(request, "CSeq")[0].split()
         if method == "ACK":
-            return int(number) == self.remote_cseq
+            return int(number) == self.invite_cseq
         if int(number) <= self.remote_cseq:
             return False
         self.remote_cseq = int(number)
+        if method == "INVITE":
+            self.invite_cseq = int(number)
         return True
 
 
@@ -173,9 +176,10 @@ def edge_socket(edge: EdgeLab) -> tuple[str, int]:
     return host, int(port)
 
 
-def fs_in_dialog(bic: BicCall, method: str, cseq: int, to: tuple[str, int]) -> None:
+def fs_in_dialog(bic: BicCall, method: str, cseq: int, to: tuple[str, int],
+                 extra: tuple[str, ...] = ()) -> None:
     """FreeSWITCH's in-dialog request along its route set, sent to `to` (the first Route's
-    address, or another edge's when that address moved there)."""
+    address, or another edge's when that address moved there); `extra` header lines."""
     lines = [
         f"{method} {bic.fs_target} SIP/2.0",
         f"Via: SIP/2.0/UDP 127.0.0.1:{bic.fs.port};branch=z9hG4bK-{bic.call_id}-{method}{cseq}"
@@ -186,6 +190,7 @@ def fs_in_dialog(bic: BicCall, method: str, cseq: int, to: tuple[str, int]) -> N
         f"Call-ID: {bic.call_id}",
         f"CSeq: {cseq} {method}",
         *(f"Route: {route}" for route in bic.fs_routes),
+        *extra,
         "Content-Length: 0", "", ""]
     bic.fs.sock.sendto("\r\n".join(lines).encode(), to)
 
@@ -287,6 +292,46 @@ def test_meta_requests_after_an_edge_restart_reach_the_business(
     assert answer.startswith("SIP/2.0 200") and cseq_of(answer) == "2 BYE", answer
     # FreeSWITCH sees its own From and To again (uac restore from the route)
     assert header_values(bye, "To")[0].startswith(f"<sip:{NUMBER}@127.0.0.1:")
+
+
+def test_freeswitchs_prack_reaches_meta_with_the_rack_of_metas_invite(
+        single: tuple[EdgeLab, MetaStandin], parties: tuple[UdpPeer, WhatsAppUser]) -> None:
+    """Meta's reliable 183 (RFC 3262) reaches FreeSWITCH with FreeSWITCH's CSeq; its PRACK
+    acknowledges it by that CSeq in RAck, which Meta matches against its own INVITE's, one
+    above: the edge renumbers RAck with the PRACK's CSeq, and Meta's 200 comes back down."""
+    edge, _ = single
+    fs, user = parties
+    call_id = "bic-prack"
+    user.remote_cseq = 0
+    fs.sock.sendto(fs_invite(call_id, fs.port, edge.config.listen.internal).encode(),
+                   edge_socket(edge))
+    invite = user.request("INVITE")
+    assert user.judge(invite)
+    user_tag = f"wa-{call_id}"
+    user.reply(invite, 183, "Session Progress", to_tag=user_tag,
+               extra=("Require: 100rel", "RSeq: 1"))
+    progress = next_response(fs, call_id, "INVITE")
+    assert progress.startswith("SIP/2.0 183"), progress
+    assert header_values(progress, "CSeq") == [f"{FS_CSEQ} INVITE"]
+    routes = [e.strip() for v in header_values(progress, "Record-Route") for e in v.split(",")]
+    bic = BicCall(call_id, fs, user, list(reversed(routes)), header_values(progress, "To")[0],
+                  header_values(progress, "Contact")[0].split(";")[0].strip("<>"),
+                  header_values(progress, "From")[0], invite, user_tag, FS_CSEQ + 1)
+    fs_in_dialog(bic, "PRACK", FS_CSEQ + 1, edge_socket(edge),
+                 extra=(f"RAck: 1 {FS_CSEQ} INVITE",))
+    prack = user.request("PRACK")
+    assert header_values(prack, "RAck") == [f"1 {FS_CSEQ + 1} INVITE"]  # Meta's INVITE's CSeq
+    assert user.judge(prack), header_values(prack, "CSeq")
+    user.reply(prack, 200, "OK", to_tag=user_tag)
+    answer = next_response(fs, call_id, "PRACK")
+    assert answer.startswith("SIP/2.0 200"), answer
+    assert header_values(answer, "CSeq") == [f"{FS_CSEQ + 1} PRACK"]
+    user.reply(invite, 200, "OK", to_tag=user_tag)
+    assert next_response(fs, call_id, "INVITE").startswith("SIP/2.0 200")
+    fs_in_dialog(bic, "ACK", FS_CSEQ, edge_socket(edge))
+    assert user.judge(user.request("ACK"))
+    bye, answer = business_bye(bic, edge_socket(edge))
+    assert cseq_of(bye) == f"{FS_CSEQ + 3} BYE" and answer.startswith("SIP/2.0 200"), answer
 
 
 def test_business_reinvite_after_a_restart_is_still_refused_by_the_edge(

@@ -171,14 +171,16 @@ class UdpPeer:
         self.sock.sendto("\r\n".join(lines).encode(), ("127.0.0.1", edge_port))
 
     def reply(self, request: str, status: int, reason: str, to_tag: str = "fs-tag",
-              edge_port: int = 0) -> None:
-        """Answer `request` as FreeSWITCH would: Record-Route copied, Contact this socket."""
+              edge_port: int = 0, extra: tuple[str, ...] = ()) -> None:
+        """Answer `request` as FreeSWITCH would: Record-Route copied, Contact this socket,
+        `extra` header lines after it."""
         lines = [f"SIP/2.0 {status} {reason}"]
         for name in ("Via", "Record-Route", "From", "Call-ID", "CSeq"):
             lines += [f"{name}: {v}" for v in header_values(request, name)]
         to = header_values(request, "To")[0]
         lines.append(f"To: {to}" if ";tag=" in to else f"To: {to};tag={to_tag}")
-        lines += [f"Contact: <sip:fs@127.0.0.1:{self.port}>", "Content-Length: 0", "", ""]
+        lines += [f"Contact: <sip:fs@127.0.0.1:{self.port}>", *extra, "Content-Length: 0", "",
+                  ""]
         via = header_values(request, "Via")[0]
         host_port = re.match(r"SIP/2.0/UDP ([^;]+)", via)
         assert host_port, via
