@@ -7,8 +7,10 @@ one edge per machine looks like: a site of two edges has twice the edge CPU of o
 rate it reaches says what the second edge buys after the cluster's own cost (DMQ).
 
 The kernel enforces the quota (cpu.max on cgroup v2, cpu.cfs_quota_us on v1's cpu controller);
-root only. Every process of the edge is moved in after start (Kamailio forks its children at
-start and none later); the group is removed at the end, its processes already stopped.
+root only. Kamailio is started inside the group (`launch`: a shell joins it and execs
+Kamailio), so every process it forks is in it from its first instruction; moving its processes
+in once it answered RPC missed some (the TCP workers, the busiest, forked after it), which let
+an edge use three times its budget. The group is removed at the end, its processes stopped.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class CpuCap:
 
     def __exit__(self, *exc: object) -> None:
         self._remove()
+
+    def launch(self, argv: list[str]) -> list[str]:
+        """`argv` run inside this group: a shell writes its own pid into the group, then execs
+        `argv` (the same pid: a foreground Kamailio's, `-DD`)."""
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.folder / "cgroup.procs"),
+                *argv]
 
     def add(self, pids: list[int]) -> None:
         for pid in pids:

@@ -21,6 +21,7 @@ from lab.tls_front import start_haproxy
 from provisioning.kamailio_binary import kamailio_binary
 from provisioning.kamailio_rpc import RpcError, call
 
+from .cpu_cap import CpuCap
 from .setups import Setup
 
 SHM_MB = 256  # enough for the transactions a 5 s wait timer keeps at a few thousand calls/s
@@ -62,14 +63,18 @@ def cpu_seconds_of(pid: int) -> float:
 class Kamailio:
     """A running set-up; use as a context manager."""
 
-    def __init__(self, setup: Setup, folder: Path) -> None:
+    def __init__(self, setup: Setup, folder: Path, cpu_cap: CpuCap | None = None) -> None:
+        """`cpu_cap`: Kamailio starts inside it (every process it forks with it) and its front
+        is moved in once started."""
         self.setup = setup
         self.run_dir = folder / f"run-{setup.name}"
-        self.process = ManagedProcess(f"kamailio {setup.name}", [
-            kamailio_binary(), "-f", str(setup.config), "-DD", "-E", "-m", str(SHM_MB), "-M", str(PKG_MB),
-            "-Y", str(self.run_dir), "-P", str(self.run_dir / "kamailio.pid"),
-            *(["-x", setup.memory_manager] if setup.memory_manager else [])],
-            folder / f"kamailio-{setup.name}.log")
+        self.cpu_cap = cpu_cap
+        argv = [kamailio_binary(), "-f", str(setup.config), "-DD", "-E", "-m", str(SHM_MB),
+                "-M", str(PKG_MB), "-Y", str(self.run_dir), "-P", str(self.run_dir / "kamailio.pid"),
+                *(["-x", setup.memory_manager] if setup.memory_manager else [])]
+        self.process = ManagedProcess(f"kamailio {setup.name}",
+                                      cpu_cap.launch(argv) if cpu_cap is not None else argv,
+                                      folder / f"kamailio-{setup.name}.log")
         self.main_pid = 0
         self.front: ManagedProcess | None = None  # HAProxy, where the render put one
         self.front_log = folder / f"haproxy-{setup.name}.log"
@@ -82,6 +87,8 @@ class Kamailio:
             if self.setup.front_config is not None:
                 self.front = start_haproxy(self.setup.front_config, self.setup.front_port,
                                            self.front_log)
+                if self.cpu_cap is not None and self.front.pid:
+                    self.cpu_cap.add([self.front.pid])
         except BaseException:
             self.process.stop()
             raise
@@ -112,11 +119,6 @@ class Kamailio:
         """CPU of every Kamailio process so far (children listed anew each time: right after
         start some may not be forked yet)."""
         return sum(cpu_seconds_of(pid) for pid in [self.main_pid, *children_of(self.main_pid)])
-
-    def pids(self) -> list[int]:
-        """Every process of this edge: Kamailio's main process, its children, its front."""
-        front = self.front.pid if self.front is not None else None
-        return [self.main_pid, *children_of(self.main_pid), *([front] if front else [])]
 
     def memory(self) -> Memory:
         shm: dict[str, Any] = call(self.setup.rpc_socket, "core.shmmem")

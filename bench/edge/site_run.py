@@ -143,10 +143,7 @@ class Running:
                 # the cap first: it is removed after its Kamailio stopped (ExitStack's order)
                 cap = (self.stack.enter_context(CpuCap(setup.name, self.edge_cores))
                        if self.edge_cores else None)
-                kamailio = self.stack.enter_context(Kamailio(setup, self.folder))
-                if cap is not None:
-                    cap.add(kamailio.pids())
-                self.kamailios.append(kamailio)
+                self.kamailios.append(self.stack.enter_context(Kamailio(setup, self.folder, cap)))
             if len(self.kamailios) > 1:
                 wait_for_peers(self.kamailios)
         except BaseException:
