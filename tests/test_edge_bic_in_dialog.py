@@ -144,14 +144,20 @@ def next_response(peer: UdpPeer, call_id: str, method: str, timeout: float = 10)
         return message
 
 
-def establish(edge: EdgeLab, fs: UdpPeer, user: WhatsAppUser, call_id: str,
-              standin: MetaStandin) -> BicCall:
-    """FreeSWITCH calls through `edge`; the edge answers Meta's 407; the user answers 200."""
+def fs_calls(edge: EdgeLab, fs: UdpPeer, user: WhatsAppUser, call_id: str) -> str:
+    """FreeSWITCH's INVITE through `edge`: the INVITE as the WhatsApp user got it (in order)."""
     user.remote_cseq = 0
     fs.sock.sendto(fs_invite(call_id, fs.port, edge.config.listen.internal).encode(),
                    edge_socket(edge))
     invite = user.request("INVITE")
     assert user.judge(invite)
+    return invite
+
+
+def establish(edge: EdgeLab, fs: UdpPeer, user: WhatsAppUser, call_id: str,
+              standin: MetaStandin) -> BicCall:
+    """FreeSWITCH calls through `edge`; the edge answers Meta's 407; the user answers 200."""
+    invite = fs_calls(edge, fs, user, call_id)
     user_tag = f"wa-{call_id}"
     user.reply(invite, 200, "OK", to_tag=user_tag)
     ok = next_response(fs, call_id, "INVITE")
@@ -302,11 +308,7 @@ def test_freeswitchs_prack_reaches_meta_with_the_rack_of_metas_invite(
     edge, _ = single
     fs, user = parties
     call_id = "bic-prack"
-    user.remote_cseq = 0
-    fs.sock.sendto(fs_invite(call_id, fs.port, edge.config.listen.internal).encode(),
-                   edge_socket(edge))
-    invite = user.request("INVITE")
-    assert user.judge(invite)
+    invite = fs_calls(edge, fs, user, call_id)
     user_tag = f"wa-{call_id}"
     user.reply(invite, 183, "Session Progress", to_tag=user_tag,
                extra=("Require: 100rel", "RSeq: 1"))
