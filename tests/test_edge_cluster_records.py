@@ -20,6 +20,7 @@ from lab.edge import EdgeLab
 from provisioning.kamailio_rpc import RpcError
 from provisioning.kamailio_rpc import call as call_rpc
 from tests.security.sip_wire import Call, MetaTls, UdpPeer, establish, in_dialog
+from tests.test_edge_cluster import wait_for_dmq_peer
 from tests.two_edge_site import two_edge_site
 
 REPLICATION_S = 1.0  # a KDMQ on loopback arrives in milliseconds; a second is a generous bound
@@ -88,3 +89,21 @@ def test_metas_bye_through_the_other_edge_removes_the_record_there(
         time.sleep(0.05)
     assert not has_record(edge_a, key), "B's forget message did not remove A's record"
     assert "BYE from Meta call-id=records-other" in edge_b.kamailio_log()
+
+
+def test_with_the_edge_holding_the_record_gone_the_bye_through_the_other_is_not_held_up(
+        site: tuple[EdgeLab, EdgeLab], node: UdpPeer) -> None:
+    """The forget message goes out beside the BYE (dmq's own transaction), never holding it:
+    with edge A down (its record lost with it), Meta's BYE through B reaches FreeSWITCH and
+    Meta gets its 200."""
+    edge_a, edge_b = site
+    with MetaTls(edge_a) as tls:
+        call = establish(tls, node, "records-a-gone")
+    edge_a.stop()
+    try:
+        with MetaTls(edge_b, b_host(edge_b)) as tls_b:
+            assert bye(tls_b, node, call).startswith("SIP/2.0 200")  # within MetaTls's 5 s
+    finally:
+        edge_a.start()
+        wait_for_dmq_peer(edge_b, edge_a.config.cluster.this_edge)
+    assert "BYE from Meta call-id=records-a-gone" in edge_b.kamailio_log()
