@@ -105,5 +105,5 @@ def test_with_the_edge_holding_the_record_gone_the_bye_through_the_other_is_not_
             assert bye(tls_b, node, call).startswith("SIP/2.0 200")  # within MetaTls's 5 s
     finally:
         edge_a.start()
-        wait_for_dmq_peer(edge_b, edge_a.config.cluster.this_edge)
+        wait_for_dmq_peer(edge_b, str(edge_a.config.cluster.this_edge))
     assert "BYE from Meta call-id=records-a-gone" in edge_b.kamailio_log()

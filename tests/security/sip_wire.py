@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.edge import LAB_PASSWORD, EdgeLab
 
@@ -199,7 +200,9 @@ class DigestParts:
     method: str = "INVITE"
     qop: bool = True
     nc: str = "00000001"
-    cnonce: str = "0a4f113b"
+    # fresh per response, as a client makes it: a site's replay check ([cluster]) keys nc by
+    # nonce and cnonce, and every challenge of one second carries the same nonce
+    cnonce: str = field(default_factory=lambda: secrets.token_hex(4))
     opaque: str | None = None
 
 
