@@ -53,6 +53,7 @@ MEDIA_BACK_S = 2.0
 REPLICATED_WITHIN_S = 5.0
 REDIS_BACK_WITHIN_S = 20.0  # rendered redis-disable-time 10 s, then the next call's writes
 YOUNG_KEYS_WITHIN_S = 2.0  # a DTLS call's keys in Redis after its answer (endpoint-learning)
+RECORD_GONE_WITHIN_S = 2.0  # a peer's forget KDMQ on the lab's links takes milliseconds
 # FreeSWITCH media nodes: a dead node's last heartbeat is at most one heartbeat old at the kill,
 # stale after node_lost_after_s, and the surviving wa-esl looks once a heartbeat: closed within
 # their sum (plus the drill's polling)
@@ -267,6 +268,29 @@ def _media1_states(site: ClusterSite) -> list[str]:
     """media1's dispatcher flags on every edge ('AP' active, 'IP' inactive and probing)."""
     return [site.dispatcher_states(edge).get(site.node("media1").address, "")
             for edge in site.edges.values()]
+
+
+def _recorded_calls(site: ClusterSite, role: str) -> set[str]:
+    """The Call-IDs of the node-loss records (wa_calls, kemi/media_loss.py) edge `role` holds."""
+    try:
+        dump = call(site.edges[role].rpc_socket, "htable.dump", "wa_calls", timeout=2)
+    except RpcError:
+        return set()  # an empty table: "no entries" (or the edge is down: nothing held)
+    names: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            name = value.get("name")
+            if isinstance(name, str) and "|" in name:
+                names.add(name.split("|", 1)[1])
+            for inner in value.values():
+                walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(dump)
+    return names
 
 
 def _ha1(site: ClusterSite, role: str) -> str | None:
@@ -653,6 +677,15 @@ def key_rotated(site: ClusterSite) -> DrillReport:
     new calls are signed with the new key."""
     report = DrillReport("the in-dialog MAC key rotated while calls are up")
     up = _calls_up(site, report)
+    held = {role: _recorded_calls(site, role) for role in EDGES}
+    relayed_by = {c.call_id: role for c in up for role in EDGES
+                  if c.connected_to == site.node(role).address}
+    ids = set(relayed_by)
+    report.check("each answered call's node-loss record is on the edge that relayed its 200 "
+                 f"and on no other ({', '.join(f'{r}: {len(ids & held[r])} of {len(ids)}' for r in EDGES)})",
+                 len(ids) == len(up) and all(
+                     (call_id in held[role]) == (role == relayed_by[call_id])
+                     for call_id in ids for role in EDGES))
     old_key = mac_key_id(up[0].route)
     rotation = rotate_key_file(site.edges["edgea"].config.edge.in_dialog_key_file, 3600)
     fault_at = time.monotonic()
@@ -670,6 +703,13 @@ def key_rotated(site: ClusterSite) -> DrillReport:
         report.check(f"{meta_call.wacid} (old key): Meta's BYE through {via} reaches the "
                      f"business (BYE {meta_call.bye_status or 'unanswered'})",
                      meta_call.bye_status == 200 and reached)
+    # a BYE through the edge that has no record tells its peers, and the holder drops it
+    def left() -> int:
+        return sum(len(ids & _recorded_calls(site, role)) for role in EDGES)
+
+    gone = _wait(lambda: left() == 0, RECORD_GONE_WITHIN_S)
+    report.check(f"after the BYEs (one through each edge) no edge holds a record of these calls "
+                 f"within {RECORD_GONE_WITHIN_S:.0f} s ({left()} left)", gone)
     return report
 
 
