@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from lab.media.sdp import (
 from lab.media.srtp import SUITE, SrtpKeys, SrtpSession, new_master_key
 from lab.media.stun import Address, IceLiteResponder, ice_credential
 from lab.media.tone import ToneGenerator, dominant_frequency
+from lab.processes import free_port
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +241,12 @@ class MediaPeer(asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------------ life cycle
     async def open(self, port: int = 0) -> MediaPeer:
+        """Bound to `port`, or to a port of free_port()'s (never one it handed out to another
+        party of the lab: a port-0 bind could take the WhatsApp user's SIP port, seen as
+        EADDRINUSE when that party bound it next)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self,
-                                                           local_addr=(self.address, port))
+        local = (self.address, port or free_port(socket.SOCK_DGRAM, self.address))
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=local)
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         if self.mode is SrtpMode.DTLS and self._certificate is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from lab.media.receive_stats import ReceiveStats
 from lab.media.rtp import RtpHeader, parse_rtp, parse_telephone_event, telephone_event
 from lab.media.sdp import OPUS_PT, TELEPHONE_EVENT_PT, SdpError, parse_sdp
 from lab.media.tone import ToneGenerator, dominant_frequency
+from lab.processes import free_port
 
 PLAIN_PROFILE = "RTP/AVP"
 DTMF_PACKETS = 5  # as lab/media/peer.py: 100 ms per digit, the end packet sent three times
@@ -86,7 +88,9 @@ class PlainRtpPeer(asyncio.DatagramProtocol):
 
     async def open(self) -> PlainRtpPeer:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.address, 0))
+        # a port of free_port()'s, not port 0 (MediaPeer.open says why)
+        local = (self.address, free_port(socket.SOCK_DGRAM, self.address))
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=local)
         self._transport = transport
         self.port = int(transport.get_extra_info("sockname")[1])
         return self

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 from dataclasses import dataclass, field
+
+from lab.processes import free_port
 
 RETRANSMIT_S = 0.5
 
@@ -78,8 +81,10 @@ class SipUac(asyncio.DatagramProtocol):
 
     async def open(self) -> SipUac:
         loop = asyncio.get_running_loop()
+        # a port of free_port()'s when none is given, not port 0 (MediaPeer.open says why)
+        port = self.local_port or free_port(socket.SOCK_DGRAM, self.local_ip)
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=(self.local_ip, self.local_port))
+            lambda: self, local_addr=(self.local_ip, port))
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
         return self
