@@ -335,7 +335,8 @@ class WhatsAppEdge:
 
     def dmq_request(self) -> None:
         """The DMQ socket ([cluster]): KDMQ from a peer edge's socket goes to dmq (the htable
-        replication of lockouts and nonces); anything else is dropped unanswered. dmq itself
+        replication of lockouts and nonces), or to forget_for_peer when it names FORGET_PEER;
+        anything else is dropped unanswered. dmq itself
         would take a KDMQ from anyone, and a node that announces itself joins the bus.
 
         A peer's address as Kamailio writes it is looked up as is (`dmq_peer_texts`, the peers

@@ -43,7 +43,6 @@ def test_a_launched_process_and_what_it_forks_are_in_a_group_with_the_quota() ->
             else:
                 assert int((cap.folder / "cpu.cfs_quota_us").read_text()) == PERIOD_US // 4
                 assert int((cap.folder / "cpu.cfs_period_us").read_text()) == PERIOD_US
-            assert cap.throttled_s() >= 0
         finally:
             for pid in (child.pid, forked):
                 if pid:

@@ -83,14 +83,6 @@ class CpuCap:
             except OSError as error:
                 raise CpuCapError(f"cannot move pid {pid} into {self.folder}: {error}") from error
 
-    def throttled_s(self) -> float:
-        """Seconds the group was held back by its quota so far (cpu.stat)."""
-        fields = dict(line.split() for line in (self.folder / "cpu.stat").read_text().splitlines()
-                      if len(line.split()) == 2)
-        if self.v2:
-            return int(fields.get("throttled_usec", 0)) / 1e6
-        return int(fields.get("throttled_time", 0)) / 1e9
-
     def _remove(self) -> None:
         """rmdir once the group is empty (a stopped process leaves it a moment later)."""
         deadline = time.monotonic() + 5

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bench.media.cpu import machine_cpu_s
 from lab.processes import LabError, free_port
 from provisioning.kamailio_binary import kamailio_available
 from provisioning.kamailio_rpc import RpcError, call
@@ -68,15 +69,6 @@ class SiteSetup:
     name: str
     setups: list[Setup]
     edges: list[BenchSite]
-
-
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, every core (/proc/stat)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    total = sum(fields[:8])  # user .. steal (guest is inside user)
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (total - idle) / ticks, total / ticks
 
 
 @dataclass
@@ -159,10 +151,10 @@ class Running:
 
     def step(self, step: Step, folder: Path) -> SiteStepResult:
         cpu_before = self.cpu_seconds()
-        busy_before, total_before = machine_busy_seconds()
+        busy_before, total_before = machine_cpu_s()
         plain = run_split_step(split_step(step, self.site_setup.edges), folder,
                                with_freeswitch=True, stagger_s=STAGGER_S)
-        busy_after, total_after = machine_busy_seconds()
+        busy_after, total_after = machine_cpu_s()
         result = SiteStepResult(**vars(plain))
         result.cpu_s = self.cpu_seconds() - cpu_before
         result.machine_busy = ratio(busy_after - busy_before, total_after - total_before)
